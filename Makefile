@@ -1,0 +1,31 @@
+# Every target is self-contained on a fresh clone with only Python >= 3.11 installed:
+# the venv is created and the project installed into it on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/flowerd --base-dir . serve
+
+test: $(STAMP)
+	$(BIN)/ruff check daemon tests benchmarks migrations pipelines
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix daemon tests benchmarks migrations pipelines
+	$(BIN)/ruff format daemon tests benchmarks migrations pipelines
+
+clean:
+	rm -rf $(VENV) .flowerd .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""flowerd: scheduled Hamilton pipelines with a run history.
+
+The data flows one way (see README.md):
+
+    schedules/*.toml --schedule.py--> Schedule (frozen)
+        --trigger.py / scheduler.py--> a slot fires (APScheduler AsyncIOScheduler)
+        --runner.py--> claim the slot in the history, overlap / concurrency / timeout / retries
+        --pipeline.py--> Hamilton: async driver (awaited) | sync driver (thread pool)
+        --history.py--> one row per slot: queued -> running -> terminal state
+
+`app.py` composes these for `flowerd serve`; `cli.py` is the command line.
+The Python API mirrors FlowerPower's PipelineManager.run / run_async and RunConfig.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__all__ = ["PipelineManager", "RunConfig"]
+
+if TYPE_CHECKING:
+    from daemon.pipeline import PipelineManager, RunConfig
+
+
+def __getattr__(name: str):  # lazy: `flowerd runs` must not import Hamilton
+    if name in __all__:
+        from daemon import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'daemon' has no attribute {name!r}")

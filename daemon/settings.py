@@ -1,0 +1,148 @@
+"""Settings, read once at the edge (the CLI) and passed down.
+
+Precedence: CLI flags > FLOWERD_* environment > <base_dir>/flowerd.toml > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from daemon.errors import SettingsError, did_you_mean
+
+SETTINGS_FILE = "flowerd.toml"
+STATE_DIR = ".flowerd"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWERD_", extra="forbid", frozen=True)
+
+    base_dir: Path = Path(".")
+    database_url: str = ""  # empty: sqlite file <base_dir>/.flowerd/history.db
+    timezone: str = "UTC"
+    max_concurrent_runs: int = Field(default=16, ge=1)
+    threads: int = Field(default=4, ge=1)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # -- derived paths ---------------------------------------------------------------
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.base_dir / "pipelines"
+
+    @property
+    def schedules_dir(self) -> Path:
+        return self.base_dir / "schedules"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the default database, the lock and the control socket live."""
+        path = sqlite_path(self.db_url)
+        return path.parent if path else self.base_dir / STATE_DIR
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or sqlite_url(self.base_dir / STATE_DIR / "history.db")
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / "flowerd.sock"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{Path(path).resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases / in-memory."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            rest = url[len(prefix) :].split("?", 1)[0]
+            return Path(rest) if rest and rest != ":memory:" else None
+    return None
+
+
+def normalise_db(value: str) -> str:
+    """`--db` takes a URL or a plain path; a path becomes an aiosqlite URL."""
+    if "://" in value:
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        return value
+    return sqlite_url(Path(value).expanduser())
+
+
+def load_settings(base_dir: str | Path | None = None, **overrides: object) -> Settings:
+    """Settings from flags (`overrides`, None means 'not given'), env and flowerd.toml."""
+    base = Path(base_dir or os.environ.get("FLOWERD_BASE_DIR") or ".").expanduser().resolve()
+    toml_file = base / SETTINGS_FILE
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(given.get("database_url"), str):
+        given["database_url"] = normalise_db(given["database_url"])
+
+    class _FromBaseDir(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file)
+
+    try:
+        settings = _FromBaseDir(base_dir=base, **given)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, toml_file)) from None
+    except (OSError, ValueError) as exc:  # unreadable or unparseable flowerd.toml
+        raise SettingsError(f"{toml_file}: cannot read settings: {exc}") from None
+    env_db = settings.database_url
+    if env_db and "://" not in env_db or env_db.startswith("sqlite:///"):
+        settings = settings.model_copy(update={"database_url": normalise_db(env_db)})
+    return Settings.model_construct(**dict(settings))
+
+
+def _describe(exc: ValidationError, toml_file: Path) -> str:
+    fields = list(Settings.model_fields)
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            lines.append(
+                f"{toml_file}: unknown setting {name!r}{did_you_mean(name, fields)}; "
+                f"known settings: {', '.join(fields)}"
+            )
+        else:
+            lines.append(
+                f"setting {name!r} (flag, FLOWERD_{name.upper()} or {toml_file}): {err['msg']}"
+            )
+    return "\n".join(lines)
