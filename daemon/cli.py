@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
-import click
 import typer
 
 from daemon.errors import FlowerdError
@@ -34,15 +33,15 @@ def settings_of(ctx: typer.Context) -> Settings:
 def _global(
     ctx: typer.Context,
     base_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--base-dir", envvar="FLOWERD_BASE_DIR", help="Project directory."),
     ] = None,
     db: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--db", envvar="FLOWERD_DATABASE_URL", help="Database URL or SQLite path."),
     ] = None,
-    log_level: Annotated[Optional[str], typer.Option("--log-level")] = None,
-    log_format: Annotated[Optional[str], typer.Option("--log-format", help="text | json")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text | json")] = None,
 ) -> None:
     """Global options come before the command."""
     settings = load_settings(base_dir, database_url=db, log_level=log_level, log_format=log_format)
@@ -50,20 +49,15 @@ def _global(
 
 
 def main() -> None:
-    """Console entry point: user errors print one message and exit 1/2/3, never a traceback."""
+    """Console entry point. Typer handles usage errors (exit 2); our own errors print one
+    message and exit with their code (1, 2 or 3) -- never a traceback."""
     try:
-        rc = app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        rc = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        rc = exc.exit_code
-    except click.exceptions.Abort:
-        rc = 130
+        app()
     except FlowerdError as exc:
         print(f"flowerd: {exc}", file=sys.stderr)
-        rc = exc.exit_code
-    sys.exit(rc if isinstance(rc, int) else 0)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def run_async(coro):  # noqa: ANN001 - a tiny shim so commands read as plain code

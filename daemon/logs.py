@@ -7,8 +7,8 @@ Per-run context lives in two contextvars, so concurrent runs (asyncio tasks or t
 never see each other's values:
 - `run_id_var`: every log line a run emits carries its run id (see `RunContextFilter`).
 - `run_level_var`: the `log_level` of a run applies to that run only. Pipeline modules
-  are loaded under PIPELINE_LOGGER_ROOT; their loggers get `RunLevelFilter`, which lets a
-  record through at the run's level, or else at the level the logger would have had.
+  are loaded under PIPELINE_LOGGER_ROOT; their loggers become `RunScopedLogger`s, which
+  use the run's level while one is set and the logger hierarchy otherwise.
 """
 
 from __future__ import annotations
@@ -47,26 +47,24 @@ class RunContextFilter(logging.Filter):
         return True
 
 
-class RunLevelFilter(logging.Filter):
-    """On a pipeline module's logger (set to level 1): applies the run's level if one is
-    set, else the effective level of the namespace root (what the host configured)."""
+class RunScopedLogger(logging.Logger):
+    """The class of pipeline module loggers: while a run with a `log_level` is active (in
+    this task or thread), that level decides; otherwise the usual logger hierarchy does.
+    Overriding isEnabledFor (not a filter) keeps disabled calls free: no LogRecord is
+    built for a debug line nobody will see."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        level = run_level_var.get()
-        if level is None:
-            level = logging.getLogger(PIPELINE_LOGGER_ROOT).getEffectiveLevel()
-        return record.levelno >= level
-
-
-_RUN_LEVEL_FILTER = RunLevelFilter()
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        run_level = run_level_var.get()
+        if run_level is not None:
+            return level >= run_level
+        return super().isEnabledFor(level)
 
 
 def scope_pipeline_loggers() -> None:
-    """Give every logger under PIPELINE_LOGGER_ROOT the run-level filter (idempotent).
-    Called after pipeline modules are (re)loaded, since they create their loggers then."""
+    """Make every logger under PIPELINE_LOGGER_ROOT run-scoped (idempotent). Called after
+    pipeline modules are (re)loaded, since they create their loggers then. Loggers of the
+    host application are never touched."""
     prefix = PIPELINE_LOGGER_ROOT + "."
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if name.startswith(prefix) and isinstance(logger, logging.Logger):
-            if _RUN_LEVEL_FILTER not in logger.filters:
-                logger.addFilter(_RUN_LEVEL_FILTER)
-                logger.setLevel(1)
+        if name.startswith(prefix) and type(logger) is logging.Logger:
+            logger.__class__ = RunScopedLogger
