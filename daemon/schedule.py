@@ -1,0 +1,673 @@
+"""Schedule files -> frozen `Schedule` records, with errors that name file, schedule and field.
+
+Every `*.toml` in the schedules directory holds schedules; each top-level table is one
+schedule, keyed by its id (`[a-z0-9_-]+`, unique across all files). `load_schedules`
+reads them all and raises one `ScheduleError` listing *every* problem it found, one
+line each: `schedules/etl.toml: [nightly] field 'cron': ...`.
+
+pydantic parses the tables (strict types: TOML has real booleans and numbers, so
+`enabled = "yes"` is an error, not a guess); everything past the parse is a frozen,
+keyword-only dataclass. Cron expressions are parsed here too (`parse_cron`), into the
+explicit value sets `daemon.trigger` schedules from. This module imports neither
+Hamilton nor APScheduler.
+"""
+
+from __future__ import annotations
+
+import builtins
+import calendar
+import json
+import keyword
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from daemon.durations import parse_duration_s
+from daemon.errors import ScheduleError, did_you_mean
+
+__all__ = [
+    "CronSpec",
+    "Schedule",
+    "load_schedules",
+    "parse_cron",
+]
+
+Overlap = Literal["skip", "queue", "allow"]
+Catchup = Literal["none", "latest", "all"]
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
+CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
+TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """One schedule: when (`cron` | `interval_s` | `at`, in `timezone`), what, and how.
+
+    `inputs` and `config` are frozen (read-only mappings, lists become tuples);
+    `run_config_kwargs()` gives them back as plain dicts and lists for a RunConfig."""
+
+    id: str
+    file: Path
+    pipeline: str
+    cron: str | None = None
+    interval_s: float | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+    # what to run: RunConfig fields, same names as the Python API
+    final_vars: tuple[str, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    additional_modules: tuple[str, ...] = ()
+    async_driver: bool = True
+    log_level: str | None = None
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    jitter_factor: float = 0.1
+    retry_exceptions: tuple[str, ...] = ("Exception",)
+    # how to schedule it
+    timeout_s: float = 0
+    overlap: Overlap = "skip"
+    catchup: Catchup = "latest"
+    misfire_grace_s: float = 60
+    jitter_s: float = 0
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"schedule {self.id!r}: give exactly one of cron, interval_s, at")
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
+        for name in ("inputs", "config"):
+            object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
+        for name in ("final_vars", "additional_modules", "retry_exceptions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def trigger_kind(self) -> Literal["cron", "interval", "at"]:
+        if self.cron is not None:
+            return "cron"
+        return "interval" if self.interval_s is not None else "at"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def describe_trigger(self) -> str:
+        """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`."""
+        if self.cron is not None:
+            return f"cron {self.cron!r}"
+        if self.interval_s is not None:
+            return f"every {format_seconds(self.interval_s)}"
+        assert self.at is not None
+        return f"at {self.at.isoformat()}"
+
+    def run_config_kwargs(self) -> dict[str, Any]:
+        """The RunConfig keyword arguments, as plain (mutable, fresh) lists and dicts."""
+        return {
+            "final_vars": list(self.final_vars),
+            "inputs": _thaw(self.inputs),
+            "config": _thaw(self.config),
+            "additional_modules": list(self.additional_modules),
+            "async_driver": self.async_driver,
+            "log_level": self.log_level,
+            "max_retries": self.max_retries,
+            "retry_delay": self.retry_delay,
+            "jitter_factor": self.jitter_factor,
+            "retry_exceptions": list(self.retry_exceptions),
+        }
+
+
+def format_seconds(seconds: float) -> str:
+    """90 -> '90s', 300 -> '5m', 7200 -> '2h', 86400 -> '1d', 0.5 -> '0.5s'."""
+    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size_s and seconds % size_s == 0:
+            return f"{int(seconds // size_s)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- cron
+
+
+@dataclass(frozen=True, kw_only=True)
+class CronSpec:
+    """A cron expression as explicit value sets. `weekdays` use cron's numbering:
+    0 = Sunday ... 6 = Saturday (7 is read as Sunday too).
+
+    `days_or_weekdays`: both day fields are restricted (neither starts with `*`), so
+    a day matches when EITHER matches -- cron's rule (`0 0 1 * mon` = the 1st and
+    every Monday)."""
+
+    expression: str
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: tuple[int, ...]
+    months: tuple[int, ...]
+    weekdays: tuple[int, ...]
+    days_or_weekdays: bool
+
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTH_NAMES = {name.lower(): i for i, name in enumerate(calendar.month_abbr) if name}
+_DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+# (name in messages, lowest, highest, names allowed)
+_FIELDS = (
+    ("second", 0, 59, {}),
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _DAY_NAMES),
+)
+_ITEM = re.compile(r"(?:(\*)|(\w+)(?:-(\w+))?)(?:/(\w+))?")
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exists
+
+
+def parse_cron(expression: str) -> CronSpec:
+    """`'30 2 * * *'` (5 fields), or 6 with a leading seconds field, or `@daily` & co.
+
+    ValueError says what is wrong, e.g. "minute 61 out of 0-59"."""
+    text = _MACROS.get(expression.strip().lower(), expression)
+    parts = text.split()
+    if len(parts) == 5:
+        parts = ["0", *parts]
+    elif len(parts) != 6:
+        raise ValueError(
+            f"{len(parts)} fields; want 5 (minute hour day-of-month month day-of-week) "
+            "or 6 (a leading seconds field)"
+        )
+    values = [_expand(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
+    weekdays = tuple(sorted({day % 7 for day in values[5]}))
+    spec = CronSpec(
+        expression=expression.strip(),
+        seconds=values[0],
+        minutes=values[1],
+        hours=values[2],
+        days=values[3],
+        months=values[4],
+        weekdays=weekdays,
+        days_or_weekdays=not parts[3].startswith("*") and not parts[5].startswith("*"),
+    )
+    if not spec.days_or_weekdays and not _some_day_exists(spec):
+        raise ValueError("it never fires: no month given has that day")
+    return spec
+
+
+def _some_day_exists(spec: CronSpec) -> bool:
+    return any(day <= _DAYS_IN_MONTH[month - 1] for month in spec.months for day in spec.days)
+
+
+def _expand(part: str, name: str, low: int, high: int, names: Mapping[str, int]) -> tuple[int, ...]:
+    values: set[int] = set()
+    for item in part.split(","):
+        match = _ITEM.fullmatch(item)
+        if not match:
+            raise ValueError(f"{name}: cannot read {item!r}")
+        star, first, last, step = match.groups()
+        every = _number(step, name, 1, None, {}) if step else 1
+        if star:
+            start, stop = low, high
+        else:
+            start = _number(first, name, low, high, names)
+            stop = _number(last, name, low, high, names) if last else (high if step else start)
+        if start > stop:
+            raise ValueError(f"{name}: range {item!r} runs backwards")
+        values.update(range(start, stop + 1, every))
+    return tuple(sorted(values))
+
+
+def _number(token: str, name: str, low: int, high: int | None, names: Mapping[str, int]) -> int:
+    if token.lower() in names:
+        return names[token.lower()]
+    if not token.isdigit():
+        raise ValueError(f"{name}: {token!r} is not a number")
+    value = int(token)
+    if high is None and value < low:
+        raise ValueError(f"{name}: step {value} must be at least {low}")
+    if high is not None and not low <= value <= high:
+        raise ValueError(f"{name} {value} out of {low}-{high}")
+    return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Table(BaseModel):
+    """One schedule table as written in TOML (field names as users write them)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    pipeline: str
+    cron: str | None = None
+    interval: float | str | None = None
+    at: datetime | None = None
+    timezone: str | None = None
+    enabled: bool = True
+    final_vars: list[str] = []
+    inputs: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    additional_modules: list[str] = []
+    async_driver: bool = True
+    log_level: str | None = None
+    max_retries: int = 0
+    retry_delay: float | str = 1.0
+    jitter_factor: float = 0.1
+    retry_exceptions: list[str] = ["Exception"]
+    timeout: float | str = 0
+    overlap: str = "skip"
+    catchup: str = "latest"
+    misfire_grace: float | str = 60
+    jitter: float | str = 0
+
+    @field_validator("pipeline")
+    @classmethod
+    def _plain_pipeline(cls, value: str) -> str:
+        return _plain_module_name(value)
+
+    @field_validator("additional_modules")
+    @classmethod
+    def _plain_modules(cls, value: list[str]) -> list[str]:
+        return [_plain_module_name(name) for name in value]
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_cron(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a valid cron expression ({exc})") from None
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        seconds = parse_duration_s(value)
+        if seconds <= 0:
+            raise ValueError(f"{value!r}: the interval must be more than 0 seconds")
+        return seconds
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO-8601 date-time (2026-12-01T09:00:00+01:00)"
+                ) from None
+        if value is not None and not isinstance(value, datetime):
+            raise ValueError(f"{value} is not a date-time (write 2026-12-01T09:00:00+01:00)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            known_zone(value)
+        return value
+
+    @field_validator("retry_delay", "timeout", "misfire_grace", "jitter")
+    @classmethod
+    def _seconds(cls, value: float | str) -> float:
+        return parse_duration_s(value)
+
+    @field_validator("max_retries", "jitter_factor")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"{value!r} cannot be negative")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of(value.upper(), LOG_LEVELS)
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap(cls, value: str) -> str:
+        return _one_of(value, OVERLAP_POLICIES)
+
+    @field_validator("catchup")
+    @classmethod
+    def _catchup(cls, value: str) -> str:
+        return _one_of(value, CATCHUP_POLICIES)
+
+    @field_validator("retry_exceptions")
+    @classmethod
+    def _exception_names(cls, value: list[str]) -> list[str]:
+        return [_exception_name(name) for name in value]
+
+
+TABLE_FIELDS: tuple[str, ...] = tuple(_Table.model_fields)
+
+
+def known_zone(name: str) -> ZoneInfo:
+    """ZoneInfo(name); ValueError "unknown IANA timezone 'x'" for anything else."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown IANA timezone {name!r} (write e.g. 'UTC', 'Europe/Berlin')"
+        ) from None
+
+
+def _plain_module_name(name: str) -> str:
+    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
+        raise ValueError(
+            f"{name!r} is not a plain module name (a Python identifier naming a module "
+            "in pipelines/: no paths, no dots, no '.py')"
+        )
+    return name
+
+
+def _exception_name(name: str) -> str:
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise ValueError(f"{name!r} is not an exception class name (ValueError, pkg.mod.Error)")
+    found = getattr(builtins, name, None) if len(parts) == 1 else None
+    if len(parts) == 1 and not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise ValueError(
+            f"{name!r} is not a builtin exception; give a dotted path (package.module.{name})"
+        )
+    return name
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(
+            f"{value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_schedules(
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+) -> list[Schedule]:
+    """Every schedule in `directory/*.toml` (files sorted by name, tables in file order).
+
+    Raises `ScheduleError` listing every problem in every file. A missing directory
+    holds no schedules. With `pipelines_dir`, each pipeline must be a module there."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    schedules: list[Schedule] = []
+    problems: list[str] = []
+    ids: list[tuple[str, Path]] = []
+    for path in sorted(directory.glob("*.toml")):
+        found, file_problems, file_ids = _load_file(path, default_timezone)
+        schedules += found
+        problems += file_problems
+        ids += [(schedule_id, path) for schedule_id in file_ids]
+    problems += _duplicate_ids(ids)
+    if pipelines_dir is not None:
+        problems += _missing_pipelines(schedules, Path(pipelines_dir))
+    if problems:
+        raise ScheduleError(problems)
+    return schedules
+
+
+def validate_schedule_dir(
+    directory: Path, *, default_timezone: str = "UTC", pipelines_dir: Path | None = None
+) -> list[str]:
+    """Every problem in the schedule files, as lines (empty: all valid)."""
+    try:
+        load_schedules(directory, default_timezone=default_timezone, pipelines_dir=pipelines_dir)
+    except ScheduleError as exc:
+        return exc.problems
+    return []
+
+
+def display_path(path: Path) -> str:
+    """A path as messages show it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[str], list[str]]:
+    """(valid schedules, problems, every table id) of one file."""
+    where = display_path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:  # its message carries "(at line L, column C)"
+        return [], [f"{where}: not valid TOML: {exc}"], []
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{where}: cannot read: {exc}"], []
+    schedules: list[Schedule] = []
+    problems: list[str] = []
+    for schedule_id, table in document.items():
+        schedule, table_problems = _parse_table(path, schedule_id, table, default_timezone)
+        problems += [f"{where}: {line}" for line in table_problems]
+        if schedule is not None:
+            schedules.append(schedule)
+    return schedules, problems, list(document)
+
+
+def _parse_table(
+    path: Path, schedule_id: str, table: object, default_timezone: str
+) -> tuple[Schedule | None, list[str]]:
+    if not isinstance(table, dict):
+        return None, [
+            f"{schedule_id!r} is a {_toml_type(table)}, not a table; each schedule is a "
+            f"[section] (write [{schedule_id}] with pipeline = ... under it)"
+        ]
+    prefix = f"[{schedule_id}]"
+    problems = [f"{prefix} {line}" for line in _shape_problems(schedule_id, table)]
+    known = {key: value for key, value in table.items() if key in TABLE_FIELDS}
+    try:
+        parsed = _Table.model_validate(known)
+    except ValidationError as exc:
+        return None, problems + [f"{prefix} {line}" for line in _field_problems(exc)]
+    try:
+        at = _localised_at(parsed, default_timezone)
+    except ValueError as exc:
+        return None, [*problems, f"{prefix} field 'at': {exc}"]
+    if problems:
+        return None, problems
+    return _schedule(path, schedule_id, parsed, at, default_timezone), []
+
+
+def _shape_problems(schedule_id: str, table: dict) -> list[str]:
+    """Problems pydantic does not see: the id, unknown fields, the trigger count."""
+    problems = []
+    if not SCHEDULE_ID.fullmatch(schedule_id):
+        problems.append(
+            f"schedule id {schedule_id!r} may hold only a-z, 0-9, '_' and '-' (lower case)"
+        )
+    for key in table:
+        if key not in TABLE_FIELDS:
+            problems.append(f"unknown field {key!r}{did_you_mean(key, TABLE_FIELDS)}")
+    triggers = [name for name in TRIGGER_FIELDS if name in table]
+    if len(triggers) > 1:
+        problems.append(
+            f"fields {' and '.join(repr(t) for t in triggers)}: give only one trigger "
+            "(cron, interval or at)"
+        )
+    elif not triggers:
+        problems.append("no trigger: give one of 'cron', 'interval' or 'at'")
+    return problems
+
+
+def _field_problems(exc: ValidationError) -> list[str]:
+    """pydantic's errors as lines; a union's type errors become one line per field."""
+    by_field: dict[str, list[dict]] = {}
+    for error in exc.errors():
+        by_field.setdefault(_field_name(error["loc"]), []).append(error)
+    return [_field_problem(name, errors) for name, errors in by_field.items()]
+
+
+def _field_problem(name: str, errors: list[dict]) -> str:
+    if errors[0]["type"] == "missing":
+        return f"field {name!r} is required"
+    own = [e["msg"].removeprefix("Value error, ") for e in errors if e["type"] == "value_error"]
+    if own:
+        return f"field {name!r}: " + "; ".join(own)
+    wanted = " or ".join(_unique(_TYPE_WORDS.get(e["type"], e["type"]) for e in errors))
+    return f"field {name!r}: expected {wanted}, got {_toml_repr(errors[0]['input'])}"
+
+
+_TYPE_WORDS = {
+    "float_type": "a number",
+    "int_type": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "datetime_type": "a date-time",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "int_from_float": "an integer",
+}
+
+
+def _field_name(loc: tuple) -> str:
+    """('final_vars', 1) -> 'final_vars[1]'; ('interval', 'float') -> 'interval'."""
+    name = str(loc[0])
+    for part in loc[1:]:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif part in ("float", "str", "int", "datetime", "bool"):
+            continue  # which member of a union pydantic tried; not a place in the file
+        else:
+            name += f".{part}"
+    return name
+
+
+def _unique(lines: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(lines))
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _toml_repr(value: object) -> str:
+    """A value as it looks in TOML: true, 3, "text", [1, 2]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string looks like a JSON string
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)
+
+
+def _localised_at(parsed: _Table, default_timezone: str) -> datetime | None:
+    """A naive `at` means wall-clock time in the schedule's timezone."""
+    if parsed.at is None or parsed.at.tzinfo is not None:
+        return parsed.at
+    zone = known_zone(parsed.timezone or default_timezone)
+    local = parsed.at.replace(tzinfo=zone)
+    if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != parsed.at:
+        raise ValueError(
+            f"{parsed.at.isoformat()} does not exist in {zone.key} (a daylight-saving "
+            "gap); give an offset"
+        )
+    return local
+
+
+def _schedule(
+    path: Path, schedule_id: str, parsed: _Table, at: datetime | None, default_timezone: str
+) -> Schedule:
+    return Schedule(
+        id=schedule_id,
+        file=path,
+        pipeline=parsed.pipeline,
+        cron=parsed.cron.strip() if parsed.cron is not None else None,
+        interval_s=parsed.interval,  # type: ignore[arg-type]  # seconds after validation
+        at=at,
+        timezone=parsed.timezone or default_timezone,
+        enabled=parsed.enabled,
+        final_vars=tuple(parsed.final_vars),
+        inputs=parsed.inputs,
+        config=parsed.config,
+        additional_modules=tuple(parsed.additional_modules),
+        async_driver=parsed.async_driver,
+        log_level=parsed.log_level,
+        max_retries=parsed.max_retries,
+        retry_delay=float(parsed.retry_delay),
+        jitter_factor=float(parsed.jitter_factor),
+        retry_exceptions=tuple(parsed.retry_exceptions),
+        timeout_s=float(parsed.timeout),
+        overlap=parsed.overlap,  # type: ignore[arg-type]  # checked by _one_of
+        catchup=parsed.catchup,  # type: ignore[arg-type]
+        misfire_grace_s=float(parsed.misfire_grace),
+        jitter_s=float(parsed.jitter),
+    )
+
+
+def _duplicate_ids(ids: list[tuple[str, Path]]) -> list[str]:
+    first_file: dict[str, Path] = {}
+    problems = []
+    for schedule_id, path in ids:
+        earlier = first_file.setdefault(schedule_id, path)
+        if earlier is not path:
+            problems.append(
+                f"{display_path(path)}: [{schedule_id}] duplicate schedule id; "
+                f"{display_path(earlier)} already has [{schedule_id}] "
+                "(ids are unique across all schedule files)"
+            )
+    return problems
+
+
+def _missing_pipelines(schedules: list[Schedule], pipelines_dir: Path) -> list[str]:
+    available = sorted(p.stem for p in pipelines_dir.glob("*.py") if p.stem.isidentifier())
+    problems = []
+    for schedule in schedules:
+        if schedule.pipeline not in available:
+            problems.append(
+                f"{display_path(schedule.file)}: [{schedule.id}] field 'pipeline': pipeline "
+                f"{schedule.pipeline!r} not found in {display_path(pipelines_dir)} "
+                f"(pipelines there: {', '.join(available) or 'none'})"
+                f"{did_you_mean(schedule.pipeline, available)}"
+            )
+    return problems
