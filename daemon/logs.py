@@ -1,7 +1,8 @@
 """Logging: one `log_config()` applied by the CLI, and the per-run context.
 
 Library code only ever calls `logging.getLogger(__name__)`; importing `daemon` or running
-a pipeline never adds, removes or reconfigures the host application's handlers.
+a pipeline never adds, removes or reconfigures the host application's handlers; only the
+CLI calls `log_config()`, once.
 
 Per-run context lives in two contextvars, so concurrent runs (asyncio tasks or threads)
 never see each other's values:
@@ -14,7 +15,14 @@ never see each other's values:
 from __future__ import annotations
 
 import contextvars
+import io
+import json
 import logging
+import os
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TextIO
 
 PIPELINE_LOGGER_ROOT = "flowerd_pipelines"
 
@@ -68,3 +76,117 @@ def scope_pipeline_loggers() -> None:
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.startswith(prefix) and type(logger) is logging.Logger:
             logger.__class__ = RunScopedLogger
+
+
+# -- log_config: the one handler the CLI installs -------------------------------------
+# syslog priorities for journald's `<N>` line prefixes (sd-daemon(3))
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+_TEXT_FORMAT = "%(levelname)s %(name)s [%(run_id)s] %(message)s"
+_OURS = "_flowerd_handler"  # marks the handler log_config installed, so it can replace it
+
+
+def log_config(
+    level: str | int = "INFO",
+    fmt: str = "text",
+    *,
+    environ: Mapping[str, str] = os.environ,
+    stream: TextIO | None = None,
+) -> None:
+    """Install flowerd's one handler on the root logger (idempotent: it replaces only the
+    handler an earlier call installed, never a host's). Lines go to `stream` (stderr) and
+    carry the run id. `fmt`: "text" (timestamped, human-readable) or "json" (one object
+    per line, for log shippers). Under journald (JOURNAL_STREAM names this stream) lines
+    get `<N>` priority prefixes and no timestamps: journald adds its own."""
+    number = level_number(level)
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}; use text or json")
+    stream = stream if stream is not None else sys.stderr
+    journald = is_journal_stream(stream, environ)
+    formatter: logging.Formatter
+    if fmt == "json":
+        formatter = JsonFormatter(journald=journald)
+    elif journald:
+        formatter = JournaldFormatter(_TEXT_FORMAT)
+    else:
+        formatter = logging.Formatter("%(asctime)s " + _TEXT_FORMAT)
+    handler = logging.StreamHandler(stream)
+    setattr(handler, _OURS, True)
+    handler.addFilter(RunContextFilter())
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
+        root.removeHandler(old)
+        old.close()  # a StreamHandler leaves its stream open
+    root.addHandler(handler)
+    root.setLevel(number)  # the handler stays NOTSET, so a run's own log_level can go lower
+    _quiet_third_parties(number)
+
+
+def _quiet_third_parties(level: int) -> None:
+    # APScheduler logs two INFO lines per job ("Running job", "executed successfully")
+    # that duplicate the runner's; Hamilton's INFO is build chatter; aiosqlite logs
+    # every statement at DEBUG.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    hamilton_level = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("hamilton").setLevel(hamilton_level)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+def is_journal_stream(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """True when `stream` is the journald stream systemd connected (JOURNAL_STREAM is
+    "<device>:<inode>" of it). Comparing, not just checking the variable, matters: a child
+    process inherits JOURNAL_STREAM even when its stderr is redirected elsewhere."""
+    value = environ.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def syslog_priority(levelno: int) -> int:
+    """DEBUG 7, INFO 6, WARNING 4, ERROR 3, CRITICAL 2."""
+    for threshold, priority in _PRIORITIES:
+        if levelno >= threshold:
+            return priority
+    return 7
+
+
+class JournaldFormatter(logging.Formatter):
+    """Prefixes every line with `<N>`, so a traceback's lines keep the record's priority
+    (journald turns each line of a stream into its own entry)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO-8601, UTC), level, logger, message, run_id
+    (null outside a run) and exc_info (the formatted traceback, or null)."""
+
+    def __init__(self, *, journald: bool = False):
+        super().__init__()
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        run_id = getattr(record, "run_id", "-")
+        exc_text = self.formatException(record.exc_info) if record.exc_info else None
+        if record.stack_info:
+            exc_text = "\n".join(filter(None, [exc_text, self.formatStack(record.stack_info)]))
+        line = json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "run_id": None if run_id == "-" else run_id,
+                "exc_info": exc_text,
+            },
+            default=str,
+            ensure_ascii=False,
+        )
+        return f"<{syslog_priority(record.levelno)}>{line}" if self.journald else line
