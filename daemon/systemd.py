@@ -17,6 +17,7 @@ import pwd
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -278,10 +279,34 @@ def enable_commands(*, user: bool) -> str:
     return f"{systemctl} daemon-reload && {systemctl} enable --now flowerd"
 
 
-def database_hint(*, user: bool) -> str:
-    """The database the unit's daemon uses, for `flowerd --db ... runs` on the shell."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return f"{state if user else '/var/lib'}/flowerd/history.db"
+def database_hint(settings: Settings, *, user: bool) -> str | None:
+    """The SQLite file the unit's daemon uses, for `flowerd --db ... runs` on the shell
+    (None when the database is not SQLite: flowerd.toml already says where it is)."""
+    if settings.database_url and sqlite_path(settings.database_url) is None:
+        return None
+    return f"{_user_state_dir() if user else '/var/lib'}/flowerd/history.db"
+
+
+def _user_state_dir() -> str:
+    """What %S means to this user's manager: $XDG_STATE_HOME since systemd 254,
+    $XDG_CONFIG_HOME before (systemd.exec(5), "Automatic directory creation")."""
+    for key in ("user-state-private", "user-configuration"):
+        try:
+            found = subprocess.run(
+                ["systemd-path", key], capture_output=True, text=True, timeout=5, check=True
+            )
+            return found.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "%S"
+
+
+def world_readable(path: Path) -> bool:
+    """Whether a DynamicUser (in no group, owning nothing) can list and read `path`."""
+    try:
+        return Path(path).stat().st_mode & 0o005 == 0o005
+    except OSError:
+        return False
 
 
 def flowerd_executable() -> str:

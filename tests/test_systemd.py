@@ -8,6 +8,7 @@ import os
 import pwd
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -139,9 +140,9 @@ async def test_watchdog_loop_pings_at_half_the_timeout(notify_socket):
         finally:
             task.cancel()
     pings = notify_socket.with_key("WATCHDOG", "1")
-    gaps = [b.at - a.at for a, b in zip(pings, pings[1:], strict=False)]
-    assert all(0.08 <= gap <= 0.25 for gap in gaps), gaps
-    assert 0.4 <= pings[5].at - pings[0].at <= 0.8
+    gaps = sorted(b.at - a.at for a, b in zip(pings, pings[1:], strict=False))
+    assert gaps[0] >= 0.08, gaps  # never faster than half the timeout...
+    assert 0.09 <= statistics.median(gaps) <= 0.14, gaps  # ...and not the full timeout
 
 
 async def test_a_stalled_event_loop_misses_its_pings(notify_socket):
@@ -291,3 +292,31 @@ def test_system_unit_exposure_is_low(tmp_path):
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result
     assert float(match.group(1)) <= 2.5, result.stdout
+
+
+# -- flowerd service print / install ------------------------------------------------------
+
+
+def flowerd_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FLOWERD, *args], capture_output=True, text=True, timeout=30, env=dict(os.environ)
+    )
+
+
+def test_service_print_prints_the_unit(tmp_path):
+    result = flowerd_cli("--base-dir", str(tmp_path), "service", "print", "--run-as", "dynamic")
+    assert result.returncode == 0, result.stderr
+    settings = unit_settings(tmp_path)
+    assert result.stdout == render_unit(settings, user=False, flowerd_path=FLOWERD)
+
+
+def test_service_install_writes_the_unit_and_says_how_to_enable_it(tmp_path):
+    target = tmp_path / "units" / "flowerd.service"
+    args = ("--base-dir", str(tmp_path), "service", "install", "--user", "--path", str(target))
+    result = flowerd_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == render_unit(unit_settings(tmp_path), user=True)
+    assert f"wrote {target}" in result.stdout
+    assert "systemctl --user daemon-reload && systemctl --user enable --now flowerd" in (
+        result.stdout
+    )
