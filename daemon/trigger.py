@@ -22,8 +22,8 @@ interval -- slots are aligned to the Unix epoch: `epoch + k * interval` (every 5
   so DST does not touch them (an interval of 1d fires at 00:00 UTC, not local midnight).
 at -- one slot; none once it has passed.
 
-What APScheduler 3.11.3's CronTrigger does instead (measured, `daemon/trigger.py`
-tests pin it): a daily 01:30 in America/New_York fires at 01:30 EDT *and* 01:30 EST
+What APScheduler 3.11.3's CronTrigger does instead (measured; pinned by
+tests/test_trigger.py): a daily 01:30 in America/New_York fires at 01:30 EDT *and* 01:30 EST
 on 2026-11-01 (same for 02:30 Berlin / Sydney on their fall-back days); `*/20` fires
 in both passes; a gap slot 02:30 Berlin fires at 03:30 CEST (02:30 with the old
 offset), not 03:00; `from_crontab('0 9 * * 1')` fires on Tuesdays. We use its

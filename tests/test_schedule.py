@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import textwrap
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -436,3 +441,150 @@ def test_both_day_fields_restricted_means_either_matches():
 def test_bad_cron_expressions_say_what_is_wrong(expression, message):
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace("?", r"\?")):
         parse_cron(expression)
+
+
+# --------------------------------------------------------------------------- flowerd schedules
+
+
+def flowerd(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, in a subprocess, against files in `base`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")}
+    command = [sys.executable, "-m", "daemon.cli", "--base-dir", str(base), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, cwd=base)
+
+
+NIGHTLY_AND_TICK = """
+[nightly]
+pipeline = "hello_world"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+async_driver = false
+
+[tick]
+pipeline = "hello_world"
+interval = "5m"
+
+[off]
+pipeline = "hello_world"
+at = "2026-12-01T09:00:00+01:00"
+enabled = false
+"""
+
+
+def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
+    write(tmp_path / "schedules", "etl.toml", NIGHTLY_AND_TICK)
+    done = flowerd(tmp_path, "schedules", "--json", "--next", "2", "--from", "2026-03-28T12:00:00Z")
+    assert done.returncode == 0, done.stderr
+    nightly, tick, off = json.loads(done.stdout)
+    assert nightly == {
+        "id": "nightly",
+        "pipeline": "hello_world",
+        "file": str(tmp_path / "schedules" / "etl.toml"),
+        "trigger": "cron '30 2 * * *'",
+        "timezone": "Europe/Berlin",
+        "enabled": True,
+        "paused": False,
+        "async_driver": False,
+        "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
+    }
+    assert tick["next"] == ["2026-03-28T12:05:00+00:00", "2026-03-28T12:10:00+00:00"]
+    assert (tick["trigger"], tick["timezone"]) == ("every 5m", "UTC")
+    assert (off["enabled"], off["next"], off["trigger"]) == (
+        False,
+        [],
+        "at 2026-12-01T09:00:00+01:00",
+    )
+
+
+def test_schedules_defaults_to_now_and_the_daemon_timezone(tmp_path):
+    write(tmp_path, "flowerd.toml", 'timezone = "America/New_York"\n')
+    write(tmp_path / "schedules", "a.toml", '[tick]\npipeline = "p"\ncron = "* * * * *"\n')
+    before = datetime.now(UTC)
+    done = flowerd(tmp_path, "schedules", "--json")
+    [tick] = json.loads(done.stdout)
+    fires = [datetime.fromisoformat(t) for t in tick["next"]]
+    assert tick["timezone"] == "America/New_York" and len(fires) == 3
+    assert before < fires[0] <= before + timedelta(minutes=1)
+    assert all(t.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4)) for t in fires)
+
+
+def test_schedules_table_for_people(tmp_path):
+    write(tmp_path / "schedules", "etl.toml", NIGHTLY_AND_TICK)
+    done = flowerd(tmp_path, "schedules", "--next", "1", "--from", "2026-11-24T00:00:00Z")
+    assert done.returncode == 0, done.stderr
+    for text in (
+        "nightly",
+        "cron '30 2 * * *'",
+        "2026-11-24T02:30:00+01:00",
+        "disabled",
+        "every 5m",
+    ):
+        assert text in done.stdout
+
+
+def test_schedules_without_schedule_files(tmp_path):
+    assert json.loads(flowerd(tmp_path, "schedules", "--json").stdout) == []
+    done = flowerd(tmp_path, "schedules")
+    assert (done.returncode, done.stdout.strip()) == (
+        0,
+        f"no schedules in {tmp_path / 'schedules'}",
+    )
+
+
+def test_schedules_with_invalid_files_exits_1_listing_every_problem(tmp_path):
+    write(tmp_path / "schedules", "a.toml", '[a]\npipeline = "p"\ncron = "61 * * * *"\n')
+    write(tmp_path / "schedules", "b.toml", '[b]\npipeline = "p"\n')
+    done = flowerd(tmp_path, "schedules", "--json")
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in done.stderr
+    assert "schedules/a.toml: [a] field 'cron': '61 * * * *' is not a valid cron" in lines[0]
+    assert "schedules/b.toml: [b] no trigger" in lines[1]
+
+
+@pytest.mark.parametrize("args", [("--from", "yesterday"), ("--next", "-1"), ("--next", "x")])
+def test_schedules_bad_options_exit_2(tmp_path, args):
+    done = flowerd(tmp_path, "schedules", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert args[0] in done.stderr
+
+
+def test_schedules_does_not_import_hamilton(tmp_path):
+    write(tmp_path / "schedules", "a.toml", '[a]\npipeline = "p"\ncron = "* * * * *"\n')
+    script = (
+        "import sys\nfrom daemon.cli import main\n"
+        f"sys.argv = ['flowerd', '--base-dir', {str(tmp_path)!r}, 'schedules', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('hamilton' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.stderr.strip().splitlines()[-1] == "False False"
+    assert json.loads(done.stdout)[0]["id"] == "a"
+
+
+async def test_paused_state_comes_from_the_history_read_only(tmp_path, monkeypatch):
+    from daemon import cli
+
+    opened = []
+
+    class FakeHistory:
+        @classmethod
+        async def open(cls, url, readonly=False):
+            opened.append((url, readonly))
+            return cls()
+
+        async def paused(self):
+            return {"nightly"}
+
+        async def close(self):
+            opened.append("closed")
+
+    monkeypatch.setitem(sys.modules, "daemon.history", SimpleNamespace(History=FakeHistory))
+    db = tmp_path / "history.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    assert await cli._paused_schedules(url) == set()  # no database yet: nothing is paused
+    db.touch()
+    assert await cli._paused_schedules(url) == {"nightly"}
+    assert opened == [(url, True), "closed"]
