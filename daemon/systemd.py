@@ -17,6 +17,7 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -302,9 +303,15 @@ def _user_state_dir() -> str:
 
 
 def world_readable(path: Path) -> bool:
-    """Whether a DynamicUser (in no group, owning nothing) can list and read `path`."""
+    """Whether a DynamicUser (in no group, owning nothing) can reach and read `path`:
+    'other' may read it (and enter it, for a directory) and enter every parent."""
+    path = Path(path).absolute()
     try:
-        return Path(path).stat().st_mode & 0o005 == 0o005
+        mode = path.stat().st_mode
+        need = 0o005 if stat.S_ISDIR(mode) else 0o004
+        if mode & need != need:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in path.parents)
     except OSError:
         return False
 

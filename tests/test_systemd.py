@@ -320,3 +320,11 @@ def test_service_install_writes_the_unit_and_says_how_to_enable_it(tmp_path):
     assert "systemctl --user daemon-reload && systemctl --user enable --now flowerd" in (
         result.stdout
     )
+
+
+def test_a_dynamic_user_is_warned_about_unreadable_paths(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    result = flowerd_cli("--base-dir", str(private), "service", "print", "--run-as", "dynamic")
+    assert result.returncode == 0
+    assert f"a DynamicUser cannot read {private}" in result.stderr
