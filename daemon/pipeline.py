@@ -477,6 +477,26 @@ class PipelineManager:
             raise PipelineError(f"pipeline {name!r}: {exc}") from None
         return self._warnings(plan, built)
 
+    def typed_inputs(
+        self, name: str, raw: Mapping[str, str], *, async_driver: bool = True
+    ) -> dict[str, Any]:
+        """`--input K=V` strings as the types the DAG declares for K (str stays str;
+        int, float, bool, list, dict are parsed); unknown inputs are refused."""
+        if not raw:
+            return {}
+        mode = "async" if async_driver else "sync"
+        plan = self._plan(name, RunConfig(), mode)
+        built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
+        declared = {v.name: v.type for v in built.driver.list_available_variables()}
+        inputs = {}
+        for key, text in raw.items():
+            if key not in declared:
+                raise PipelineError(
+                    f"pipeline {name!r} has no input {key!r}{did_you_mean(key, declared)}"
+                )
+            inputs[key] = _coerce(key, text, declared[key])
+        return inputs
+
     # -- execution with retries (the runner calls these too) ------------------------
     def execute_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict[str, Any]:
         mode = "async" if cfg.async_driver else "sync"
@@ -685,6 +705,22 @@ class PipelineManager:
                 "async_driver = false to run it in the thread pool"
             ]
         return []
+
+
+def _coerce(key: str, text: str, declared: Any) -> Any:
+    if declared is str or declared is Any:
+        return text
+    if declared is bool:
+        if text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return text.lower() in ("1", "true", "yes", "on")
+        raise PipelineError(f"input {key!r} is a bool; got {text!r}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if declared is float and isinstance(value, int):
+        return float(value)
+    return value
 
 
 def _no_reload(cfg: RunConfig) -> RunConfig:
