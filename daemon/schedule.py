@@ -204,6 +204,11 @@ _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exis
 def parse_cron(expression: str) -> CronSpec:
     """`'30 2 * * *'` (5 fields), or 6 with a leading seconds field, or `@daily` & co.
 
+    Parsed by hand rather than with APScheduler's `CronTrigger.from_crontab`, which reads
+    day-of-week 1 as Tuesday (measured on 3.11.3: `0 9 * * 1` fired on Tuesdays), lacks
+    cron's day-of-month OR day-of-week rule, and names no field in its errors. The
+    explicit value sets are then stepped by APScheduler's CronTrigger in daemon.trigger.
+
     ValueError says what is wrong, e.g. "minute 61 out of 0-59"."""
     text = _MACROS.get(expression.strip().lower(), expression)
     parts = text.split()
