@@ -307,9 +307,7 @@ def alembic_config(url: str | None = None, connection: Any = None):
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
-    config.set_main_option(
-        "file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s"
-    )
+    config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
     if url:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:
@@ -985,11 +983,7 @@ class History:
         return [record_of(row) for row in rows]
 
     async def _live_writers(self) -> list[tuple[str, int]]:
-        stmt = (
-            sa.select(runs.c.host, runs.c.pid)
-            .where(runs.c.status.in_(ACTIVE))
-            .distinct()
-        )
+        stmt = sa.select(runs.c.host, runs.c.pid).where(runs.c.status.in_(ACTIVE)).distinct()
         pairs = [(row.host, row.pid) for row in await self._rows(stmt)]
         return [
             (host, pid)
@@ -1103,9 +1097,10 @@ class History:
             stmt = stmt.where(runs.c.run_at >= since)
         found: dict[tuple[str, str], list[float]] = {}
         for row in await self._rows(stmt):
+            seconds = round(row.s, 3)  # julianday() arithmetic is good to about 0.1 ms
             if row.schedule is not None:
-                found.setdefault(("schedule", row.schedule), []).append(row.s)
-            found.setdefault(("pipeline", row.pipeline), []).append(row.s)
+                found.setdefault(("schedule", row.schedule), []).append(seconds)
+            found.setdefault(("pipeline", row.pipeline), []).append(seconds)
         return found
 
     async def _last(self, column, name: str, since: datetime | None):
