@@ -61,7 +61,9 @@ def serve(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     log_config(settings.log_level, settings.log_format)
-    raise typer.Exit(asyncio.run(daemon_app.serve(settings)))
+    code = asyncio.run(daemon_app.serve(settings))
+    daemon_app.exit_past_stuck_threads(code)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -352,6 +354,367 @@ def service_install(
     db = systemd.database_hint(settings_of(ctx), user=user)
     if db:
         typer.echo(f"its history:\n  flowerd --base-dir {settings_of(ctx).base_dir} --db {db} runs")
+
+
+# --------------------------------------------------------------------------- history
+# Read-only commands open the database with `readonly=True` (they never block the
+# daemon's writer) and import neither Hamilton nor APScheduler; `daemon.history` is
+# imported inside each command so `flowerd --help` stays fast too.
+
+STATUS_STYLES = {
+    "success": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "crashed": "bold red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "missed": "magenta",
+    "running": "cyan",
+    "queued": "blue",
+}
+
+runs_app = typer.Typer(help="Query the run history, newest first.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+db_app = typer.Typer(help="The history database: migrations and retention.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+WhenOption = typer.Option(help="ISO-8601, or a duration ago: 30m, 2h, 7d.")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the contract's JSON.")]
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context,
+    schedule: Annotated[str | None, typer.Option("--schedule", "-s")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="e.g. failed, success.")] = None,
+    trigger: Annotated[
+        str | None, typer.Option("--trigger", help="schedule | catchup | manual")
+    ] = None,
+    since: Annotated[str | None, WhenOption] = None,
+    until: Annotated[str | None, WhenOption] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many; 0: all.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Query the run history, newest first (`runs show ID` for one run)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if limit < 0:
+        raise UsageError(f"--limit: {limit} is negative; give 0 (all) or more")
+    filters = {
+        "schedule": schedule,
+        "pipeline": pipeline,
+        "status": status,
+        "trigger": trigger,
+        "since": _instant("--since", since),
+        "until": _instant("--until", until),
+        "limit": limit,
+    }
+    settings = settings_of(ctx)
+    records = asyncio.run(_read_history(settings.db_url, lambda h: h.list_runs(**filters)))
+    if as_json:
+        typer.echo(json.dumps([record.to_json() for record in records], indent=2))
+    else:
+        _print_runs(records, settings.db_url)
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="The run's id (first column of `runs`).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """One run, with its error and traceback (exit 1 if there is no such run)."""
+    url = settings_of(ctx).db_url
+    record = asyncio.run(_read_history(url, lambda h: h.get_run(run_id)))
+    if as_json:
+        typer.echo(json.dumps(record.to_json(), indent=2))
+    else:
+        _print_run(record)
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    since: Annotated[str | None, WhenOption] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per schedule and per pipeline: runs, success rate, p50/p95 duration, last status,
+    next fire."""
+    settings = settings_of(ctx)
+    after = _instant("--since", since)
+    found = asyncio.run(_read_history(settings.db_url, lambda h: _stats_of(h, after)))
+    rows, paused = found
+    by_schedule = _with_next_fires(
+        [row for row in rows if row["kind"] == "schedule"], settings, paused
+    )
+    by_pipeline = [row for row in rows if row["kind"] == "pipeline"]
+    if as_json:
+        doc = {"since": _iso(after), "schedules": by_schedule, "pipelines": by_pipeline}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _print_stats(by_schedule, by_pipeline)
+
+
+async def _stats_of(history, since: datetime | None) -> tuple[list[dict], set[str]]:
+    return await history.stats(since=since), await history.paused()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Bring the history database to this flowerd's schema (creates it if needed)."""
+    from daemon import history
+
+    url = settings_of(ctx).db_url
+    revision = asyncio.run(history.upgrade(url))
+    typer.echo(f"{history.describe(url)}: schema at revision {revision} (head)")
+
+
+@db_app.command("prune")
+def db_prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete finished runs older than this: 30d.")
+    ],
+) -> None:
+    """Delete runs that finished longer ago than --older-than (running ones stay)."""
+    from datetime import timedelta
+
+    from daemon import history
+    from daemon.durations import parse_duration_s
+
+    try:
+        age_s = parse_duration_s(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    url = settings_of(ctx).db_url
+    before = datetime.now(UTC) - timedelta(seconds=age_s)
+    path = history.sqlite_file(url)
+    if path is not None and not path.exists():
+        typer.echo(f"no history at {path}; nothing to prune")
+        return
+    deleted = asyncio.run(_prune(url, before))
+    typer.echo(f"deleted {deleted} run(s) that finished before {_iso(before)}")
+
+
+async def _prune(url: str, before: datetime) -> int:
+    from daemon.history import History
+
+    async with History.open(url) as history:
+        return await history.prune(before=before)
+
+
+async def _read_history(url: str, query):
+    from daemon.history import History
+
+    async with History.open(url, readonly=True) as history:
+        return await query(history)
+
+
+def _instant(flag: str, text: str | None) -> datetime | None:
+    from daemon.durations import parse_instant
+
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    from daemon.durations import iso
+
+    return iso(moment)
+
+
+def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> list[dict]:
+    """Add `next_fire` to each schedule's row, and rows for schedules with no runs yet.
+    Blank (None) when the schedule files are invalid or the schedule does not fire."""
+    configured = _configured_schedules(settings)
+    known = {row["schedule"] for row in rows}
+    for schedule_id, schedule in configured.items():
+        if schedule_id not in known:
+            rows.append(_no_runs_row(schedule_id, schedule.pipeline))
+    now = datetime.now(UTC)
+    for row in rows:
+        schedule = configured.get(row["schedule"])
+        row["next_fire"] = _next_fire(schedule, now, row["schedule"] in paused)
+        row["paused"] = row["schedule"] in paused
+    return sorted(rows, key=lambda row: row["schedule"])
+
+
+def _configured_schedules(settings: Settings) -> dict:
+    try:
+        from daemon.schedule import load_schedules
+
+        found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+    except (ImportError, FlowerdError, OSError, ValueError):
+        return {}  # stats still answer from the history alone
+    return {schedule.id: schedule for schedule in found}
+
+
+def _next_fire(schedule, now: datetime, paused: bool) -> str | None:  # noqa: ANN001
+    if schedule is None or paused or not schedule.enabled:
+        return None
+    try:
+        from daemon.trigger import next_fire_times
+
+        fires = next_fire_times(schedule, now, 1)
+    except (ImportError, FlowerdError, ValueError):
+        return None
+    return _iso(fires[0]) if fires else None
+
+
+def _no_runs_row(schedule_id: str, pipeline: str) -> dict:
+    return {
+        "kind": "schedule",
+        "name": schedule_id,
+        "schedule": schedule_id,
+        "pipeline": pipeline,
+        "runs": 0,
+        "successes": 0,
+        "failures": 0,
+        "cancelled": 0,
+        "skipped": 0,
+        "missed": 0,
+        "success_rate": None,
+        "p50_s": None,
+        "p95_s": None,
+        "last_status": None,
+        "last_at": None,
+    }
+
+
+def _styled(status: str | None) -> str:
+    if status is None:
+        return "-"
+    style = STATUS_STYLES.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """`12s ago`, `5m ago`, `3h ago`, `2d ago`, `in 4m` -- relative times for tables."""
+    if moment is None:
+        return "-"
+    delta_s = ((now or datetime.now(UTC)) - moment).total_seconds()
+    future, delta_s = delta_s < 0, abs(delta_s)
+    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta_s >= size_s:
+            amount = f"{int(delta_s // size_s)}{unit}"
+            break
+    else:
+        amount = f"{int(delta_s)}s"
+    return f"in {amount}" if future else f"{amount} ago"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}s" if value < 10 else f"{value:.1f}s"
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: full rows, not 80 truncated columns
+        console.width = max(console.width, 200)
+    return console
+
+
+def _print_runs(records: list, db_url: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not records:
+        typer.echo("no runs")
+        return
+    table = Table("id", "schedule", "pipeline", "trigger", "status", "when", "took", "tries")
+    table.add_column("error", overflow="ellipsis", max_width=60)
+    now = datetime.now(UTC)
+    for record in records:
+        error = f"{record.error.type}: {record.error.message}" if record.error else ""
+        table.add_row(
+            str(record.id),
+            escape(record.schedule or "-"),
+            escape(record.pipeline),
+            record.trigger,
+            _styled(record.status),
+            ago(record.at, now),
+            _seconds(record.duration_s),
+            str(record.attempts),
+            escape(error.splitlines()[0] if error else ""),
+        )
+    _console().print(table)
+
+
+def _print_run(record) -> None:  # noqa: ANN001
+    from rich.markup import escape
+
+    console = _console()
+    doc = record.to_json()
+    console.print(f"run {record.id}: {_styled(record.status)}")
+    for key in ("schedule", "pipeline", "trigger", "scheduled_at", "started_at", "finished_at"):
+        console.print(f"  {key:<14} {escape(str(doc[key] if doc[key] is not None else '-'))}")
+    console.print(f"  {'duration':<14} {_seconds(record.duration_s)}")
+    console.print(f"  {'lateness':<14} {_seconds(record.lateness_s)}")
+    console.print(f"  {'attempts':<14} {record.attempts}")
+    console.print(f"  {'driver':<14} {'async' if record.async_driver else 'sync'}")
+    console.print(f"  {'final_vars':<14} {escape(', '.join(record.final_vars) or '-')}")
+    console.print(f"  {'inputs':<14} {escape(json.dumps(record.inputs))}")
+    console.print(f"  {'written by':<14} {escape(record.host)} pid {record.pid}")
+    if record.result_summary:
+        console.print(f"  {'result':<14} {escape(record.result_summary)}")
+    if record.error:
+        console.print(f"[red]{escape(record.error.type)}: {escape(record.error.message)}[/red]")
+        if record.error.traceback:
+            console.print(escape(record.error.traceback.rstrip()))
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+STATS_COLUMNS = ("name", "runs", "ok", "failed", "rate", "p50", "p95", "last", "when")
+
+
+def _print_stats(by_schedule: list[dict], by_pipeline: list[dict]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not by_schedule and not by_pipeline:
+        typer.echo("no runs")
+        return
+    console = _console()
+    now = datetime.now(UTC)
+    for title, rows, extra in (
+        ("per schedule", by_schedule, "next fire"),
+        ("per pipeline", by_pipeline, None),
+    ):
+        if not rows:
+            continue
+        table = Table(*STATS_COLUMNS, title=title, title_justify="left")
+        if extra:
+            table.add_column(extra)
+        for row in rows:
+            last_at = datetime.fromisoformat(row["last_at"]) if row["last_at"] else None
+            cells = [
+                escape(row["name"]),
+                str(row["runs"]),
+                str(row["successes"]),
+                str(row["failures"]),
+                _rate(row["success_rate"]),
+                _seconds(row["p50_s"]),
+                _seconds(row["p95_s"]),
+                _styled(row["last_status"]),
+                ago(last_at, now),
+            ]
+            if extra:
+                fire = row.get("next_fire")
+                cells.append("paused" if row.get("paused") else (fire or ""))
+            table.add_row(*cells)
+        console.print(table)
 
 
 def main() -> None:
