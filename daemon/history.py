@@ -367,7 +367,7 @@ def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
 
 async def upgrade(url: str, revision: str = "head") -> str | None:
     """`flowerd db upgrade`: bring the database to `revision`; returns the revision now."""
-    engine = _writer_engine(url)
+    engine = writer_engine(url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_migrate_sync, describe(url), revision)
@@ -384,7 +384,7 @@ async def downgrade(url: str, revision: str) -> str | None:
     per migration, as env.py sets up when alembic owns the transactions."""
     from alembic import command
 
-    engine = _writer_engine(url)
+    engine = writer_engine(url)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(
@@ -396,7 +396,8 @@ async def downgrade(url: str, revision: str) -> str | None:
         await engine.dispose()
 
 
-def _writer_engine(url: str) -> AsyncEngine:
+def writer_engine(url: str) -> AsyncEngine:
+    """make_engine() for writing; a SQLite file and its directory are created private."""
     path = sqlite_file(url)
     if path is not None:
         prepare_sqlite_file(path)
@@ -786,7 +787,7 @@ class History:
             await upgrade(url)
         else:
             await cls._check_readable(url)
-        engine = _writer_engine(url)
+        engine = writer_engine(url)
         reader = make_engine(url, readonly=True) if is_sqlite(url) else engine
         writer = _Writer(engine, describe(url))
         writer.start()

@@ -16,7 +16,7 @@ import asyncio
 
 from alembic import context
 
-from daemon.history import make_engine, metadata
+from daemon.history import metadata, writer_engine
 
 config = context.config
 
@@ -35,7 +35,7 @@ def run_migrations(connection) -> None:
 
 
 async def run_async_migrations(url: str) -> None:
-    engine = make_engine(url)
+    engine = writer_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)
