@@ -101,11 +101,12 @@ def run_once(
     sync: Annotated[bool, typer.Option("--sync", help="Use the sync driver.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Run a pipeline once now, in this process; recorded with trigger `manual`."""
+    """Run a pipeline once now, in this process; recorded with trigger `manual`.
+    Prints the result (or the error); `--log-level DEBUG` shows the run's log lines."""
     from daemon.logs import log_config
 
     settings = settings_of(ctx)
-    log_config(settings.log_level, settings.log_format)
+    log_config("DEBUG" if settings.log_level == "DEBUG" else "ERROR", settings.log_format)
     inputs = _parse_inputs(input_ or [])
     record = asyncio.run(_run_recorded(settings, pipeline, final_var or [], inputs, sync))
     if as_json:
@@ -128,6 +129,7 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)
     cfg = RunConfig(final_vars=final_vars or None, inputs=inputs, async_driver=not sync)
+    pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
     history = await History.open(settings.db_url)
     try:
         runner = Runner(pm=pm, history=history, max_concurrent_runs=1, threads=1)

@@ -130,8 +130,9 @@ def _quiet_third_parties(level: int) -> None:
     hamilton_level = logging.NOTSET if level <= logging.DEBUG else logging.WARNING
     logging.getLogger("hamilton").setLevel(hamilton_level)
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
-    # alembic announces its context on every start-up; a real migration still logs.
-    logging.getLogger("alembic.runtime.migration").setLevel(max(level, logging.WARNING))
+    # alembic announces its plugins and context on every start-up; the history module
+    # logs the migrations it applies itself.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
     # Hamilton's drivers log a community-Slack invitation at ERROR on every failed
     # execute; the runner records and logs the real error with the run id.
     for name in ("hamilton.driver", "hamilton.async_driver"):

@@ -78,6 +78,11 @@ class Schedule:
     retry_delay: float = 1.0
     jitter_factor: float = 0.1
     retry_exceptions: tuple[str, ...] = ("Exception",)
+    cache: bool | Mapping[str, Any] = field(default=False, hash=False)
+    executor: str | Mapping[str, Any] | None = field(default=None, hash=False)
+    with_adapter: Mapping[str, bool] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     # how to schedule it
     timeout_s: float = 0
     overlap: Overlap = "skip"
@@ -91,8 +96,11 @@ class Schedule:
             raise ValueError(f"schedule {self.id!r}: give exactly one of cron, interval_s, at")
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
-        for name in ("inputs", "config"):
+        for name in ("inputs", "config", "with_adapter"):
             object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
+        for name in ("cache", "executor"):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
         for name in ("final_vars", "additional_modules", "retry_exceptions"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -128,6 +136,9 @@ class Schedule:
             "retry_delay": self.retry_delay,
             "jitter_factor": self.jitter_factor,
             "retry_exceptions": list(self.retry_exceptions),
+            "cache": _thaw(self.cache) or None,
+            "executor": _thaw(self.executor),
+            "with_adapter": _thaw(self.with_adapter) or None,
         }
 
 
@@ -296,6 +307,9 @@ class _Table(BaseModel):
     retry_delay: float | str = 1.0
     jitter_factor: float = 0.1
     retry_exceptions: list[str] = ["Exception"]
+    cache: bool | dict[str, Any] = False
+    executor: str | dict[str, Any] | None = None
+    with_adapter: dict[str, bool] = {}
     timeout: float | str = 0
     overlap: str = "skip"
     catchup: str = "latest"
@@ -642,6 +656,9 @@ def _schedule(
         retry_delay=float(parsed.retry_delay),
         jitter_factor=float(parsed.jitter_factor),
         retry_exceptions=tuple(parsed.retry_exceptions),
+        cache=parsed.cache,
+        executor=parsed.executor,
+        with_adapter=parsed.with_adapter,
         timeout_s=float(parsed.timeout),
         overlap=parsed.overlap,  # type: ignore[arg-type]  # checked by _one_of
         catchup=parsed.catchup,  # type: ignore[arg-type]

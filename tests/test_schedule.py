@@ -109,6 +109,9 @@ def test_a_full_table_becomes_a_schedule_with_every_field(tmp_path):
         "retry_delay": 120.0,
         "jitter_factor": 0.5,
         "retry_exceptions": ["ValueError", "my_pkg.errors.Flaky"],
+        "cache": None,
+        "executor": None,
+        "with_adapter": None,
     }
 
 
@@ -588,3 +591,16 @@ async def test_paused_state_comes_from_the_history_read_only(tmp_path, monkeypat
     db.touch()
     assert await cli._paused_schedules(url) == {"nightly"}
     assert opened == [(url, True), "closed"]
+
+
+def test_executor_cache_and_adapters_are_run_config_fields_too(tmp_path: Path):
+    (tmp_path / "scale.toml").write_text(
+        '[scaled]\npipeline = "hello_world"\ninterval = "1h"\nasync_driver = false\n'
+        'executor = { type = "dask", address = "tcp://10.0.0.5:8786" }\n'
+        'cache = { path = "/var/cache/flowerd" }\nwith_adapter = { progressbar = true }\n'
+    )
+    [s] = load_schedules(tmp_path)
+    kwargs = s.run_config_kwargs()
+    assert kwargs["executor"] == {"type": "dask", "address": "tcp://10.0.0.5:8786"}
+    assert kwargs["cache"] == {"path": "/var/cache/flowerd"}
+    assert kwargs["with_adapter"] == {"progressbar": True}
