@@ -22,17 +22,19 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:  # imported when first used: sqlalchemy.ext.asyncio pulls in the ORM
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from daemon.durations import iso
 from daemon.errors import HistoryError, RunNotFound, UsageError, did_you_mean
@@ -241,27 +243,38 @@ def describe(url: str) -> str:
     return str(path) if path else make_url(url).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, *, readonly: bool = False) -> AsyncEngine:
-    """An engine with flowerd's connection settings. SQLite: the pragmas on every connect;
-    for writers, SQLAlchemy emits `BEGIN IMMEDIATE` itself (the sqlite3 module would not
+def make_engine(url: str) -> AsyncEngine:
+    """The async engine with flowerd's connection settings. SQLite: the pragmas on every
+    connect, and SQLAlchemy emits `BEGIN IMMEDIATE` itself (the sqlite3 module would not
     BEGIN before DDL, and a deferred BEGIN that later writes can fail with SQLITE_BUSY
-    without waiting); readers open the file with `mode=ro`."""
-    if not is_sqlite(url):
-        return create_async_engine(url)
-    path = sqlite_file(url)
-    if readonly and path is not None:
-        url = URL.create(
-            "sqlite+aiosqlite",
-            database=f"file:{quote(str(path))}",
-            query={"mode": "ro", "uri": "true"},
-        ).render_as_string()
+    without waiting for busy_timeout)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(url)
-    _sqlite_events(engine, readonly=readonly)
+    if is_sqlite(url):
+        _sqlite_events(engine.sync_engine, readonly=False)
     return engine
 
 
-def _sqlite_events(engine: AsyncEngine, *, readonly: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def make_reader(url: str) -> sa.Engine | AsyncEngine:
+    """The engine readers use. SQLite: the file opened read-only (`mode=ro`), so a reader
+    can never take the write lock; it is a *sync* engine whose queries History runs in a
+    worker thread -- the same Core statements, but `flowerd runs` skips importing
+    sqlalchemy.ext.asyncio, the ORM and aiosqlite (~70 ms of its 0.5 s budget).
+    Other databases: the async engine."""
+    path = sqlite_file(url)
+    if path is None:
+        return make_engine(url)
+    ro_url = URL.create(
+        "sqlite+pysqlite", database=f"file:{quote(str(path))}", query={"mode": "ro", "uri": "true"}
+    )
+    engine = sa.create_engine(ro_url)
+    _sqlite_events(engine, readonly=True)
+    return engine
+
+
+def _sqlite_events(engine: sa.Engine, *, readonly: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see below)
         cursor = dbapi_connection.cursor()
@@ -272,7 +285,7 @@ def _sqlite_events(engine: AsyncEngine, *, readonly: bool) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(connection) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
@@ -788,7 +801,7 @@ class History:
         else:
             await cls._check_readable(url)
         engine = writer_engine(url)
-        reader = make_engine(url, readonly=True) if is_sqlite(url) else engine
+        reader = make_reader(url) if is_sqlite(url) else engine
         writer = _Writer(engine, describe(url))
         writer.start()
         return cls(url, reader=reader, writer=writer, instance_id=instance_id)
@@ -798,12 +811,11 @@ class History:
         path = sqlite_file(url)
         if path is not None and not path.exists():
             return cls(url, reader=None, writer=None, instance_id=None)  # nothing yet: empty
-        reader = make_engine(url, readonly=True)
-        history = cls(url, reader=reader, writer=None, instance_id=None)
+        history = cls(url, reader=make_reader(url), writer=None, instance_id=None)
         try:
             await history._check_schema()
         except BaseException:
-            await reader.dispose()
+            await history.close()
             raise
         return history
 
@@ -814,22 +826,15 @@ class History:
 
     async def _check_schema(self) -> None:
         """Readers: refuse a corrupt or foreign file, or a schema from a newer flowerd."""
-        try:
-            async with self._reader.connect() as conn:
-                tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
-                if not tables:
-                    self._empty = True
-                    return
-                if "alembic_version" not in tables or "runs" not in tables:
-                    raise HistoryError(
-                        f"{self.label}: not a flowerd history database (tables: "
-                        f"{', '.join(sorted(tables))})"
-                    )
-                current = (
-                    await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
-                ).scalar()
-        except sa.exc.DBAPIError as exc:
-            raise _unusable(self.url, exc) from None
+        tables, current = await self._read(_schema_state)
+        if not tables:
+            self._empty = True
+            return
+        if "alembic_version" not in tables or "runs" not in tables:
+            raise HistoryError(
+                f"{self.label}: not a flowerd history database (tables: "
+                f"{', '.join(sorted(tables))})"
+            )
         _check_revision(current, self.label)
 
     async def close(self) -> None:
@@ -838,11 +843,11 @@ class History:
             await self._writer.stop()
             await self._optimize()
             await self._writer.engine.dispose()
-        if self._reader is not None and (
-            self._writer is None or self._reader is not self._writer.engine
-        ):
-            await self._reader.dispose()
-        self._reader = None
+        reader, self._reader = self._reader, None
+        if isinstance(reader, sa.Engine):
+            reader.dispose()
+        elif reader is not None and (self._writer is None or reader is not self._writer.engine):
+            await reader.dispose()
 
     async def _optimize(self) -> None:
         if not is_sqlite(self.url):
@@ -1011,14 +1016,22 @@ class History:
                 return deleted
 
     # -- reads --------------------------------------------------------------------------
+    async def _read(self, query: Callable[[sa.Connection], Any]) -> Any:
+        """Run `query(connection)` on the reader: in a worker thread for SQLite's sync
+        read-only engine, through run_sync for an async engine."""
+        reader = self._reader
+        try:
+            if isinstance(reader, sa.Engine):
+                return await asyncio.to_thread(_on_connection, reader, query)
+            async with reader.connect() as conn:
+                return await conn.run_sync(query)
+        except sa.exc.DBAPIError as exc:
+            raise _unusable(self.url, exc) from None
+
     async def _rows(self, stmt) -> list:
         if self._reader is None or self._empty:
             return []
-        try:
-            async with self._reader.connect() as conn:
-                return (await conn.execute(stmt)).all()
-        except sa.exc.DBAPIError as exc:
-            raise _unusable(self.url, exc) from None
+        return await self._read(lambda conn: conn.execute(stmt).all())
 
     async def last_slots(self) -> dict[str, datetime]:
         """The newest slot per schedule (manual triggers excluded): where catch-up starts."""
@@ -1172,6 +1185,18 @@ def _as_utc(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _on_connection(engine: sa.Engine, query: Callable[[sa.Connection], Any]) -> Any:
+    with engine.connect() as conn:
+        return query(conn)
+
+
+def _schema_state(conn: sa.Connection) -> tuple[set[str], str | None]:
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" not in tables:
+        return tables, None
+    return tables, conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def _pid_alive(pid: int) -> bool:
