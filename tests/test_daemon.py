@@ -296,3 +296,96 @@ def test_serve_refuses_invalid_schedules(tmp_path: Path):
     done = cli(base, "serve")
     assert done.returncode == 1 and "test.toml" in done.stderr and "bad" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _intervals_overlap(rows) -> bool:
+    spans = sorted((r.started_at, r.finished_at) for r in rows if r.started_at)
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_overlap_queue_and_the_global_concurrency_limit(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [queued]
+        pipeline = "sleepy"
+        interval = "1s"
+        inputs = { seconds = 1.4 }
+        overlap = "queue"
+        misfire_grace = 30
+
+        [other]
+        pipeline = "sleepy"
+        interval = "1s"
+        inputs = { seconds = 0.3 }
+        overlap = "allow"
+        misfire_grace = 30
+        """,
+        sleepy=SLEEPY,
+    )
+    with Served(base, env={"FLOWERD_MAX_CONCURRENT_RUNS": "1"}) as served:
+        served.wait_ready()
+        wait_for(lambda: len(rows_where(base, schedule="queued", status="success")) >= 2,
+                 timeout_s=30, what="two queued runs done")
+        assert served.stop() == 0
+    done = [r for r in runs(base) if r.status == "success"]
+    assert not rows_where(base, schedule="queued", status="skipped")
+    assert not _intervals_overlap(done)  # one run at a time, across schedules
+
+
+def test_slots_late_beyond_misfire_grace_are_recorded_missed(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [blocker]
+        pipeline = "blocking"
+        interval = "1h"
+
+        [tick]
+        pipeline = "hello_world"
+        interval = "1s"
+        misfire_grace = 0.5
+        """,
+        blocking="import time\n\ndef blocked(seconds: float = 3.0) -> float:\n"
+        "    time.sleep(seconds)  # a sync node under the async driver stalls the loop\n"
+        "    return seconds\n",
+    )
+    with Served(base) as served:
+        served.wait_ready()
+        wait_for(lambda: rows_where(base, schedule="tick", status="success"), what="a tick")
+        assert cli(base, "trigger", "blocker").returncode == 0
+        wait_for(lambda: rows_where(base, schedule="blocker", status="success"), what="block")
+        wait_for(lambda: len(rows_where(base, schedule="tick", status="success")) >= 3,
+                 what="ticks after the block")
+        assert served.ask("status")["loop_lag_ms"] >= 0
+        assert served.stop() == 0
+    missed = rows_where(base, schedule="tick", status="missed")
+    assert len(missed) >= 2 and all("misfire_grace" in r.error.message for r in missed)
+    ticks = sorted(r.scheduled_at for r in rows_where(base, schedule="tick"))
+    gaps = {(b - a).total_seconds() for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert gaps == {1.0}  # every slot is a row: none dropped silently
+
+
+def test_a_second_stop_signal_cancels_at_once(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [sleepy]
+        pipeline = "sleepy"
+        interval = "1h"
+        """,
+        sleepy=SLEEPY,
+    )
+    with Served(base, env={"FLOWERD_SHUTDOWN_GRACE": "60"}) as served:
+        served.wait_ready()
+        assert cli(base, "trigger", "sleepy").returncode == 0
+        wait_for(lambda: rows_where(base, status="running"), what="a running run")
+        started = time.monotonic()
+        served.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert served.proc.poll() is None  # draining: grace is 60 s
+        served.signal(signal.SIGINT)
+        assert served.wait(timeout_s=15) == 0
+        assert time.monotonic() - started < 10
+    (row,) = runs(base)
+    assert row.status == "cancelled" and row.trigger == "manual"
