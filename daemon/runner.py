@@ -190,11 +190,12 @@ class Runner:
         return any(run.schedule == schedule_id for run in self.active.values())
 
     def _overlap_error(self, schedule: Schedule) -> RunError:
-        ids = [r.run_id for r in self.active.values() if r.schedule == schedule.id]
+        ids = [str(r.run_id) for r in self.active.values() if r.schedule == schedule.id]
+        previous = f"run {', '.join(ids)}" if ids else "the previous slot's run"
         return RunError(
             type="Overlap",
-            message=f"skipped: run {', '.join(map(str, ids))} of schedule {schedule.id!r} "
-            "was still running (overlap = 'skip')",
+            message=f"skipped: {previous} of schedule {schedule.id!r} was still running "
+            "(overlap = 'skip')",
         )
 
     async def _record(self, schedule: Schedule, scheduled_at: datetime, status: str, error):
