@@ -308,12 +308,12 @@ class Daemon:
                         self.settings.base_dir, pipelines_dir=self.settings.pipelines_dir
                     ),
                 )
+                summary = self._apply({s.id: s for s in schedules})
             except ScheduleError as exc:
                 log.error("reload refused, keeping the current schedules:\n%s", exc)
                 raise
             finally:
-                self.notifier.ready()
-            summary = self._apply({s.id: s for s in schedules})
+                self.notifier.ready()  # after the new schedules are in place (or refused)
             for warning in warnings:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
@@ -336,6 +336,8 @@ class Daemon:
 
     # -- status, lag, signals ---------------------------------------------------------
     def status_line(self) -> str:
+        if self._stop.event.is_set():
+            return f"stopping: {len(self.runner.active)} run(s) still running"
         schedules = self.scheduler.schedules
         times = [t for t in (self.scheduler.next_fire(s) for s in schedules) if t]
         nxt = min(times).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if times else "none"
