@@ -23,15 +23,21 @@ def described(count: int, ratio: float, flag: bool, label: str) -> str:
 """
 
 
-def test_validate_accepts_the_repo_examples_and_warns_about_sync_pipelines(tmp_path: Path):
+def test_validate_accepts_the_repo_examples_without_warnings(tmp_path: Path):
     base = make_project(tmp_path)
     (base / "schedules" / "example.toml").write_text(
         (Path(__file__).parent.parent / "schedules" / "example.toml").read_text()
     )
     done = cli(base, "validate")
     assert done.returncode == 0, done.stderr
-    assert "schedule(s) valid" in done.stdout
-    assert "only sync functions" in done.stderr  # hello_world under the async driver
+    assert "3 schedule(s) valid" in done.stdout and "warning" not in done.stderr
+
+
+def test_validate_warns_about_sync_pipelines_on_the_async_driver(tmp_path: Path):
+    base = make_project(tmp_path, '[hello]\npipeline = "hello_world"\ninterval = "1h"\n')
+    done = cli(base, "validate")
+    assert done.returncode == 0, done.stderr
+    assert "test.toml: [hello]" in done.stderr and "only sync functions" in done.stderr
 
 
 def test_validate_lists_every_problem_with_file_id_and_field(tmp_path: Path):

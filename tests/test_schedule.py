@@ -40,7 +40,7 @@ def problems_of(directory: Path, **kwargs) -> list[str]:
 def test_the_repo_examples_load_and_name_existing_pipelines():
     schedules = load_schedules(REPO / "schedules", pipelines_dir=REPO / "pipelines")
     by_id = {s.id: s for s in schedules}
-    assert by_id["hello_every_minute"].async_driver is True
+    assert by_id["fanout_every_minute"].async_driver is True
     assert by_id["hello_sync_every_30s"].async_driver is False
     assert by_id["hello_sync_every_30s"].interval_s == 30
     nightly = by_id["fanout_nightly_berlin"]
