@@ -37,7 +37,7 @@ from daemon.history import History, runs  # noqa: E402
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAIVE_RUNS = 200
 LOAD_LEVELS = (200, 1000)
-ROUNDS = 3
+ROUNDS = 5
 SCHEDULES = [f"sched_{i:02d}" for i in range(20)]
 FLOWERD = Path(sys.executable).with_name("flowerd")
 

@@ -62,6 +62,7 @@ TRIGGERS = ("schedule", "catchup", "manual")
 SCHEMA_REVISION = "20261124_01"
 
 BUSY_TIMEOUT_MS = 10_000
+UPGRADE_ATTEMPTS = 6  # 0.05 s doubling: ~1.6 s of retries at most
 MAX_BATCH_OPS = 2_000
 PRUNE_CHUNK_ROWS = 5_000
 CANCELLED_WRITE_WAIT_S = 10.0
@@ -280,7 +281,9 @@ def _sqlite_events(engine: sa.Engine, *, readonly: bool) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA journal_mode")  # switching needs an exclusive lock:
+            if cursor.fetchone()[0] != "wal":  # only a new file's first connection does
+                cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -379,12 +382,28 @@ def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
 
 
 async def upgrade(url: str, revision: str = "head") -> str | None:
-    """`flowerd db upgrade`: bring the database to `revision`; returns the revision now."""
+    """`flowerd db upgrade`: bring the database to `revision`; returns the revision now.
+    Two processes creating a new SQLite file at once can meet SQLITE_BUSY where SQLite
+    does not wait (turning on WAL, a lock upgrade it calls a deadlock): retried, bounded."""
+    for attempt in range(UPGRADE_ATTEMPTS):
+        try:
+            return await _upgrade_once(url, revision)
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == UPGRADE_ATTEMPTS - 1:
+                raise _unusable(url, exc) from None
+            log.debug("%s is locked while upgrading (attempt %d); retrying", url, attempt + 1)
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+async def _upgrade_once(url: str, revision: str) -> str | None:
     engine = writer_engine(url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_migrate_sync, describe(url), revision)
     except HistoryError:
+        raise
+    except sa.exc.OperationalError:
         raise
     except sa.exc.DBAPIError as exc:
         raise _unusable(url, exc) from None
