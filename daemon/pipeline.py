@@ -54,6 +54,7 @@ ASYNC_DRIVER_MISSING = (
     "hamilton.async_driver cannot be imported, so run_async is unavailable; "
     "upgrade Hamilton with `pip install -U sf-hamilton` (or use pm.run(...))"
 )
+MAX_DRIVERS = 256
 _EXECUTOR_TYPES = ("synchronous", "threadpool", "multiprocessing", "dask")
 _ADAPTER_FLAGS = ("hamilton_tracker", "mlflow", "ray", "opentelemetry", "progressbar", "future")
 
@@ -635,7 +636,7 @@ class PipelineManager:
             built = _describe(self._guard_build(plan, builder.build))
             self._refuse_async_nodes(plan, built)
             if plan.cacheable:
-                self._drivers[key] = built
+                self._remember(key, built)
         return built
 
     async def _build_async(self, plan: _Plan) -> _Built:
@@ -648,8 +649,15 @@ class PipelineManager:
             await driver.ainit()
             built = _describe(driver)
             _refuse_parallelizable(plan, built)
-            self._drivers.setdefault(key, built)
+            self._remember(key, built)
         return built
+
+    def _remember(self, key: tuple, built: _Built) -> None:
+        """Keep at most MAX_DRIVERS drivers; the oldest go first (a long-lived daemon
+        whose pipelines are edited builds a new generation each time)."""
+        self._drivers.setdefault(key, built)
+        while len(self._drivers) > MAX_DRIVERS:
+            del self._drivers[next(iter(self._drivers))]
 
     def _build_for_validation(self, plan: _Plan) -> _Built:
         async_driver = _import_async_driver()

@@ -122,6 +122,13 @@ def test_driver_is_built_once_and_reused(pm: PipelineManager):
     assert pm._drivers == drivers and len(drivers) == 1
 
 
+def test_driver_cache_is_bounded(pm: PipelineManager, monkeypatch):
+    monkeypatch.setattr("daemon.pipeline.MAX_DRIVERS", 3)
+    for hour in range(5):
+        pm.run("hello_world", config={"variant": hour})
+    assert len(pm._drivers) == 3
+
+
 def test_pm_run_inside_a_running_loop(pm: PipelineManager):
     async def inside() -> None:
         assert pm.run("hello_world") == {"full_greeting": "Hello, World!"}  # sync: works
