@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/flowerd --base-dir . serve
 
 test: $(STAMP)
-	$(BIN)/ruff check daemon tests benchmarks migrations pipelines
+	$(BIN)/ruff check --no-cache daemon tests benchmarks migrations pipelines
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

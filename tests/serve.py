@@ -12,10 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from daemon.history import History
-
 from daemon.control import request
 from daemon.errors import DaemonNotRunning
+from daemon.history import History
 from daemon.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
