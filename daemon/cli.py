@@ -158,7 +158,7 @@ def schedules(
     from daemon.schedule import load_schedules
 
     settings = settings_of(ctx)
-    after = _schedules_from(from_)
+    after = _instant("--from", from_) or datetime.now(UTC)
     found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
     rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
@@ -168,37 +168,13 @@ def schedules(
         _print_schedules(rows, settings)
 
 
-def _schedules_from(text: str | None) -> datetime:
-    from daemon.durations import parse_instant
-
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise UsageError(f"--from: {exc}") from None
-
-
 async def _paused_schedules(db_url: str) -> set[str]:
     """Ids paused in the history; none when there is no history (yet) to read."""
-    from daemon.settings import sqlite_path
-
-    path = sqlite_path(db_url)
-    if path is not None and not path.exists():
-        return set()
     try:
-        from daemon.history import History
-
-        history = await History.open(db_url, readonly=True)
-    except ImportError:
-        return set()
-    except Exception as exc:  # the listing is still useful without the paused state
+        return set(await _read_history(db_url, lambda history: history.paused()))
+    except FlowerdError as exc:  # the listing is still useful without the paused state
         typer.echo(f"warning: cannot read paused schedules from the history: {exc}", err=True)
         return set()
-    try:
-        return set(await history.paused())
-    finally:
-        await history.close()
 
 
 def _schedule_row(schedule, paused: bool, after: datetime, next_n: int) -> dict:  # noqa: ANN001
@@ -547,11 +523,11 @@ def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> 
 
 
 def _configured_schedules(settings: Settings) -> dict:
-    try:
-        from daemon.schedule import load_schedules
+    from daemon.schedule import load_schedules
 
+    try:
         found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
-    except (ImportError, FlowerdError, OSError, ValueError):
+    except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}
 
@@ -559,12 +535,9 @@ def _configured_schedules(settings: Settings) -> dict:
 def _next_fire(schedule, now: datetime, paused: bool) -> str | None:  # noqa: ANN001
     if schedule is None or paused or not schedule.enabled:
         return None
-    try:
-        from daemon.trigger import next_fire_times
+    from daemon.trigger import next_fire_times
 
-        fires = next_fire_times(schedule, now, 1)
-    except (ImportError, FlowerdError, ValueError):
-        return None
+    fires = next_fire_times(schedule, now, 1)
     return _iso(fires[0]) if fires else None
 
 

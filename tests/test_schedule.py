@@ -10,7 +10,6 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -567,30 +566,17 @@ def test_schedules_does_not_import_hamilton(tmp_path):
     assert json.loads(done.stdout)[0]["id"] == "a"
 
 
-async def test_paused_state_comes_from_the_history_read_only(tmp_path, monkeypatch):
-    from daemon import cli
+async def test_paused_state_comes_from_the_history(tmp_path: Path):
+    from daemon.history import History
+    from daemon.settings import load_settings
 
-    opened = []
-
-    class FakeHistory:
-        @classmethod
-        async def open(cls, url, readonly=False):
-            opened.append((url, readonly))
-            return cls()
-
-        async def paused(self):
-            return {"nightly"}
-
-        async def close(self):
-            opened.append("closed")
-
-    monkeypatch.setitem(sys.modules, "daemon.history", SimpleNamespace(History=FakeHistory))
-    db = tmp_path / "history.db"
-    url = f"sqlite+aiosqlite:///{db}"
-    assert await cli._paused_schedules(url) == set()  # no database yet: nothing is paused
-    db.touch()
-    assert await cli._paused_schedules(url) == {"nightly"}
-    assert opened == [(url, True), "closed"]
+    write(tmp_path / "schedules", "a.toml", '[nightly]\npipeline = "p"\ncron = "0 3 * * *"\n')
+    listed = json.loads(flowerd(tmp_path, "schedules", "--json").stdout)
+    assert not listed[0]["paused"]  # no database yet: nothing is paused
+    async with History.open(load_settings(tmp_path).db_url) as history:
+        await history.set_paused("nightly", True)
+    listed = json.loads(flowerd(tmp_path, "schedules", "--json").stdout)
+    assert listed[0]["paused"] and listed[0]["next"] == []
 
 
 def test_executor_cache_and_adapters_are_run_config_fields_too(tmp_path: Path):
