@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,9 +15,10 @@ from daemon.control import request
 from daemon.errors import DaemonNotRunning
 from daemon.history import History
 from daemon.settings import load_settings
+from tests.contract import FLOWERD
+from tests.contract import flowerd as cli
 
 REPO = Path(__file__).resolve().parent.parent
-FLOWERD = [sys.executable, "-m", "daemon.cli"]
 
 
 def make_project(base: Path, schedules: str = "", **pipelines: str) -> Path:
@@ -32,16 +32,6 @@ def make_project(base: Path, schedules: str = "", **pipelines: str) -> Path:
     return base
 
 
-def cli(base: Path, *args: str, env: dict | None = None, timeout_s: float = 60):
-    return subprocess.run(
-        [*FLOWERD, "--base-dir", str(base), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, **(env or {})},
-    )
-
-
 class Served:
     """`flowerd serve` on a base dir; stdout/stderr go to a log file in it."""
 
@@ -51,7 +41,7 @@ class Served:
         self.log_path = base / "serve.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [*FLOWERD, "--base-dir", str(base), "serve"],
+            [FLOWERD, "--base-dir", str(base), "serve"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "FLOWERD_SHUTDOWN_GRACE": "5", **(env or {})},

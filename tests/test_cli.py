@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.contract import CONTRACT_KEYS
 from tests.serve import cli, make_project, runs
-
-CONTRACT_KEYS = {
-    "id", "schedule", "pipeline", "trigger", "status", "scheduled_at", "started_at",
-    "finished_at", "duration_s", "attempts", "async_driver", "error",
-}  # fmt: skip
 
 BOOM = """
 def boom(code: int = 1) -> int:

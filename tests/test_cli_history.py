@@ -14,33 +14,9 @@ from pathlib import Path
 import pytest
 
 from daemon.history import History, RunError
+from tests.contract import CONTRACT_KEYS, FLOWERD, flowerd
 
-FLOWERD = str(Path(sys.executable).with_name("flowerd"))
 NOW = datetime.now(UTC).replace(microsecond=0)
-CONTRACT_KEYS = {
-    "id",
-    "schedule",
-    "pipeline",
-    "trigger",
-    "status",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "attempts",
-    "async_driver",
-    "error",
-}
-
-
-def flowerd(base: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [FLOWERD, "--base-dir", str(base), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-    )
 
 
 def as_json(base: Path, *args: str):

@@ -26,24 +26,9 @@ from daemon.history import (
     percentile,
     redact,
 )
+from tests.contract import CONTRACT_KEYS
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
-CONTRACT_KEYS = {
-    "id",
-    "schedule",
-    "pipeline",
-    "trigger",
-    "status",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "attempts",
-    "async_driver",
-    "error",
-}
-
-
 async def one_run(history: History, schedule: str, slot: datetime, status: str = "success"):
     run_id = await history.claim(
         pipeline="hello_world",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from daemon.errors import ScheduleError
 from daemon.schedule import Schedule, load_schedules, parse_cron, validate_schedule_dir
+from tests.contract import flowerd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -446,13 +446,6 @@ def test_bad_cron_expressions_say_what_is_wrong(expression, message):
 
 
 # --------------------------------------------------------------------------- flowerd schedules
-
-
-def flowerd(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI, in a subprocess, against files in `base`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")}
-    command = [sys.executable, "-m", "daemon.cli", "--base-dir", str(base), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, cwd=base)
 
 
 NIGHTLY_AND_TICK = """
