@@ -147,6 +147,7 @@ class Daemon:
             on_change=self.refresh_status,
         )
         stack.callback(self.runner.close)
+        stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.paused = await self.history.paused()
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
