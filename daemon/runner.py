@@ -11,8 +11,8 @@ Every slot the scheduler fires ends as exactly one history row:
                          -> `running` -> pipeline (async driver on the loop | sync driver
                             in the thread pool) -> `success | failed | timed_out | cancelled`
 
-The terminal row is written under asyncio.shield, so a cancelled run is still recorded
-before its cancellation continues.
+The terminal row is written even when the run is cancelled: History.finish queues it
+first and waits for its commit before the cancellation continues.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from daemon import logs
-from daemon.errors import PipelineError
+from daemon.errors import HistoryError, PipelineError
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
 from daemon.schedule import Schedule
@@ -319,16 +319,26 @@ class Runner:
 
     async def _finish(self, active: ActiveRun, status: str, error, summary=None) -> None:
         finished_at = utcnow()
-        write = self.history.finish(
-            active.run_id,
-            status=status,
-            finished_at=finished_at,
-            attempts=active.attempts.count,
-            error=error,
-            result_summary=summary,
-        )
         try:
-            await asyncio.shield(write)
+            # History.finish queues the write before its first await and, if this task
+            # is cancelled meanwhile, waits for the commit before re-raising: the shielded
+            # terminal write of the house rules, done where the write happens.
+            await self.history.finish(
+                active.run_id,
+                status=status,
+                finished_at=finished_at,
+                attempts=active.attempts.count,
+                error=error,
+                result_summary=summary,
+            )
+        except HistoryError as exc:
+            log.error(
+                "run %d ended %s, but its row could not be written (%s); it stays "
+                "'running' and the next start records it 'crashed'",
+                active.run_id,
+                status,
+                exc,
+            )
         finally:
             self.active.pop(active.run_id, None)
             self._on_change()
