@@ -9,7 +9,8 @@ The data flows one way (see README.md):
         --history.py--> one row per slot: queued -> running -> terminal state
 
 `app.py` composes these for `flowerd serve`; `cli.py` is the command line.
-The Python API mirrors FlowerPower's PipelineManager.run / run_async and RunConfig.
+The Python API (api.py) mirrors FlowerPower's PipelineManager.run / run_async and
+RunConfig; `PipelineManager(base_dir, history=True)` also records each run.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import TYPE_CHECKING
 __all__ = ["PipelineManager", "RunConfig"]
 
 if TYPE_CHECKING:
-    from daemon.pipeline import PipelineManager, RunConfig
+    from daemon.api import PipelineManager, RunConfig
 
 
 def __getattr__(name: str):  # lazy: `flowerd runs` must not import Hamilton
     if name in __all__:
-        from daemon import pipeline
+        from daemon import api
 
-        return getattr(pipeline, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'daemon' has no attribute {name!r}")

@@ -134,10 +134,10 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     try:
         runner = Runner(pm=pm, history=history, max_concurrent_runs=1, threads=1)
         try:
-            run_id = await runner.run_manual(pipeline, cfg)
+            outcome = await runner.run_manual(pipeline, cfg)
         finally:
             runner.close()
-        return await history.get_run(run_id)
+        return await history.get_run(outcome.run_id)
     finally:
         await history.close()
 

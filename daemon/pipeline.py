@@ -55,6 +55,7 @@ ASYNC_DRIVER_MISSING = (
     "upgrade Hamilton with `pip install -U sf-hamilton` (or use pm.run(...))"
 )
 MAX_DRIVERS = 256
+_DEFAULT_RETRY_ON = (Exception,)
 _EXECUTOR_TYPES = ("synchronous", "threadpool", "multiprocessing", "dask")
 _ADAPTER_FLAGS = ("hamilton_tracker", "mlflow", "ray", "opentelemetry", "progressbar", "future")
 
@@ -67,10 +68,11 @@ def _strict_kwargs(cls):
     says only 'unexpected keyword argument'; FlowerPower drops them silently)."""
     generated_init = cls.__init__
     names = [f.name for f in dataclasses.fields(cls)]
+    known = frozenset(names)
 
     def __init__(self, **kwargs: Any) -> None:
         for key in kwargs:
-            if key not in names:
+            if key not in known:
                 raise TypeError(
                     f"{cls.__name__} has no field {key!r}{did_you_mean(key, names)}; "
                     f"fields: {', '.join(names)}"
@@ -128,7 +130,7 @@ class RunConfig:
     max_retries: int = 0
     retry_delay: float = 1.0
     jitter_factor: float = 0.1
-    retry_exceptions: Sequence[type[BaseException] | str] = (Exception,)
+    retry_exceptions: Sequence[type[BaseException] | str] = _DEFAULT_RETRY_ON
     reload: bool = False
     on_success: Callable[[Any], Any] | None = None
     on_failure: Callable[[BaseException], Any] | None = None
@@ -267,7 +269,7 @@ class _ModuleCache:
 # --------------------------------------------------------------------------- plans
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)  # not frozen: built on every run, and cheaper so
 class _Plan:
     """Everything needed to build and call a driver, resolved once per call."""
 
@@ -384,6 +386,8 @@ def _refuse_for_async(plan: _Plan) -> None:
 
 def _exception_types(names: Sequence[type[BaseException] | str]) -> tuple[type, ...]:
     """`retry_exceptions` as classes: classes, builtin names, or dotted import paths."""
+    if names is _DEFAULT_RETRY_ON:
+        return _DEFAULT_RETRY_ON
     key = tuple(names)
     if key not in _EXCEPTION_TYPES:
         _EXCEPTION_TYPES[key] = _resolve_exception_types(key)
@@ -597,19 +601,20 @@ class PipelineManager:
         modules = (get(name, reload=cfg.reload),) + tuple(
             get(n, reload=cfg.reload) for n in cfg.additional_modules
         )
-        executor = _executor_config(cfg.executor)
-        adapters = _flag_adapters(cfg.with_adapter, mode)
+        plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
+        executor = None if plain else _executor_config(cfg.executor)
+        adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
         plan = _Plan(
             name=name,
             mode=mode,
             modules=modules,
-            config=dict(cfg.config or {}),
-            adapters=tuple(adapters + _user_adapters(cfg.adapter)),
+            config=dict(cfg.config) if cfg.config else {},
+            adapters=() if plain else tuple(adapters + _user_adapters(cfg.adapter)),
             executor=executor,
             cache=cfg.cache,
             cacheable=executor is None and not adapters,
         )
-        if mode == "async":
+        if mode == "async" and (plan.executor or plan.cache or plan.adapters):
             _refuse_for_async(plan)
         return plan
 

@@ -71,6 +71,15 @@ class ActiveRun:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How a run carried out by the runner ended: its row id, and its result or error."""
+
+    run_id: int
+    result: dict | None = None
+    error: Exception | None = None
+
+
 class _TimedOut(Exception):
     pass
 
@@ -158,8 +167,11 @@ class Runner:
             )
         return run_id
 
-    async def run_manual(self, pipeline: str, cfg: RunConfig, *, schedule: Schedule | None = None):
-        """`flowerd run` / `flowerd trigger`: record and run now, trigger `manual`."""
+    async def run_manual(
+        self, pipeline: str, cfg: RunConfig, *, schedule: Schedule | None = None
+    ) -> Outcome:
+        """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
+        trigger `manual`."""
         async_driver = cfg.async_driver is not False
         run_id = await self.history.claim(
             schedule=schedule.id if schedule else None,
@@ -171,8 +183,8 @@ class Runner:
             inputs=dict(cfg.inputs or {}),
         )
         active = self._track(run_id, pipeline, schedule, None)
-        await self._execute(active, pipeline, cfg, timeout_s=schedule.timeout_s if schedule else 0)
-        return run_id
+        timeout_s = schedule.timeout_s if schedule else 0
+        return await self._execute(active, pipeline, cfg, timeout_s=timeout_s)
 
     def trigger(self, schedule: Schedule) -> asyncio.Task:
         """Run a schedule now (control channel), in the background."""
@@ -251,7 +263,9 @@ class Runner:
         self._on_change()
         return active
 
-    async def _execute(self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s):
+    async def _execute(
+        self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
+    ) -> Outcome:
         logs.run_id_var.set(active.run_id)
         active.started_at = utcnow()
         await self.history.mark_running(active.run_id, started_at=active.started_at)
@@ -268,17 +282,14 @@ class Runner:
             await self._finish(active, "cancelled", _cancel_error("while running"))
             raise
         except _TimedOut:
-            await self._finish(
-                active,
-                "timed_out",
-                RunError(
-                    type="TimeoutError", message=f"the run exceeded its timeout of {timeout_s:g} s"
-                ),
-            )
+            exc = TimeoutError(f"the run exceeded its timeout of {timeout_s:g} s")
+            await self._finish(active, "timed_out", RunError(type="TimeoutError", message=str(exc)))
+            return Outcome(run_id=active.run_id, error=exc)
         except Exception as exc:
             await self._finish(active, "failed", _error_of(exc))
-        else:
-            await self._finish(active, "success", None, _summary.repr(result))
+            return Outcome(run_id=active.run_id, error=exc)
+        await self._finish(active, "success", None, _summary.repr(result))
+        return Outcome(run_id=active.run_id, result=result)
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
         if cfg.async_driver is False:

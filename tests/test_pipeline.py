@@ -363,3 +363,47 @@ def test_validate_reports_sync_only_warning_and_missing_inputs(base: Path, pm: P
     with pytest.raises(PipelineError, match="x"):
         pm.validate("needs")
     assert pm.validate("needs", inputs={"x": 1}, async_driver=False) == []
+
+
+# -- recording through the Python API (opt-in) ----------------------------------------
+
+
+def _recorded_rows(base: Path) -> list:
+    from daemon.history import History
+    from daemon.settings import load_settings
+
+    async def query():
+        async with History.open(load_settings(base).db_url, readonly=True) as history:
+            return await history.list_runs(limit=0)
+
+    return asyncio.run(query())
+
+
+def test_recording_api_runs_are_manual_rows_without_a_schedule(base: Path):
+    pm = PipelineManager(base_dir=base, history=True)
+    assert pm.run("hello_world", inputs={"name": "Ada"}) == {"full_greeting": "Hello, Ada!"}
+    assert asyncio.run(pm.run_async("async_fanout", inputs={"delay_s": 0})) == {"total": 6}
+    rows = sorted(_recorded_rows(base), key=lambda r: r.id)
+    assert [(r.pipeline, r.schedule, r.trigger, r.status, r.async_driver) for r in rows] == [
+        ("hello_world", None, "manual", "success", False),
+        ("async_fanout", None, "manual", "success", True),
+    ]
+
+
+def test_recording_api_still_raises_the_pipelines_exception(base: Path):
+    write(base, "boom", "def boom() -> int:\n    raise KeyError('nope')\n")
+    pm = PipelineManager(base_dir=base, history=str(base / "api.db"))
+    with pytest.raises(KeyError, match="nope"):
+        pm.run("boom")
+
+    async def inside_a_loop() -> dict:
+        return pm.run("hello_world")  # sync call in a running loop: works, and records
+
+    assert asyncio.run(inside_a_loop()) == {"full_greeting": "Hello, World!"}
+    with pytest.raises(ValueError, match=r"pm\.run\(\.\.\.\)"):
+        asyncio.run(pm.run_async("hello_world", async_driver=False))
+
+
+def test_no_history_is_written_unless_asked(base: Path, pm: PipelineManager):
+    pm.run("hello_world")
+    assert not (base / ".flowerd").exists()

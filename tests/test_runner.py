@@ -109,8 +109,9 @@ async def test_retries_count_attempts(parts, tmp_path: Path):
 
 async def test_manual_run_has_no_schedule_and_trigger_manual(parts):
     runner, history = parts
-    run_id = await runner.run_manual("hello_world", RunConfig(inputs={"name": "M"}))
-    row = await history.get_run(run_id)
+    outcome = await runner.run_manual("hello_world", RunConfig(inputs={"name": "M"}))
+    assert outcome.result == {"full_greeting": "Hello, M!"} and outcome.error is None
+    row = await history.get_run(outcome.run_id)
     assert (row.schedule, row.scheduled_at, row.trigger, row.status) == (
         None, None, "manual", "success",
     )  # fmt: skip
