@@ -370,11 +370,15 @@ class Daemon:
     def _on_stop_signal(self) -> None:
         self._stop.signals += 1
         self._stop.event.set()
-        if self._stop.signals > 1:
+        if self._stop.signals > 1 and hasattr(self, "runner"):
             log.warning("second stop signal: cancelling running runs now")
             self.runner.spawn(self.runner.cancel_all())
 
     def _on_reload_signal(self) -> None:
+        if not hasattr(self, "scheduler"):  # still starting: it is reading the files now
+            log.info("SIGHUP during start-up: the schedule files are being loaded already")
+            return
+
         async def reload() -> None:
             with contextlib.suppress(ScheduleError):
                 await self.reload()
@@ -399,8 +403,8 @@ async def serve(settings: Settings) -> int:
     daemon = Daemon(settings, notifier)
     async with AsyncExitStack() as stack:
         stack.callback(notifier.close)
+        daemon.install_signals()  # a stop during start-up still ends in a clean drain
         await daemon.start(stack)
-        daemon.install_signals()
         background = [
             asyncio.create_task(daemon.measure_lag(), name="flowerd:lag"),
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
