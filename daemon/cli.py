@@ -31,6 +31,14 @@ def settings_of(ctx: typer.Context) -> Settings:
     return ctx.find_root().obj
 
 
+def _print_version(value: bool | None) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"flowerd {version('flowerd')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -44,6 +52,10 @@ def _global(
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text | json")] = None,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print it."),
+    ] = None,
 ) -> None:
     """Global options come before the command."""
     settings = load_settings(base_dir, database_url=db, log_level=log_level, log_format=log_format)

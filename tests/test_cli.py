@@ -121,3 +121,8 @@ def test_run_bad_input_is_refused_without_a_row(tmp_path: Path):
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert runs(base) == []
+
+
+def test_version(tmp_path: Path):
+    done = cli(tmp_path, "--version")
+    assert done.returncode == 0 and done.stdout.startswith("flowerd ")
