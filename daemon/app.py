@@ -35,17 +35,13 @@ from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule, load_schedules
 from daemon.scheduler import Scheduler
 from daemon.settings import Settings
-from daemon.trigger import slots_between
+from daemon.trigger import count_slots, slots_between
 
 log = logging.getLogger(__name__)
 
 MAX_MISSED_ROWS = 100  # per schedule and outage; the rest are counted in one summary row
 LAG_PROBE_S = 0.5
-_OUTAGE_SUMMARY = RunError(
-    type="MissedSlots",
-    message=f"this slot and every earlier one since the last recorded slot passed while no "
-    f"daemon ran; only the newest {MAX_MISSED_ROWS} are recorded one by one",
-)
+MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each): bounded
 
 
 # --------------------------------------------------------------------------- validation
@@ -184,13 +180,15 @@ class Daemon:
             slots = slots_between(schedule, last, now, limit=MAX_MISSED_ROWS + 1)
             slots = [slot.astimezone(UTC) for slot in slots]
             if slots:
-                await self._catch_up_schedule(schedule, slots)
+                await self._catch_up_schedule(schedule, slots, last)
 
-    async def _catch_up_schedule(self, schedule: Schedule, slots: list[datetime]) -> None:
+    async def _catch_up_schedule(
+        self, schedule: Schedule, slots: list[datetime], last: datetime
+    ) -> None:
         """`slots` holds at most MAX_MISSED_ROWS + 1 of the newest slots of the outage; if
-        it is full, its oldest row stands for every earlier slot too."""
+        it is full, its oldest row stands for, and counts, every earlier slot too."""
         if len(slots) > MAX_MISSED_ROWS:
-            await self._missed_row(schedule, slots[0], _OUTAGE_SUMMARY)
+            await self._missed_row(schedule, slots[0], _outage_summary(schedule, last, slots))
             slots = slots[1:]
         if schedule.catchup == "none":
             to_run, missed = [], slots
@@ -420,6 +418,17 @@ async def serve(settings: Settings) -> int:
         await asyncio.gather(*background, return_exceptions=True)
     log.info("flowerd stopped")
     return 0
+
+
+def _outage_summary(schedule: Schedule, last: datetime, slots: list[datetime]) -> RunError:
+    counted = count_slots(schedule, last, slots[0], cap=MAX_COUNTED_SLOTS)
+    how_many = f"{counted:,}" if counted is not None else f"more than {MAX_COUNTED_SLOTS:,}"
+    return RunError(
+        type="MissedSlots",
+        message=f"{how_many} slots from after {last.isoformat()} up to this one "
+        f"({slots[0].isoformat()}) passed while no daemon ran; this row counts them, and the "
+        f"newest {len(slots) - 1} are recorded one by one",
+    )
 
 
 def exit_past_stuck_threads(code: int) -> None:

@@ -40,6 +40,7 @@ return times in the schedule's zone for display; compare them with that in mind 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,16 @@ def slots_between(
     return [slot.astimezone(zone) for slot in slots]
 
 
+def count_slots(schedule: Schedule, start: datetime, end: datetime, *, cap: int) -> int | None:
+    """How many slots lie in `start < slot <= end`: exact arithmetic for intervals, a walk
+    of at most `cap` slots otherwise (None: more than `cap`)."""
+    rule, start_utc, end_utc = _rule(schedule), _utc(start), _utc(end)
+    if isinstance(rule, IntervalRule):
+        return max(0, rule.index(end_utc) - rule.index(start_utc))
+    count = sum(1 for _ in itertools.islice(_slots(rule, start_utc, end_utc), cap + 1))
+    return None if count > cap else count
+
+
 # --------------------------------------------------------------------------- slot rules
 
 
@@ -156,6 +167,10 @@ class AtRule:
 @dataclass(frozen=True)
 class IntervalRule:
     step_us: int  # slots are EPOCH + k * step_us microseconds
+
+    def index(self, moment: datetime) -> int:
+        """k of the last slot at or before `moment`."""
+        return ((moment - EPOCH) // ONE_US) // self.step_us
 
     def first_slot(self, after: datetime, *, inclusive: bool) -> datetime:
         since_us = (after - EPOCH) // ONE_US

@@ -389,3 +389,34 @@ def test_a_second_stop_signal_cancels_at_once(tmp_path: Path):
         assert time.monotonic() - started < 10
     (row,) = runs(base)
     assert row.status == "cancelled" and row.trigger == "manual"
+
+
+def test_a_long_outage_records_capped_missed_rows_and_one_that_counts_the_rest(tmp_path: Path):
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from daemon.history import History
+    from daemon.settings import load_settings
+
+    base = make_project(
+        tmp_path, '[tick]\npipeline = "hello_world"\ninterval = "1s"\ncatchup = "none"\n'
+    )
+    last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+    async def ran_an_hour_ago() -> None:
+        async with History.open(load_settings(base).db_url) as history:
+            await history.record_slot(
+                schedule="tick", pipeline="hello_world", scheduled_at=last, status="success"
+            )
+
+    asyncio.run(ran_an_hour_ago())
+    with Served(base) as served:
+        served.wait_ready()
+        assert served.stop() == 0
+    missed = rows_where(base, schedule="tick", status="missed")
+    missed.sort(key=lambda r: r.scheduled_at)
+    summary, listed = missed[0], missed[1:]
+    assert len(listed) == 100 and summary.error.type == "MissedSlots"
+    counted = int(summary.error.message.split()[0].replace(",", ""))
+    assert 3500 <= counted <= 3510  # 3600 s of 1 s slots, less the 100 listed one by one
+    assert summary.scheduled_at == last + timedelta(seconds=counted)

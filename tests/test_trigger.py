@@ -391,3 +391,22 @@ def test_apscheduler_3_cron_trigger_differs_from_cron_which_is_why_we_map_wall_c
     # crontab's 1 (Monday) is APScheduler 3's Tuesday
     [monday] = aps_fires("0 9 * * 1", "UTC", TUESDAY, 1)
     assert datetime.fromisoformat(monday).strftime("%a") == "Tue"
+
+
+@pytest.mark.parametrize(
+    ("fields", "days"),
+    [
+        ({"interval_s": 7.0}, 3),
+        ({"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}, 2),
+        ({"cron": "30 2 * * *", "timezone": "America/New_York"}, 400),
+    ],
+)
+def test_count_slots_agrees_with_listing_them(fields, days):
+    from daemon.trigger import count_slots
+
+    schedule = Schedule(id="c", file=Path("c.toml"), pipeline="p", **fields)
+    end = datetime(2026, 11, 2, 12, tzinfo=UTC)  # spans New York's fall-back
+    start = end - timedelta(days=days)
+    listed = slots_between(schedule, start, end)
+    assert count_slots(schedule, start, end, cap=10**6) == len(listed)
+    assert count_slots(schedule, start, end, cap=len(listed) - 1) in (None, len(listed))
