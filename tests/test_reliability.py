@@ -1,0 +1,63 @@
+"""The start of the reliability suite: kill the daemon at random, fuzz its input.
+
+Invariants, whatever happens: every slot of a schedule is exactly one row (no slot
+lost, none run twice) and, once a daemon has started again, no row is left active."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.serve import Served, make_project, rows_where, runs, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+SLEEPY = """
+import asyncio
+
+async def slept(seconds: float = 0.7) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+"""
+
+
+def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [tick]
+        pipeline = "hello_world"
+        interval = "1s"
+        catchup = "all"
+
+        [sleepy]
+        pipeline = "sleepy"
+        interval = "1s"
+        overlap = "allow"
+        catchup = "latest"
+        """,
+        sleepy=SLEEPY,
+    )
+    rng = random.Random(20261124)
+    for _ in range(4):
+        with Served(base) as served:
+            served.wait_ready()
+            wait_for(lambda: rows_where(base, status="running"), what="a run in flight")
+            time.sleep(rng.uniform(0.0, 1.5))
+            served.kill()
+    with Served(base) as served:  # a last, clean life: reaps, catches up, drains
+        served.wait_ready()
+        time.sleep(1.5)
+        assert served.stop() == 0
+    rows = runs(base)
+    assert not [r for r in rows if r.status in ("queued", "running")]
+    assert any(r.status == "crashed" for r in rows)  # the kills did land mid-run
+    for schedule in ("tick", "sleepy"):
+        slots = sorted(r.scheduled_at for r in rows if r.schedule == schedule)
+        assert len(slots) == len(set(slots)), f"{schedule}: a slot has two rows"
+        gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
+        assert gaps == {timedelta(seconds=1)}, f"{schedule}: slots missing: {gaps}"
