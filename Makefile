@@ -1,6 +1,9 @@
 # Every target is self-contained on a fresh clone with only Python >= 3.11 installed:
 # the venv is created and the project installed into it on first use.
-PYTHON ?= python3
+# The first Python >= 3.11 on PATH (python3 may be older where python3.12 exists).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo $$p && break; done)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -8,6 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test bench lint clean
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "flowerd needs Python >= 3.11 on PATH (python3, python3.11, ...)" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
