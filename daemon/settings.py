@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        """From any source, a plain path (or sqlite:///) becomes an aiosqlite URL."""
+        return normalise_db(value) if value else value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -113,22 +119,16 @@ def load_settings(base_dir: str | Path | None = None, **overrides: object) -> Se
     base = Path(base_dir or os.environ.get("FLOWERD_BASE_DIR") or ".").expanduser().resolve()
     toml_file = base / SETTINGS_FILE
     given = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(given.get("database_url"), str):
-        given["database_url"] = normalise_db(given["database_url"])
 
     class _FromBaseDir(Settings):
         model_config = SettingsConfigDict(toml_file=toml_file)
 
     try:
-        settings = _FromBaseDir(base_dir=base, **given)
+        return _FromBaseDir(base_dir=base, **given)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, toml_file)) from None
     except (OSError, ValueError) as exc:  # unreadable or unparseable flowerd.toml
         raise SettingsError(f"{toml_file}: cannot read settings: {exc}") from None
-    env_db = settings.database_url
-    if env_db and "://" not in env_db or env_db.startswith("sqlite:///"):
-        settings = settings.model_copy(update={"database_url": normalise_db(env_db)})
-    return Settings.model_construct(**dict(settings))
 
 
 def _describe(exc: ValidationError, toml_file: Path) -> str:
