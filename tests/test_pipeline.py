@@ -91,11 +91,13 @@ def test_additional_modules_in_sync_mode(pm: PipelineManager):
 
 async def test_async_nodes_overlap(pm: PipelineManager):
     await pm.run_async("async_fanout", inputs={"delay_s": 0.0})  # build once
-    started = time.perf_counter()
-    result = await pm.run_async("async_fanout", inputs={"delay_s": 0.010})
-    elapsed_s = time.perf_counter() - started
+    timings_s = []
+    for _ in range(3):  # best of three: a busy machine can delay one wake-up
+        started = time.perf_counter()
+        result = await pm.run_async("async_fanout", inputs={"delay_s": 0.010})
+        timings_s.append(time.perf_counter() - started)
     assert result == {"total": 6}
-    assert elapsed_s < 0.018, f"three 10 ms awaits took {elapsed_s * 1000:.1f} ms"
+    assert min(timings_s) < 0.018, f"three 10 ms awaits took {min(timings_s) * 1000:.1f} ms"
 
 
 async def test_reload_picks_up_an_edit(base: Path, pm: PipelineManager):
