@@ -1130,7 +1130,9 @@ class History:
             stmt = stmt.where(runs.c.run_at >= since)
         found: dict[tuple[str, str], list[float]] = {}
         for row in await self._rows(stmt):
-            seconds = round(row.s, 3)  # julianday() arithmetic is good to about 0.1 ms
+            # julianday() arithmetic is good to about 0.1 ms; PostgreSQL's EXTRACT(EPOCH)
+            # returns numeric, i.e. Decimal, which JSON cannot encode
+            seconds = round(float(row.s), 3)
             if row.schedule is not None:
                 found.setdefault(("schedule", row.schedule), []).append(seconds)
             found.setdefault(("pipeline", row.pipeline), []).append(seconds)
