@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from daemon.errors import FlowerdError, UsageError
-from daemon.settings import Settings, load_settings
+from daemon.settings import Settings, load_settings, sqlite_path
 
 app = typer.Typer(
     name="flowerd",
@@ -470,7 +470,6 @@ def db_prune(
     """Delete runs that finished longer ago than --older-than (running ones stay)."""
     from datetime import timedelta
 
-    from daemon import history
     from daemon.durations import parse_duration_s
 
     try:
@@ -479,7 +478,7 @@ def db_prune(
         raise UsageError(f"--older-than: {exc}") from None
     url = settings_of(ctx).db_url
     before = datetime.now(UTC) - timedelta(seconds=age_s)
-    path = history.sqlite_file(url)
+    path = sqlite_path(url)
     if path is not None and not path.exists():
         typer.echo(f"no history at {path}; nothing to prune")
         return

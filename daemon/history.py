@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # imported when first used: sqlalchemy.ext.asyncio pulls in t
 
 from daemon.durations import iso
 from daemon.errors import HistoryError, RunNotFound, UsageError, did_you_mean
+from daemon.settings import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -227,20 +228,9 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file behind a SQLite URL (None for in-memory or other databases)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    name = parsed.database or ""
-    if not name or name == ":memory:" or name.startswith("file:"):
-        return None
-    return Path(name).expanduser().resolve()
-
-
 def describe(url: str) -> str:
     """How messages name a database: its file, or its URL without the password."""
-    path = sqlite_file(url)
+    path = sqlite_path(url)
     return str(path) if path else make_url(url).render_as_string(hide_password=True)
 
 
@@ -263,7 +253,7 @@ def make_reader(url: str) -> sa.Engine | AsyncEngine:
     worker thread -- the same Core statements, but `flowerd runs` skips importing
     sqlalchemy.ext.asyncio, the ORM and aiosqlite (~70 ms of its 0.5 s budget).
     Other databases: the async engine."""
-    path = sqlite_file(url)
+    path = sqlite_path(url)
     if path is None:
         return make_engine(url)
     ro_url = URL.create(
@@ -430,7 +420,7 @@ async def downgrade(url: str, revision: str) -> str | None:
 
 def writer_engine(url: str) -> AsyncEngine:
     """make_engine() for writing; a SQLite file and its directory are created private."""
-    path = sqlite_file(url)
+    path = sqlite_path(url)
     if path is not None:
         prepare_sqlite_file(path)
     return make_engine(url)
@@ -827,7 +817,7 @@ class History:
 
     @classmethod
     async def _open_readonly(cls, url: str) -> History:
-        path = sqlite_file(url)
+        path = sqlite_path(url)
         if path is not None and not path.exists():
             return cls(url, reader=None, writer=None, instance_id=None)  # nothing yet: empty
         history = cls(url, reader=make_reader(url), writer=None, instance_id=None)

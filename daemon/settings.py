@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -97,12 +98,16 @@ def sqlite_url(path: Path) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for other databases / in-memory."""
-    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
-        if url.startswith(prefix):
-            rest = url[len(prefix) :].split("?", 1)[0]
-            return Path(rest) if rest and rest != ":memory:" else None
-    return None
+    """The file behind a SQLite URL (any driver), or None for in-memory, `file:` URIs
+    and other databases. Parsed here without SQLAlchemy: settings is a leaf module, and
+    SQLite URLs are just `sqlite[+driver]:///<path>[?query]`."""
+    scheme, separator, rest = url.partition(":///")
+    if not separator or scheme.split("+", 1)[0] != "sqlite":
+        return None
+    name = unquote(rest.split("?", 1)[0])
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name).resolve()  # no expanduser: the driver opens the name as given
 
 
 def normalise_db(value: str) -> str:
