@@ -88,7 +88,8 @@ def _strict_kwargs(cls):
 @dataclass(frozen=True, kw_only=True)
 class ExecutorConfig:
     """How the sync driver executes nodes: `synchronous` (default), `threadpool`,
-    `multiprocessing` (Hamilton's task executors) or `dask` (`address` of a scheduler)."""
+    `multiprocessing` (Hamilton's task executors) or `dask` (`address` of a scheduler).
+    `num_cpus` is FlowerPower's Ray setting: kept for compatibility, refused if set."""
 
     type: str | None = None
     max_workers: int | None = None
@@ -303,6 +304,11 @@ def _executor_config(value: ExecutorConfig | Mapping | str | None) -> ExecutorCo
         config = ExecutorConfig(type=value)
     else:
         config = ExecutorConfig(**value)
+    if config is not None and config.num_cpus is not None:  # accepted means applied
+        raise PipelineError(
+            "executor.num_cpus sizes Ray workers in FlowerPower, and flowerd runs no Ray; "
+            "size the threadpool / multiprocessing / dask executor with max_workers"
+        )
     if config is None or config.type in (None, "synchronous"):
         return None
     if config.type not in _EXECUTOR_TYPES:

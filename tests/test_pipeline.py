@@ -344,6 +344,8 @@ def test_executor_and_cache_are_applied_in_sync_mode(base: Path, pm: PipelineMan
     assert pm.run("hello_world", executor={"type": "threadpool", "max_workers": 2}) == {
         "full_greeting": "Hello, World!"
     }
+    with pytest.raises(PipelineError, match="num_cpus"):  # accepted would mean applied
+        pm.run("hello_world", executor={"type": "threadpool", "num_cpus": 2})
     cache_dir = base / "cache"
     assert pm.run("hello_world", cache={"path": str(cache_dir)})["full_greeting"]
     assert cache_dir.exists()
