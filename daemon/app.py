@@ -293,6 +293,18 @@ class Daemon:
             "running": [run.describe() for run in self.runner.active.values()],
             "schedules": schedules,
             "database": self.settings.db_url,
+            "daemon": self.instance_id,
+            "health": self.health(),
+            "http": None,
+        }
+
+    def health(self) -> dict[str, str]:
+        """One entry per part: "ok", or a sentence saying what is wrong and since when
+        (`status --json`'s `health`, `/healthz`, systemd's STATUS=)."""
+        return {
+            "scheduler": self.scheduler.health(),
+            "runner": "ok",
+            "history": self.history.health(),
         }
 
     async def reload(self, request: dict | None = None) -> dict:

@@ -873,6 +873,14 @@ class History:
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
 
+    def health(self) -> str:
+        """ "ok", or why the history cannot take writes (and since when)."""
+        if self._writer is None:
+            return "ok"
+        if self._writer.task is None or self._writer.task.done():
+            return "unavailable: the history writer has stopped"
+        return "ok"
+
     @property
     def commits(self) -> int:
         """How many write transactions the writer has committed (group-commit tests)."""

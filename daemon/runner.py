@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from daemon import logs
 from daemon.errors import HistoryError, PipelineError
+from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
 from daemon.schedule import Schedule
@@ -57,6 +58,8 @@ class ActiveRun:
     pipeline: str
     scheduled_at: datetime | None
     task: asyncio.Task
+    trigger: str = "schedule"
+    spec: Schedule | None = None  # the schedule record (None for `flowerd run`)
     started_at: datetime | None = None
     attempts: Attempts = field(default_factory=Attempts)
 
@@ -95,6 +98,7 @@ class Runner:
         max_concurrent_runs: int,
         threads: int,
         on_change: Callable[[], None] = lambda: None,
+        events: Listeners | None = None,
     ):
         self.pm = pm
         self.history = history
@@ -106,6 +110,7 @@ class Runner:
         self.active: dict[int, ActiveRun] = {}
         self._claiming: dict[str, int] = defaultdict(int)
         self._on_change = on_change
+        self.events = events if events is not None else Listeners()
         self.accepting = True
 
     # -- entry points -----------------------------------------------------------------
@@ -143,7 +148,7 @@ class Runner:
         try:
             run_id = await self._claim(schedule, scheduled_at, trigger)
             if run_id is not None:
-                active = self._track(run_id, schedule.pipeline, schedule, scheduled_at)
+                active = self._track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
         finally:
             self._claiming[schedule.id] -= 1
         if run_id is not None:
@@ -182,7 +187,7 @@ class Runner:
             final_vars=list(cfg.final_vars or ()),
             inputs=dict(cfg.inputs or {}),
         )
-        active = self._track(run_id, pipeline, schedule, None)
+        active = self._track(run_id, pipeline, schedule, None, "manual")
         timeout_s = schedule.timeout_s if schedule else 0
         return await self._execute(active, pipeline, cfg, timeout_s=timeout_s)
 
@@ -211,6 +216,7 @@ class Runner:
         )
 
     async def _record(self, schedule: Schedule, scheduled_at: datetime, status: str, error):
+        finished_at = utcnow()
         row = await self.history.record_slot(
             schedule=schedule.id,
             pipeline=schedule.pipeline,
@@ -227,6 +233,20 @@ class Runner:
                 scheduled_at.isoformat(),
                 error.message if error else "",
             )
+            if self.events:
+                self.events.emit(
+                    RunEvent(
+                        kind="finished",
+                        run_id=row,
+                        schedule=schedule,
+                        pipeline=schedule.pipeline,
+                        trigger="schedule",
+                        status=status,
+                        scheduled_at=scheduled_at,
+                        finished_at=finished_at,
+                        error=error,
+                    )
+                )
 
     # -- carrying out a claimed run -----------------------------------------------------
     async def _carry_out(self, active: ActiveRun, schedule: Schedule, trigger: str) -> None:
@@ -251,13 +271,15 @@ class Runner:
             cfg = RunConfig(**schedule.run_config_kwargs())
             await self._execute(active, schedule.pipeline, cfg, timeout_s=schedule.timeout_s)
 
-    def _track(self, run_id, pipeline, schedule, scheduled_at) -> ActiveRun:
+    def _track(self, run_id, pipeline, schedule, scheduled_at, trigger) -> ActiveRun:
         active = ActiveRun(
             run_id=run_id,
             schedule=schedule.id if schedule else None,
             pipeline=pipeline,
             scheduled_at=scheduled_at,
             task=asyncio.current_task(),
+            trigger=trigger,
+            spec=schedule,
         )
         self.active[run_id] = active
         self._on_change()
@@ -276,6 +298,8 @@ class Runner:
             f" for schedule {active.schedule}" if active.schedule else "",
             "sync" if cfg.async_driver is False else "async",
         )
+        if self.events:
+            self.events.emit(self._event(active, "started", "running"))
         try:
             result = await self._call(active, pipeline, cfg, timeout_s)
         except asyncio.CancelledError:
@@ -288,7 +312,7 @@ class Runner:
         except Exception as exc:
             await self._finish(active, "failed", _error_of(exc))
             return Outcome(run_id=active.run_id, error=exc)
-        await self._finish(active, "success", None, _summary.repr(result))
+        await self._finish(active, "success", None, _summary.repr(result), result=result)
         return Outcome(run_id=active.run_id, result=result)
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
@@ -328,7 +352,23 @@ class Runner:
     def _thread_done(self, _future) -> None:
         self._pool_busy -= 1
 
-    async def _finish(self, active: ActiveRun, status: str, error, summary=None) -> None:
+    def _event(self, active: ActiveRun, kind: str, status: str, **more) -> RunEvent:
+        return RunEvent(
+            kind=kind,
+            run_id=active.run_id,
+            schedule=active.spec,
+            pipeline=active.pipeline,
+            trigger=active.trigger,
+            status=status,
+            scheduled_at=active.scheduled_at,
+            started_at=active.started_at,
+            attempts=active.attempts.count,
+            **more,
+        )
+
+    async def _finish(
+        self, active: ActiveRun, status: str, error, summary=None, *, result=None
+    ) -> None:
         finished_at = utcnow()
         try:
             # History.finish queues the write before its first await and, if this task
@@ -364,6 +404,17 @@ class Runner:
                 active.attempts.count,
                 f": {error.type}: {error.message}" if error else "",
             )
+            if self.events:
+                self.events.emit(
+                    self._event(
+                        active,
+                        "finished",
+                        status,
+                        finished_at=finished_at,
+                        error=error,
+                        result=result,
+                    )
+                )
 
     # -- stopping ---------------------------------------------------------------------
     @property

@@ -120,6 +120,10 @@ class Scheduler:
     def schedules(self) -> dict[str, Schedule]:
         return dict(self._schedules)
 
+    def health(self) -> str:
+        """ "ok" while APScheduler fires; a sentence when it does not."""
+        return "ok" if self._aps.running else "stopped: no slots are being fired"
+
     def next_fire(self, schedule_id: str) -> datetime | None:
         job = self._aps.get_job(schedule_id)
         return job.next_run_time if job else None

@@ -35,6 +35,24 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=30.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # faults: how long the history may be unwritable before the daemon exits (systemd
+    # restarts it); how large one stored input or result value may be
+    history_outage_s: float = Field(default=300.0, gt=0)
+    max_row_bytes: int = Field(default=64 * 1024, ge=256)
+    # where a run executes unless its schedule says otherwise: thread | process
+    isolation: Literal["thread", "process"] = "thread"
+    # tell someone: default Apprise URLs; each run's log is kept up to this size
+    notify: list[str] = Field(default_factory=list)
+    max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # see it: HOST:PORT or "off" (port 0: any free port); the token for POST endpoints
+    http: str = "127.0.0.1:8787"
+    http_token: str | None = None
+    # retention: finished runs older than this are pruned by the daemon ("90d"); None: keep
+    retention: str | None = None
+    # several daemons on one PostgreSQL: each renews its lease every lease_s / 3
+    lease_s: float = Field(default=30.0, gt=0)
+    # pools shared by schedules: name -> how many runs at once
+    pools: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -46,6 +64,23 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         """From any source, a plain path (or sqlite:///) becomes an aiosqlite URL."""
         return normalise_db(value) if value else value
+
+    @field_validator("retention")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from daemon.durations import parse_duration_s
+
+            parse_duration_s(value)  # ValueError names the bad text
+        return value
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"pool {name!r} needs a limit of 1 or more, not {limit}")
+        return value
 
     @field_validator("timezone")
     @classmethod
