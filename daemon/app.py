@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MAX_MISSED_ROWS = 100  # per schedule and outage; the rest are counted in one summary row
 LAG_PROBE_S = 0.5
+STATUS_EVERY_S = 0.1
+HISTORY_CLOSE_S = 5.0
+EXIT_JOIN_S = 1.0  # at a stop, how long an unavailable history is waited for
 MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each): bounded
 
 
@@ -107,6 +110,7 @@ def exclusive_lock(state_dir: Path, database: str):
 class _Stop:
     event: asyncio.Event
     signals: int = 0
+    failure: str | None = None  # why the daemon stops by itself (exit non-zero)
 
 
 class Daemon:
@@ -125,6 +129,7 @@ class Daemon:
         self.scheduler: Scheduler
         self._stop = _Stop(asyncio.Event())
         self._reload_lock = asyncio.Lock()
+        self._status_due = False
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
@@ -132,8 +137,15 @@ class Daemon:
         schedules, warnings = load_and_validate(self.settings, self.pm)
         for warning in warnings:
             log.warning("%s", warning)
-        self.history = await History.open(self.settings.db_url, instance_id=self.instance_id)
-        stack.push_async_callback(self.history.close)
+        self.notifier.status(f"starting: opening the history {self.settings.db_url}")
+        self.history = await History.open(
+            self.settings.db_url,
+            instance_id=self.instance_id,
+            outage_s=self.settings.history_outage_s,
+            max_row_bytes=self.settings.max_row_bytes,
+        )
+        stack.push_async_callback(self._close_history)
+        self.history.on_fault(state=self._history_state, outage=self.fail)
         await self._reap()
         self.runner = Runner(
             pm=self.pm,
@@ -160,6 +172,34 @@ class Daemon:
             self.settings.db_url,
         )
 
+    async def _close_history(self) -> None:
+        """Write what is held; a database still unavailable gets HISTORY_CLOSE_S, then
+        the rest goes to the spool (and the exit status says so)."""
+        await self.history.close(timeout_s=HISTORY_CLOSE_S)
+        if self.history.spooled or self.history.unwritten:
+            self.fail(
+                f"{self.history.spooled + self.history.unwritten} row write(s) could not be "
+                "written before the stop"
+            )
+
+    def _history_state(self) -> None:
+        health = self.history.health()
+        if health != "ok":
+            self.notifier.status(f"history {health}")
+        else:
+            self.refresh_status()
+
+    def fail(self, why: str) -> None:
+        """A part cannot do its job: stop, and exit non-zero so systemd restarts us."""
+        if self._stop.failure is None:
+            self._stop.failure = why
+            log.critical("flowerd stops: %s", why)
+        self._stop.event.set()
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self._stop.failure else 0
+
     async def _reap(self) -> None:
         started = time.perf_counter()
         crashed = await self.history.reap_crashed(now=utcnow())
@@ -172,7 +212,10 @@ class Daemon:
 
     # -- catch-up ---------------------------------------------------------------------
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> None:
+        """Missed rows of every schedule are queued together and share the writer's
+        batches: a restart after a long downtime costs a commit per batch, not per slot."""
         last_slots = await self.history.last_slots()
+        writes = []
         for schedule in schedules:
             last = last_slots.get(schedule.id)
             if last is None or not schedule.enabled or schedule.id in self.paused:
@@ -180,15 +223,17 @@ class Daemon:
             slots = slots_between(schedule, last, now, limit=MAX_MISSED_ROWS + 1)
             slots = [slot.astimezone(UTC) for slot in slots]
             if slots:
-                await self._catch_up_schedule(schedule, slots, last)
+                writes.extend(self._catch_up_schedule(schedule, slots, last))
+        await asyncio.gather(*writes)
 
-    async def _catch_up_schedule(
-        self, schedule: Schedule, slots: list[datetime], last: datetime
-    ) -> None:
+    def _catch_up_schedule(self, schedule: Schedule, slots: list[datetime], last: datetime):
         """`slots` holds at most MAX_MISSED_ROWS + 1 of the newest slots of the outage; if
         it is full, its oldest row stands for, and counts, every earlier slot too."""
+        writes = []
         if len(slots) > MAX_MISSED_ROWS:
-            await self._missed_row(schedule, slots[0], _outage_summary(schedule, last, slots))
+            writes.append(
+                self._missed_row(schedule, slots[0], _outage_summary(schedule, last, slots))
+            )
             slots = slots[1:]
         if schedule.catchup == "none":
             to_run, missed = [], slots
@@ -200,8 +245,7 @@ class Daemon:
             type="Downtime",
             message=f"the slot passed while no daemon ran (catchup = {schedule.catchup!r})",
         )
-        for slot in missed:
-            await self._missed_row(schedule, slot, why)
+        writes.extend(self._missed_row(schedule, slot, why) for slot in missed)
         if missed:
             log.warning("%d slot(s) of %s missed while no daemon ran", len(missed), schedule.id)
         if to_run:
@@ -212,13 +256,14 @@ class Daemon:
                 schedule.catchup,
             )
             self.runner.spawn(self._run_in_order(schedule, to_run))
+        return writes
 
     async def _run_in_order(self, schedule: Schedule, slots: list[datetime]) -> None:
         for slot in slots:
             await self.runner.run_slot(schedule, slot, "catchup")
 
-    async def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError) -> None:
-        await self.history.record_slot(
+    def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
+        return self.history.slot_write(
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=slot,
@@ -349,14 +394,25 @@ class Daemon:
     def status_line(self) -> str:
         if self._stop.event.is_set():
             return f"stopping: {len(self.runner.active)} run(s) still running"
+        history = self.history.health()
+        if history != "ok":
+            return f"history {history}"
         schedules = self.scheduler.schedules
         times = [t for t in (self.scheduler.next_fire(s) for s in schedules) if t]
         nxt = min(times).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if times else "none"
         return f"{len(schedules)} schedule(s), {len(self.runner.active)} running, next fire {nxt}"
 
     def refresh_status(self) -> None:
-        if hasattr(self, "scheduler"):
-            self.notifier.status(self.status_line())
+        """STATUS= for systemd, computed only when someone listens, and at most once per
+        STATUS_EVERY_S however many runs start and end (it looks at every schedule)."""
+        if not self.notifier.enabled or self._status_due or not hasattr(self, "scheduler"):
+            return
+        self._status_due = True
+        asyncio.get_running_loop().call_later(STATUS_EVERY_S, self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_due = False
+        self.notifier.status(self.status_line())
 
     async def measure_lag(self) -> None:
         """Event-loop lag: how late a timer fires. A sync node on the loop shows up here."""
@@ -398,6 +454,32 @@ class Daemon:
     async def wait_for_stop(self) -> None:
         await self._stop.event.wait()
 
+    @property
+    def failure(self) -> str | None:
+        return self._stop.failure
+
+    async def start_or_stop(self, stack: AsyncExitStack) -> bool:
+        """Start-up, ended early by a stop signal (or a failing part): True once started.
+        What start-up opened is closed by the stack, bounded, recording what it can."""
+        start = asyncio.create_task(self.start(stack), name="flowerd:start")
+        stop = asyncio.create_task(self._stop.event.wait(), name="flowerd:start-stop")
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if start.done():
+            start.result()  # a start-up error is the CLI's to print
+            return True
+        start.cancel()
+        await asyncio.wait({start}, timeout=self.settings.shutdown_grace)
+        if hasattr(self, "runner"):
+            await self.runner.drain(0)
+        return False
+
+    def watch_part(self, task: asyncio.Task) -> None:
+        """A background part that ends with an error ends the daemon: never half-alive."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.fail(f"{task.get_name()} failed: {type(exc).__name__}: {exc}")
+
     async def drain(self) -> None:
         grace_s = self.settings.shutdown_grace
         self.scheduler.shutdown()
@@ -407,18 +489,24 @@ class Daemon:
 
 
 async def serve(settings: Settings) -> int:
-    """`flowerd serve`: run until SIGTERM/SIGINT; exit code 0 after a clean drain."""
+    """`flowerd serve`: run until SIGTERM/SIGINT; exit code 0 after a clean drain, 1 when
+    the daemon stopped because a part of it could not do its job (or rows were not
+    written)."""
     install_task_guard(asyncio.get_running_loop())
     notifier = systemd.Notifier.from_env()
     daemon = Daemon(settings, notifier)
     async with AsyncExitStack() as stack:
         stack.callback(notifier.close)
-        daemon.install_signals()  # a stop during start-up still ends in a clean drain
-        await daemon.start(stack)
+        daemon.install_signals()  # a stop during start-up ends start-up (see start_or_stop)
+        if not await daemon.start_or_stop(stack):
+            log.info("stopped during start-up")
+            return daemon.exit_code
         background = [
             asyncio.create_task(daemon.measure_lag(), name="flowerd:lag"),
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
         ]
+        for task in background:
+            task.add_done_callback(daemon.watch_part)
         notifier.ready(daemon.status_line())
         await daemon.wait_for_stop()
         log.info(
@@ -426,10 +514,14 @@ async def serve(settings: Settings) -> int:
         )
         await daemon.drain()
         for task in background:
+            task.remove_done_callback(daemon.watch_part)
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-    log.info("flowerd stopped")
-    return 0
+    if daemon.exit_code:
+        log.error("flowerd stopped: %s", daemon.failure)
+    else:
+        log.info("flowerd stopped")
+    return daemon.exit_code
 
 
 def _outage_summary(schedule: Schedule, last: datetime, slots: list[datetime]) -> RunError:
@@ -444,18 +536,20 @@ def _outage_summary(schedule: Schedule, last: datetime, slots: list[datetime]) -
 
 
 def exit_past_stuck_threads(code: int) -> None:
-    """After a clean drain every row is written and the database closed. A sync pipeline
-    that ignores its timeout still holds a pool thread, and Python joins pool threads at
-    exit -- so it would hold up the stop until systemd kills us. Exit without them."""
-    pool = [t for t in threading.enumerate() if t.name.startswith("flowerd-run")]
-    for thread in pool:  # idle workers leave at once after the pool's shutdown
-        thread.join(timeout=0.2)
-    stuck = [t.name for t in pool if t.is_alive()]
+    """After the drain every row is written (or spooled) and the database closed. A sync
+    pipeline that ignores its timeout still holds a pool thread, and a database driver
+    thread may still wait out a lock; Python joins such threads at exit -- so they would
+    hold up the stop until systemd kills us. Exit without them."""
+    deadline = time.monotonic() + EXIT_JOIN_S
+    others = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    for thread in others:  # idle workers leave at once after the pool's shutdown
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in others if t.is_alive()]
     if stuck:
         log.warning(
-            "exiting past %d pipeline thread(s) that did not return: %s",
-            len(stuck),
-            ", ".join(stuck),
+            "exiting past %d thread(s) that did not return: %s", len(stuck), ", ".join(stuck)
         )
         logging.shutdown()
         os._exit(code)

@@ -73,7 +73,12 @@ def serve(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     log_config(settings.log_level, settings.log_format)
-    code = asyncio.run(daemon_app.serve(settings))
+    try:
+        code = asyncio.run(daemon_app.serve(settings))
+    except FlowerdError as exc:  # start-up refused: one paragraph, then no thread holds us
+        print(f"flowerd: {exc}", file=sys.stderr)
+        daemon_app.exit_past_stuck_threads(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     daemon_app.exit_past_stuck_threads(code)
     raise typer.Exit(code)
 

@@ -62,6 +62,13 @@ class ActiveRun:
     spec: Schedule | None = None  # the schedule record (None for `flowerd run`)
     started_at: datetime | None = None
     attempts: Attempts = field(default_factory=Attempts)
+    release: Callable[[], None] | None = None  # frees its concurrency slot
+
+    def free_slot(self) -> None:
+        """Give back the concurrency slot (once): history writes never hold one."""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
     def describe(self) -> dict:
         return {
@@ -81,6 +88,9 @@ class Outcome:
     run_id: int
     result: dict | None = None
     error: Exception | None = None
+
+
+CANCEL_WAIT_S = 5.0
 
 
 class _TimedOut(Exception):
@@ -264,12 +274,16 @@ class Runner:
     async def _start_when_allowed(self, active: ActiveRun, schedule: Schedule, trigger) -> None:
         if schedule.jitter_s:
             await asyncio.sleep(random.uniform(0, schedule.jitter_s))
-        async with self._limit:
+        await self._limit.acquire()
+        active.release = self._limit.release
+        try:
             if trigger == "schedule" and self._too_late(schedule, active.scheduled_at):
                 await self._finish(active, "missed", _late_error(schedule, active.scheduled_at))
                 return
             cfg = RunConfig(**schedule.run_config_kwargs())
             await self._execute(active, schedule.pipeline, cfg, timeout_s=schedule.timeout_s)
+        finally:
+            active.free_slot()
 
     def _track(self, run_id, pipeline, schedule, scheduled_at, trigger) -> ActiveRun:
         active = ActiveRun(
@@ -290,7 +304,7 @@ class Runner:
     ) -> Outcome:
         logs.run_id_var.set(active.run_id)
         active.started_at = utcnow()
-        await self.history.mark_running(active.run_id, started_at=active.started_at)
+        self.history.mark_running_nowait(active.run_id, started_at=active.started_at)
         log.info(
             "run %d started: pipeline %s%s (%s driver)",
             active.run_id,
@@ -369,7 +383,12 @@ class Runner:
     async def _finish(
         self, active: ActiveRun, status: str, error, summary=None, *, result=None
     ) -> None:
+        """Write the terminal row; only once it is written is the run logged as finished
+        (a row that cannot be written is said so, never logged as a finish)."""
         finished_at = utcnow()
+        active.free_slot()
+        self.active.pop(active.run_id, None)
+        self._on_change()
         try:
             # History.finish queues the write before its first await and, if this task
             # is cancelled meanwhile, waits for the commit before re-raising: the shielded
@@ -377,33 +396,25 @@ class Runner:
             await self.history.finish(
                 active.run_id,
                 status=status,
+                started_at=active.started_at,
                 finished_at=finished_at,
                 attempts=active.attempts.count,
                 error=error,
                 result_summary=summary,
+                result=result,
             )
         except HistoryError as exc:
+            after = "" if "spool" in str(exc) else "; the next start records it 'crashed'"
             log.error(
-                "run %d ended %s, but its row could not be written (%s); it stays "
-                "'running' and the next start records it 'crashed'",
+                "run %d ended %s, but its row could not be written: %s%s",
                 active.run_id,
                 status,
                 exc,
+                after,
             )
+        else:
+            _log_finish(active, status, finished_at, error)
         finally:
-            self.active.pop(active.run_id, None)
-            self._on_change()
-            took = (finished_at - active.started_at).total_seconds() if active.started_at else 0
-            level = logging.INFO if status == "success" else logging.WARNING
-            log.log(
-                level,
-                "run %d finished: %s in %.3f s after %d attempt(s)%s",
-                active.run_id,
-                status,
-                took,
-                active.attempts.count,
-                f": {error.type}: {error.message}" if error else "",
-            )
             if self.events:
                 self.events.emit(
                     self._event(
@@ -435,11 +446,24 @@ class Runner:
         tasks = {t for t in (tasks if tasks is not None else self._tasks) if not t.done()}
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
+        if tasks:  # a cancelled run waits (bounded) for its row before it ends
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) -> None:
+    took = (finished_at - active.started_at).total_seconds() if active.started_at else 0
+    log.log(
+        logging.INFO if status == "success" else logging.WARNING,
+        "run %d finished: %s in %.3f s after %d attempt(s)%s",
+        active.run_id,
+        status,
+        took,
+        active.attempts.count,
+        f": {error.type}: {error.message}" if error else "",
+    )
 
 
 def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Attempts):

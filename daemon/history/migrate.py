@@ -1,0 +1,149 @@
+"""Alembic, driven in code: upgrade on open, downgrade for tests and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from daemon.errors import HistoryError
+from daemon.history.engine import describe, unusable, writer_engine
+
+log = logging.getLogger(__name__)
+
+# The alembic head this code writes. tests/test_migrations.py checks it against the
+# versions folder; readers compare with it without importing alembic (CLI start-up time).
+SCHEMA_REVISION = "20261130_01"
+UPGRADE_ATTEMPTS = 6  # 0.05 s doubling: ~1.6 s of retries at most
+
+
+def migrations_dir() -> Path:
+    """`daemon/migrations` inside a wheel, the repo's `migrations/` in an editable install."""
+    import daemon
+
+    packaged = Path(daemon.__file__).resolve().parent / "migrations"
+    if (packaged / "env.py").exists():
+        return packaged
+    return Path(daemon.__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str | None = None, connection: Any = None):
+    """An alembic Config built in code (no alembic.ini to ship or find)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def check_revision(current: str | None, label: str) -> None:
+    """Refuse a database written by a flowerd newer than this one (unknown revision)."""
+    if current is None or current == SCHEMA_REVISION:
+        return
+    known = {script.revision for script in _script().walk_revisions()}
+    if current not in known:
+        raise HistoryError(
+            f"{label}: the history database is at schema revision {current!r}, which this "
+            f"flowerd does not know (it knows up to {SCHEMA_REVISION!r}); it was written "
+            "by a newer flowerd. Upgrade flowerd, or point --db at another file."
+        )
+
+
+def _foreign_tables(sync_conn) -> list[str]:
+    names = set(sa.inspect(sync_conn).get_table_names())
+    return sorted(names - {"alembic_version"})
+
+
+def _current_revision(sync_conn) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(sync_conn).get_current_revision()
+
+
+def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
+    """Check, then bring the schema to `revision`, all inside one transaction that (on
+    SQLite) began with BEGIN IMMEDIATE: a second process starting at the same moment waits
+    here for the first to commit, then finds the schema already at head. Alembic sees an
+    external transaction, so the whole upgrade commits or rolls back as one."""
+    from alembic import command
+
+    with sync_conn.begin():
+        current = _current_revision(sync_conn)
+        check_revision(current, label)
+        if current is None and _foreign_tables(sync_conn):
+            raise HistoryError(
+                f"{label}: not a flowerd history database (it has tables "
+                f"{', '.join(_foreign_tables(sync_conn))} but no flowerd schema)"
+            )
+        if current != revision:
+            command.upgrade(alembic_config(connection=sync_conn), revision)
+        return _current_revision(sync_conn)
+
+
+async def upgrade(url: str, revision: str = "head") -> str | None:
+    """`flowerd db upgrade`: bring the database to `revision`; returns the revision now.
+    Two processes creating a new SQLite file at once can meet SQLITE_BUSY where SQLite
+    does not wait (turning on WAL, a lock upgrade it calls a deadlock): retried, bounded."""
+    for attempt in range(UPGRADE_ATTEMPTS):
+        try:
+            return await _upgrade_once(url, revision)
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == UPGRADE_ATTEMPTS - 1:
+                raise unusable(url, exc) from None
+            log.debug("%s is locked while upgrading (attempt %d); retrying", url, attempt + 1)
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+async def _upgrade_once(url: str, revision: str) -> str | None:
+    engine = writer_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_migrate_sync, describe(url), revision)
+    except HistoryError:
+        raise
+    except sa.exc.OperationalError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        raise unusable(url, exc) from None
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(url: str, revision: str) -> str | None:
+    """Step the schema down (tests, and recovering from a bad upgrade); one transaction
+    per migration, as env.py sets up when alembic owns the transactions."""
+    from alembic import command
+
+    engine = writer_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(
+                lambda sync: command.downgrade(alembic_config(connection=sync), revision)
+            )
+            await conn.commit()
+            return await conn.run_sync(_current_revision)
+    finally:
+        await engine.dispose()
+
+
+def schema_state(conn: sa.Connection) -> tuple[set[str], str | None]:
+    tables = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" not in tables:
+        return tables, None
+    return tables, conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+

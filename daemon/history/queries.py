@@ -1,0 +1,218 @@
+"""Read-only queries (CLI, HTTP API, page, catch-up). Readers never take the write lock:
+on SQLite they go through an engine that opens the file read-only (`mode=ro`) in a worker
+thread, so the CLI can never block the daemon's writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from daemon.durations import iso
+from daemon.errors import RunNotFound, UsageError
+from daemon.history.engine import unusable
+from daemon.history.schema import (
+    FAILURES,
+    TERMINAL,
+    RunRecord,
+    aware,
+    check_status,
+    check_trigger,
+    paused_schedules,
+    record_of,
+    runs,
+)
+
+
+class Reader:
+    """The read half of History: every query goes through `_read`."""
+
+    url: str
+    label: str
+    _reader: Any
+    _empty: bool
+
+    # -- reads --------------------------------------------------------------------------
+
+    # -- reads --------------------------------------------------------------------------
+    async def _read(self, query: Callable[[sa.Connection], Any]) -> Any:
+        """Run `query(connection)` on the reader: in a worker thread for SQLite's sync
+        read-only engine, through run_sync for an async engine."""
+        reader = self._reader
+        try:
+            if isinstance(reader, sa.Engine):
+                return await asyncio.to_thread(_on_connection, reader, query)
+            async with reader.connect() as conn:
+                return await conn.run_sync(query)
+        except sa.exc.DBAPIError as exc:
+            raise unusable(self.url, exc) from None
+
+    async def _rows(self, stmt) -> list:
+        if self._reader is None or self._empty:
+            return []
+        return await self._read(lambda conn: conn.execute(stmt).all())
+
+    async def last_slots(self) -> dict[str, datetime]:
+        """The newest slot per schedule (manual triggers excluded): where catch-up starts."""
+        stmt = (
+            sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at).label("last"))
+            .where(runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None))
+            .where(runs.c.trigger != "manual")
+            .group_by(runs.c.schedule)
+        )
+        rows = await self._rows(stmt)
+        # max() on SQLite returns the raw text, without the column's type: parse it here
+        return {row.schedule: _as_utc(row.last) for row in rows}
+
+    async def paused(self) -> set[str]:
+        return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
+
+    async def list_runs(
+        self,
+        *,
+        schedule: str | None = None,
+        pipeline: str | None = None,
+        status: str | None = None,
+        trigger: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs matching every filter given, newest first; `limit` 0 means all."""
+        if limit < 0:
+            raise UsageError(f"limit must be 0 (all) or more, not {limit}")
+        stmt = sa.select(runs)
+        for column, value in (
+            (runs.c.schedule, schedule),
+            (runs.c.pipeline, pipeline),
+            (runs.c.status, status and check_status(status)),
+            (runs.c.trigger, trigger and check_trigger(trigger)),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if since is not None:
+            stmt = stmt.where(runs.c.run_at >= aware(since, "since"))
+        if until is not None:
+            stmt = stmt.where(runs.c.run_at < aware(until, "until"))
+        stmt = stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc())
+        if limit:
+            stmt = stmt.limit(limit)
+        return [record_of(row._mapping) for row in await self._rows(stmt)]
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        rows = await self._rows(sa.select(runs).where(runs.c.id == run_id))
+        if not rows:
+            raise RunNotFound(f"no run {run_id} in {self.label}")
+        return record_of(rows[0]._mapping)
+
+    async def stats(self, *, since: datetime | None = None) -> list[dict]:
+        """Per schedule (kind 'schedule') and per pipeline (kind 'pipeline', manual runs
+        included): runs, successes, failures, success_rate, p50_s, p95_s, last_status,
+        last_at. `runs` counts terminal rows that ran (not skipped / missed)."""
+        aware(since, "since")
+        out = []
+        durations = await self._durations(since)
+        for kind, column in (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline)):
+            for row in await self._rows(_count_stmt(column, since)):
+                last = await self._last(column, row.name, since)
+                out.append(_stats_row(kind, row, last, durations.get((kind, row.name), [])))
+        return out
+
+    async def _durations(self, since: datetime | None) -> dict[tuple[str, str], list[float]]:
+        if self._reader is None or self._empty:
+            return {}
+        seconds = _duration_sql(self._reader.dialect.name)
+        stmt = sa.select(runs.c.schedule, runs.c.pipeline, seconds.label("s")).where(
+            runs.c.status.in_(TERMINAL), runs.c.started_at.is_not(None)
+        )
+        stmt = stmt.where(runs.c.finished_at.is_not(None))
+        if since is not None:
+            stmt = stmt.where(runs.c.run_at >= since)
+        found: dict[tuple[str, str], list[float]] = {}
+        for row in await self._rows(stmt):
+            # julianday() arithmetic is good to about 0.1 ms; PostgreSQL's EXTRACT(EPOCH)
+            # returns numeric, i.e. Decimal, which JSON cannot encode
+            seconds = round(float(row.s), 3)
+            if row.schedule is not None:
+                found.setdefault(("schedule", row.schedule), []).append(seconds)
+            found.setdefault(("pipeline", row.pipeline), []).append(seconds)
+        return found
+
+    async def _last(self, column, name: str, since: datetime | None):
+        stmt = sa.select(runs.c.status, runs.c.run_at, runs.c.pipeline).where(column == name)
+        if since is not None:
+            stmt = stmt.where(runs.c.run_at >= since)
+        rows = await self._rows(stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc()).limit(1))
+        return rows[0]
+
+
+
+def _count_stmt(column, since: datetime | None):
+    def count_of(statuses) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((runs.c.status.in_(statuses), 1), else_=0))
+
+    ran = TERMINAL - {"skipped", "missed"}
+    stmt = sa.select(
+        column.label("name"),
+        count_of(ran).label("runs"),
+        count_of({"success"}).label("successes"),
+        count_of(FAILURES).label("failures"),
+        count_of({"cancelled"}).label("cancelled"),
+        count_of({"skipped"}).label("skipped"),
+        count_of({"missed"}).label("missed"),
+    ).where(column.is_not(None))
+    if since is not None:
+        stmt = stmt.where(runs.c.run_at >= since)
+    return stmt.group_by(column).order_by(column)
+
+
+def _stats_row(kind: str, counts, last, durations: list[float]) -> dict:
+    durations = sorted(durations)
+    return {
+        "kind": kind,
+        "name": counts.name,
+        "schedule": counts.name if kind == "schedule" else None,
+        "pipeline": last.pipeline,
+        "runs": counts.runs,
+        "successes": counts.successes,
+        "failures": counts.failures,
+        "cancelled": counts.cancelled,
+        "skipped": counts.skipped,
+        "missed": counts.missed,
+        "success_rate": counts.successes / counts.runs if counts.runs else None,
+        "p50_s": percentile(durations, 50),
+        "p95_s": percentile(durations, 95),
+        "last_status": last.status,
+        "last_at": iso(last.run_at),
+    }
+
+
+def percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None if empty)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil without floats
+    return ordered[int(rank) - 1]
+
+
+def _duration_sql(dialect: str) -> sa.ColumnElement:
+    if dialect == "sqlite":
+        return (sa.func.julianday(runs.c.finished_at) - sa.func.julianday(runs.c.started_at)) * (
+            86400.0
+        )
+    return sa.extract("epoch", runs.c.finished_at - runs.c.started_at)
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _on_connection(engine: sa.Engine, query: Callable[[sa.Connection], Any]) -> Any:
+    with engine.connect() as conn:
+        return query(conn)
+

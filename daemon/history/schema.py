@@ -1,0 +1,264 @@
+"""What the history stores: statuses, triggers, the run record and the tables.
+
+Everything that reads runs imports from here; nothing here talks to a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from daemon.durations import iso
+from daemon.errors import UsageError, did_you_mean
+
+STATUSES = (
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+    "missed",
+    "crashed",
+)
+ACTIVE = frozenset({"queued", "running"})
+TERMINAL = frozenset(STATUSES) - ACTIVE
+FAILURES = frozenset({"failed", "timed_out", "crashed"})
+TRIGGERS = ("schedule", "catchup", "manual")
+
+SUMMARY_MAX_CHARS = 2_000
+MESSAGE_MAX_CHARS = 10_000
+TRACEBACK_MAX_CHARS = 100_000
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunError:
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    id: int
+    schedule: str | None
+    pipeline: str
+    trigger: str
+    status: str
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    async_driver: bool
+    final_vars: list[str] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)
+    result_summary: str | None = None
+    result: dict | None = None
+    error: RunError | None = None
+    host: str = ""
+    pid: int = 0
+    instance_id: str | None = None
+    rerun_of: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def lateness_s(self) -> float | None:
+        if self.started_at is None or self.scheduled_at is None:
+            return None
+        return (self.started_at - self.scheduled_at).total_seconds()
+
+    @property
+    def at(self) -> datetime | None:
+        """When the run happened, for display: its slot, else when it started or ended."""
+        return self.scheduled_at or self.started_at or self.finished_at
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "schedule": self.schedule,
+            "pipeline": self.pipeline,
+            "trigger": self.trigger,
+            "status": self.status,
+            "scheduled_at": iso(self.scheduled_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_s": self.duration_s,
+            "attempts": self.attempts,
+            "async_driver": self.async_driver,
+            "error": self.error.to_json() if self.error else None,
+            "lateness_s": self.lateness_s,
+            "final_vars": list(self.final_vars),
+            "inputs": self.inputs,
+            "result_summary": self.result_summary,
+            "host": self.host,
+            "pid": self.pid,
+            "instance_id": self.instance_id,
+            "daemon": self.instance_id,
+            "result": self.result if self.status == "success" else None,
+            "rerun_of": self.rerun_of,
+        }
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out. SQLite keeps no offset (the column
+    holds UTC wall time as text, which sorts correctly); PostgreSQL gets timestamptz."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the history stores aware times only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("schedule", sa.String(200)),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # when the run happened: its slot, else when it was queued; filters and ordering use it
+    sa.Column("run_at", UTCDateTime, nullable=False),
+    sa.Column("scheduled_at", UTCDateTime),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("async_driver", sa.Boolean, nullable=False),
+    sa.Column("final_vars", sa.JSON, nullable=False),
+    sa.Column("inputs", sa.JSON, nullable=False),
+    sa.Column("result_summary", sa.Text),
+    sa.Column("result", sa.JSON),
+    sa.Column("error_type", sa.String(200)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_traceback", sa.Text),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("instance_id", sa.String(64)),
+    sa.UniqueConstraint("schedule", "scheduled_at"),  # the slot key
+    sa.Index(None, "run_at"),
+    sa.Index(None, "schedule", "run_at"),
+    sa.Index(None, "schedule", "status", "run_at"),
+    sa.Index(None, "pipeline", "run_at"),
+    sa.Index(None, "status", "run_at"),
+)
+
+paused_schedules = sa.Table(
+    "paused_schedules",
+    metadata,
+    sa.Column("schedule", sa.String(200), primary_key=True),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
+
+
+def without_none(values: dict) -> dict:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def clip(text: str | None, max_chars: int) -> str | None:
+    if text is None or len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + "…"
+
+
+def check_status(status: str, allowed: frozenset[str] | tuple[str, ...] = STATUSES) -> str:
+    if status not in allowed:
+        raise UsageError(
+            f"unknown status {status!r}{did_you_mean(status, allowed)}; "
+            f"statuses: {', '.join(s for s in STATUSES if s in allowed)}"
+        )
+    return status
+
+
+def check_trigger(trigger: str) -> str:
+    if trigger not in TRIGGERS:
+        raise UsageError(
+            f"unknown trigger {trigger!r}{did_you_mean(trigger, TRIGGERS)}; "
+            f"triggers: {', '.join(TRIGGERS)}"
+        )
+    return trigger
+
+
+def aware(moment: datetime | None, name: str) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
+    return moment
+
+
+def error_columns(error: RunError | None) -> dict:
+    return {
+        "error_type": clip(error.type, 200) if error else None,
+        "error_message": clip(error.message, MESSAGE_MAX_CHARS) if error else None,
+        "error_traceback": clip(error.traceback, TRACEBACK_MAX_CHARS) if error else None,
+    }
+
+
+def record_of(row: Mapping) -> RunRecord:
+    error = None
+    if row["error_type"] is not None or row["error_message"] is not None:
+        error = RunError(
+            type=row["error_type"] or "Error",
+            message=row["error_message"] or "",
+            traceback=row["error_traceback"],
+        )
+    return RunRecord(
+        id=row["id"],
+        schedule=row["schedule"],
+        pipeline=row["pipeline"],
+        trigger=row["trigger"],
+        status=row["status"],
+        scheduled_at=row["scheduled_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        async_driver=bool(row["async_driver"]),
+        final_vars=list(row["final_vars"] or []),
+        inputs=dict(row["inputs"] or {}),
+        result_summary=row["result_summary"],
+        result=row.get("result"),
+        error=error,
+        host=row["host"],
+        pid=row["pid"],
+        instance_id=row["instance_id"],
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+

@@ -1,0 +1,507 @@
+"""The one writer task: group commit, and the history's memory through faults.
+
+Every write is an `_Op` queued to the writer. It takes everything queued since its last
+commit and writes it in one transaction with a handful of Core statements (one multi-row
+INSERT, one executemany per UPDATE kind), so 1000 concurrent runs cost a few commits, not
+3000. Each caller's await returns after the commit that holds its own row.
+
+Faults. When a transaction fails for a reason time can mend -- the database locked, the
+disk full, the file read-only, deleted or corrupt, PostgreSQL down -- nothing is dropped:
+the writer keeps the batch (and everything queued after it), says so once and then every
+minute, reports it through `health()` and `on_state`, and retries with backoff on a fresh
+connection until the rows are written. Writing a held batch again never doubles a row:
+slot inserts are `ON CONFLICT DO NOTHING` on the slot key, updates go by run id. A write
+that is wrong in itself (an integrity error) fails only its own caller. After
+`outage_s` of failing, `on_outage` is called once (the daemon stops, so systemd restarts
+it). At `stop()` whatever still cannot be written goes to the spool file (see spool.py),
+which the next `History.open` writes first; the count of rows neither written nor
+spooled is `lost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from daemon.errors import HistoryError
+from daemon.history.engine import unusable
+from daemon.history.schema import ACTIVE, runs
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_OPS = 2_000
+MAX_HELD_OPS = 200_000  # past this many rows held in memory the outage counts as too long
+CANCELLED_WRITE_WAIT_S = 10.0
+STALL_S = 5.0  # a commit taking longer than this is reported as an outage while it waits
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 2.0
+REPORT_EVERY_S = 60.0
+_SLOT_KEY = ("schedule", "scheduled_at")
+
+
+@dataclass(eq=False, slots=True)
+class _Op:
+    """One queued write. kind: 'insert' (row values), 'running' / 'finish' (update
+    values), 'call' (an async function of the connection, run in order after the rest).
+    `written` turns true once the writer is done with it; `landed` is created only when
+    the caller was cancelled and waits for that moment."""
+
+    kind: str
+    values: Any
+    future: asyncio.Future
+    written: bool = False
+    landed: asyncio.Future | None = None
+
+
+class _Outage(Exception):
+    """A transaction failed for a reason time may mend; the batch is held."""
+
+
+@dataclass(slots=True)
+class Outage:
+    since: datetime
+    reason: str
+    attempts: int = 0
+    reported_at: float = 0.0
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def _slot_key(values: dict) -> tuple | None:
+    if values.get("schedule") is None or values.get("scheduled_at") is None:
+        return None
+    return values["schedule"], values["scheduled_at"]
+
+
+def _by_shape(ops: list[_Op]) -> list[list[_Op]]:
+    """Ops grouped by the columns they set, for one executemany per group. Writes leave
+    out their None values: fewer bound parameters is the cheapest speed-up there is."""
+    groups: dict[tuple, list[_Op]] = {}
+    for op in ops:
+        groups.setdefault(tuple(op.values), []).append(op)
+    return list(groups.values())
+
+
+def _dialect_insert(conn: AsyncConnection):
+    name = conn.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        raise HistoryError(f"history databases on {name} are not supported (sqlite, postgresql)")
+    return insert
+
+
+async def _insert_slots(conn: AsyncConnection, ops: list[_Op], results: dict) -> None:
+    """Rows with a slot key, in one INSERT .. ON CONFLICT DO NOTHING RETURNING: a slot
+    already in the table (or twice in this batch) gets no id. RETURNING order is not
+    guaranteed, so ids are matched back by the slot key, which is unique."""
+    first: dict[tuple, _Op] = {}
+    for op in ops:
+        key = _slot_key(op.values)
+        if key in first:
+            results[id(op)] = None
+        else:
+            first[key] = op
+    stmt = (
+        _dialect_insert(conn)(runs)
+        .on_conflict_do_nothing(index_elements=list(_SLOT_KEY))
+        .returning(runs.c.id, runs.c.schedule, runs.c.scheduled_at)
+    )
+    rows = (await conn.execute(stmt, [op.values for op in first.values()])).all()
+    ids = {(row.schedule, row.scheduled_at): row.id for row in rows}
+    for key, op in first.items():
+        results[id(op)] = ids.get(key)
+
+
+async def _insert_rows(conn: AsyncConnection, ops: list[_Op], results: dict) -> None:
+    for group in _by_shape([op for op in ops if _slot_key(op.values) is not None]):
+        await _insert_slots(conn, group, results)
+    stmt = sa.insert(runs).returning(runs.c.id)
+    for op in ops:  # manual runs: rare, and they never collide
+        if _slot_key(op.values) is None:
+            results[id(op)] = (await conn.execute(stmt, op.values)).scalar_one()
+
+
+@functools.lru_cache(maxsize=64)  # one Core statement per shape, so SQLAlchemy's cache hits
+def _update_stmt(params: tuple[str, ...], only_active: bool) -> sa.Update:
+    """UPDATE runs SET <col> = :b_<col> ... WHERE id = :b_id, for executemany."""
+    stmt = sa.update(runs).where(runs.c.id == sa.bindparam("b_id"))
+    if only_active:  # a late mark_running never revives a finished row
+        # (no IN: executemany refuses its expanding parameter)
+        stmt = stmt.where(sa.or_(*(runs.c.status == status for status in sorted(ACTIVE))))
+    columns = [name[2:] for name in params if name != "b_id"]
+    return stmt.values({column: sa.bindparam(f"b_{column}") for column in columns})
+
+
+async def apply(conn: AsyncConnection, batch: list[_Op]) -> list[Any]:
+    """Write one batch inside the caller's transaction; results in batch order.
+    Inserts first, then all mark_running, then all finish (one executemany, i.e. one
+    driver call, per shape), then the other writes in the order they came."""
+    by_kind: dict[str, list[_Op]] = {"insert": [], "running": [], "finish": [], "call": []}
+    for op in batch:
+        by_kind[op.kind].append(op)
+    results: dict[int, Any] = {}
+    if by_kind["insert"]:
+        await _insert_rows(conn, by_kind["insert"], results)
+    for kind in ("running", "finish"):
+        for group in _by_shape(by_kind[kind]):
+            stmt = _update_stmt(tuple(group[0].values), kind == "running")
+            await conn.execute(stmt, [op.values for op in group])
+    for op in by_kind["call"]:
+        results[id(op)] = await op.values(conn)
+    return [results.get(id(op)) for op in batch]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Faults the writer holds rows through, as opposed to a write wrong in itself."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return False
+    if isinstance(exc, sa.exc.DBAPIError | OSError | ConnectionError):
+        return True
+    # asyncpg raises its own errors while connecting (server gone, too many clients)
+    return type(exc).__module__.startswith("asyncpg")
+
+
+def reason_of(exc: BaseException) -> str:
+    reason = getattr(exc, "orig", None) or exc
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return text[:300]
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class Writer:
+    """The single writer task and its queue, with the outage bookkeeping."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        label: str,
+        *,
+        outage_s: float = 300.0,
+        reopen: Callable[[], Awaitable[AsyncEngine]] | None = None,
+        watch_file: Path | None = None,
+    ):
+        self.engine = engine
+        self.label = label
+        self.outage_s = outage_s
+        self.queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.commits = 0
+        self.write_errors = 0  # failed transactions (flowerd_history_write_errors_total)
+        self.closed = False
+        self.outage: Outage | None = None
+        self.on_state: Callable[[], None] = lambda: None
+        self.on_outage: Callable[[str], None] | None = None  # outage_s passed
+        self.held: list[_Op] = []  # the batch being written (or held through an outage)
+        self._reopen = reopen
+        self._watch = watch_file
+        self._identity = _file_identity(watch_file)
+        self._commit_started: float | None = None
+        self._gave_up = False
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
+
+    def submit(self, kind: str, values: Any) -> _Op:
+        if self.closed or self.task is None or self.task.done():
+            raise HistoryError(f"{self.label}: the history is closed")
+        op = _Op(kind, values, asyncio.get_running_loop().create_future())
+        self.queue.put_nowait(op)
+        return op
+
+    async def stop(self, timeout_s: float | None = None) -> list[_Op]:
+        """Write what is queued; give up after `timeout_s` if the database still refuses.
+        Returns the ops left unwritten (their callers get a HistoryError)."""
+        if self.task is None or self.closed:
+            return []
+        self.closed = True
+        self.queue.put_nowait(None)
+        done, _ = await asyncio.wait([self.task], timeout=timeout_s)
+        if not done:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        left = [op for op in self.held if not op.written]
+        while not self.queue.empty():
+            op = self.queue.get_nowait()
+            if op is not None and not op.written:
+                left.append(op)
+        return left
+
+    def fail(self, ops: list[_Op], message: str) -> None:
+        for op in ops:
+            settle(op, exc=HistoryError(message))
+
+    # -- what health reports -----------------------------------------------------------
+    def health(self) -> str:
+        if self.task is not None and self.task.done() and not self.closed:
+            return "unavailable: the history writer has stopped"
+        if self.outage is not None:
+            return (
+                f"unavailable since {self.outage.since.isoformat()}: {self.outage.reason}; "
+                f"{self.pending} row write(s) held"
+            )
+        started = self._commit_started
+        if started is not None and time.monotonic() - started > STALL_S:
+            waited = time.monotonic() - started
+            since = datetime.now(UTC).timestamp() - waited
+            return (
+                f"unavailable since {datetime.fromtimestamp(since, UTC).isoformat()}: a write "
+                f"has waited {waited:.0f} s (database locked?)"
+            )
+        return "ok"
+
+    @property
+    def pending(self) -> int:
+        return len(self.held) + self.queue.qsize()
+
+    # -- the task -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:  # a bug, not a fault: never a half-alive daemon
+            log.exception("%s: the history writer failed", self.label)
+            self.fail(self.held, f"{self.label}: the history writer failed: {exc}")
+            self.held = []
+            self.closed = True
+            if self.on_outage is not None:
+                self.on_outage(f"the history writer failed: {type(exc).__name__}: {exc}")
+
+    async def _loop(self) -> None:
+        conn = None
+        try:
+            while True:
+                batch, stop = await self._next_batch()
+                if batch:
+                    self.held = batch
+                    conn = await self._write(conn, batch)
+                    self.held = []
+                if stop:
+                    break
+        finally:
+            if conn is not None:
+                await _close_quietly(conn)
+
+    async def _next_batch(self) -> tuple[list[_Op], bool]:
+        """Everything queued now (waits for at least one op); True when told to stop."""
+        first = await self.queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH_OPS and not self.queue.empty():
+            op = self.queue.get_nowait()
+            if op is None:
+                return batch, True
+            batch.append(op)
+        return batch, False
+
+    async def _write(self, conn, batch: list[_Op]):
+        """Write `batch` (and, while held, what queues up behind it) until it lands."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                conn = await self._connected(conn)
+                await self._commit(conn, batch)
+            except _Outage as outage:
+                conn = await self._after_failure(conn, outage)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                self._absorb_queue(batch)
+                continue
+            if self.outage is not None:
+                self._recovered()
+            return conn
+
+    def _absorb_queue(self, batch: list[_Op]) -> None:
+        """While held, new ops join the batch, so they land in the same commit later (and
+        one stop marker ends the writer after that commit)."""
+        while len(batch) < MAX_HELD_OPS and not self.queue.empty():
+            op = self.queue.get_nowait()
+            if op is None:
+                self.queue.put_nowait(None)  # seen again after the held batch lands
+                return
+            batch.append(op)
+        if len(batch) >= MAX_HELD_OPS:
+            self._give_up(f"more than {MAX_HELD_OPS:,} row writes are held in memory")
+
+    async def _connected(self, conn):
+        if self._watch is not None and _file_identity(self._watch) != self._identity:
+            if conn is not None:
+                await _close_quietly(conn)
+                conn = None
+            await self._reopen_database()
+        if conn is None:
+            try:
+                conn = await self.engine.connect()
+            except Exception as exc:
+                if is_transient(exc):
+                    raise _Outage(reason_of(exc)) from exc
+                raise
+        return conn
+
+    async def _reopen_database(self) -> None:
+        """The database file was deleted or replaced under us: writing on would go to an
+        unlinked inode. Recreate (migrate) it and reconnect; until that works, an outage."""
+        what = "was deleted" if not self._watch.exists() else "was replaced"
+        log.error("%s: the history database file %s; recreating it", self.label, what)
+        try:
+            await self.engine.dispose()
+            if self._reopen is not None:
+                self.engine = await self._reopen()
+        except Exception as exc:
+            raise _Outage(f"the database file {what} and cannot be recreated: {exc}") from exc
+        self._identity = _file_identity(self._watch)
+
+    async def _commit(self, conn: AsyncConnection, ops: list[_Op]) -> None:
+        self._commit_started = time.monotonic()
+        try:
+            async with conn.begin():
+                results = await apply(conn, ops)
+        except Exception as exc:
+            if is_transient(exc):
+                raise _Outage(reason_of(exc)) from exc
+            if not isinstance(exc, sa.exc.StatementError | HistoryError):
+                raise
+            await self._one_by_one(conn, ops, exc)
+            return
+        finally:
+            self._commit_started = None
+        self.commits += 1
+        for op, result in zip(ops, results, strict=True):
+            settle(op, result=result)
+
+    async def _one_by_one(self, conn: AsyncConnection, ops: list[_Op], exc: Exception) -> None:
+        """One bad row must not fail the others: write them one by one."""
+        self.write_errors += 1
+        if len(ops) == 1:
+            settle(ops[0], exc=unusable(self.label, exc))
+            return
+        for op in ops:
+            await self._commit(conn, [op])
+
+    async def _after_failure(self, conn, outage: _Outage):
+        self.write_errors += 1
+        now = time.monotonic()
+        if self.outage is None:
+            self.outage = Outage(since=datetime.now(UTC), reason=str(outage), reported_at=now)
+            log.error(
+                "%s: the history cannot be written (%s); holding %d row write(s) and "
+                "retrying -- no slot is lost meanwhile",
+                self.label,
+                outage,
+                self.pending,
+            )
+            self.on_state()
+        else:
+            self.outage.reason = str(outage)
+            if now - self.outage.reported_at >= REPORT_EVERY_S:
+                self.outage.reported_at = now
+                log.error(
+                    "%s: the history is still unavailable (%s) since %s; %d row write(s) held",
+                    self.label,
+                    outage,
+                    self.outage.since.isoformat(),
+                    self.pending,
+                )
+        self.outage.attempts += 1
+        down_s = (datetime.now(UTC) - self.outage.since).total_seconds()
+        if down_s >= self.outage_s:
+            self._give_up(f"unavailable for {down_s:.0f} s (history_outage_s = {self.outage_s:g})")
+        if conn is not None:
+            await _close_quietly(conn)
+        with _suppressed():
+            await self.engine.dispose()  # fresh connections: the old ones may be broken
+        return None
+
+    def _give_up(self, why: str) -> None:
+        if self._gave_up:
+            return
+        self._gave_up = True
+        log.critical("%s: the history is %s", self.label, why)
+        if self.on_outage is not None:
+            self.on_outage(why)
+
+    def _recovered(self) -> None:
+        down_s = (datetime.now(UTC) - self.outage.since).total_seconds()
+        log.warning(
+            "%s: the history is writable again after %.1f s; the held rows are written",
+            self.label,
+            down_s,
+        )
+        self.outage = None
+        self._gave_up = False
+        self.on_state()
+
+
+def settle(op: _Op, *, result: Any = None, exc: BaseException | None = None) -> None:
+    op.written = True
+    for future in (op.future, op.landed):
+        if future is None or future.done():
+            continue  # the caller was cancelled (and its await cancelled op.future)
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
+async def await_write(op: _Op) -> Any:
+    """Wait for the commit that holds this write. If the caller is cancelled meanwhile,
+    the write is already queued and lands anyway: wait (bounded) for it, so the row is
+    durable when the cancellation goes on, then re-raise the CancelledError.
+    (Like asyncio.shield, without a second future and callback per write: the writer
+    never looks at op.future before writing, so cancelling it loses nothing.)"""
+    try:
+        return await op.future
+    except asyncio.CancelledError:
+        if not op.written:
+            op.landed = asyncio.get_running_loop().create_future()
+            await asyncio.wait([op.landed], timeout=CANCELLED_WRITE_WAIT_S)
+        raise
+
+
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+async def _close_quietly(conn) -> None:
+    with _suppressed():
+        await conn.invalidate()
+    with _suppressed():
+        await conn.close()
+
+
+class _suppressed:  # noqa: N801 - reads like contextlib.suppress, which cannot log
+    """Cleanup after a failure: an error here says nothing new (logged at debug)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, Exception):
+            log.debug("cleanup after a history fault failed: %s", exc)
+            return True
+        return False
