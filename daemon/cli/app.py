@@ -1,0 +1,62 @@
+"""The `flowerd` typer app, its global options, and the sub-apps commands hang on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daemon.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="flowerd",
+    help="A scheduled orchestration daemon for Hamilton pipelines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    return ctx.find_root().obj
+
+
+def _print_version(value: bool | None) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"flowerd {version('flowerd')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    base_dir: Annotated[
+        Path | None,
+        typer.Option("--base-dir", envvar="FLOWERD_BASE_DIR", help="Project directory."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="FLOWERD_DATABASE_URL", help="Database URL or SQLite path."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", help="text | json")] = None,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print it."),
+    ] = None,
+) -> None:
+    """Global options come before the command."""
+    settings = load_settings(base_dir, database_url=db, log_level=log_level, log_format=log_format)
+    ctx.obj = settings
+
+
+runs_app = typer.Typer(help="Query the run history, newest first.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+db_app = typer.Typer(help="The history database: migrations and retention.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+WhenOption = typer.Option(help="ISO-8601, or a duration ago: 30m, 2h, 7d.")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the contract's JSON.")]

@@ -1,0 +1,99 @@
+"""What several commands share: reading the history, times, next fires."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from daemon.errors import FlowerdError, UsageError
+from daemon.settings import Settings
+
+STATUS_STYLES = {
+    "success": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "crashed": "bold red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "missed": "magenta",
+    "running": "cyan",
+    "queued": "blue",
+}
+
+
+async def _read_history(url: str, query):
+    from daemon.history import History
+
+    async with History.open(url, readonly=True) as history:
+        return await query(history)
+
+
+def _instant(flag: str, text: str | None) -> datetime | None:
+    from daemon.durations import parse_instant
+
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    from daemon.durations import iso
+
+    return iso(moment)
+
+
+def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> list[dict]:
+    """Add `next_fire` to each schedule's row, and rows for schedules with no runs yet.
+    Blank (None) when the schedule files are invalid or the schedule does not fire."""
+    configured = _configured_schedules(settings)
+    known = {row["schedule"] for row in rows}
+    for schedule_id, schedule in configured.items():
+        if schedule_id not in known:
+            rows.append(_no_runs_row(schedule_id, schedule.pipeline))
+    now = datetime.now(UTC)
+    for row in rows:
+        schedule = configured.get(row["schedule"])
+        row["next_fire"] = _next_fire(schedule, now, row["schedule"] in paused)
+        row["paused"] = row["schedule"] in paused
+    return sorted(rows, key=lambda row: row["schedule"])
+
+
+def _configured_schedules(settings: Settings) -> dict:
+    from daemon.schedule import load_schedules
+
+    try:
+        found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+    except (FlowerdError, OSError):
+        return {}  # stats still answer from the history alone
+    return {schedule.id: schedule for schedule in found}
+
+
+def _next_fire(schedule, now: datetime, paused: bool) -> str | None:  # noqa: ANN001
+    if schedule is None or paused or not schedule.enabled:
+        return None
+    from daemon.trigger import next_fire_times
+
+    fires = next_fire_times(schedule, now, 1)
+    return _iso(fires[0]) if fires else None
+
+
+def _no_runs_row(schedule_id: str, pipeline: str) -> dict:
+    return {
+        "kind": "schedule",
+        "name": schedule_id,
+        "schedule": schedule_id,
+        "pipeline": pipeline,
+        "runs": 0,
+        "successes": 0,
+        "failures": 0,
+        "cancelled": 0,
+        "skipped": 0,
+        "missed": 0,
+        "success_rate": None,
+        "p50_s": None,
+        "p95_s": None,
+        "last_status": None,
+        "last_at": None,
+    }

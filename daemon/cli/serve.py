@@ -1,0 +1,108 @@
+"""`serve`, `validate` and `run`: the commands that load pipelines (lazily)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from daemon.cli.app import app, settings_of
+from daemon.errors import FlowerdError, UsageError
+from daemon.settings import Settings
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the daemon in the foreground (what systemd runs)."""
+    from daemon import app as daemon_app
+    from daemon.logs import log_config
+
+    settings = settings_of(ctx)
+    log_config(settings.log_level, settings.log_format)
+    try:
+        code = asyncio.run(daemon_app.serve(settings))
+    except FlowerdError as exc:  # start-up refused: one paragraph, then no thread holds us
+        print(f"flowerd: {exc}", file=sys.stderr)
+        daemon_app.exit_past_stuck_threads(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
+    daemon_app.exit_past_stuck_threads(code)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Check every schedule file, and that each pipeline builds with its options."""
+    from daemon.app import load_and_validate
+    from daemon.pipeline import PipelineManager
+
+    settings = settings_of(ctx)
+    pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    schedules, warnings = load_and_validate(settings, pm)  # ScheduleError: exit 1, all listed
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"{len(schedules)} schedule(s) valid in {settings.schedules_dir}")
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    inputs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--input {pair!r}: write KEY=VALUE")
+        inputs[key.strip()] = value
+    return inputs
+
+
+@app.command("run")
+def run_once(
+    ctx: typer.Context,
+    pipeline: Annotated[str, typer.Argument(help="A module in pipelines/.")],
+    final_var: Annotated[list[str] | None, typer.Option("--final-var", help="Repeatable.")] = None,
+    input_: Annotated[
+        list[str] | None, typer.Option("--input", help="KEY=VALUE, repeatable.")
+    ] = None,
+    sync: Annotated[bool, typer.Option("--sync", help="Use the sync driver.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run a pipeline once now, in this process; recorded with trigger `manual`.
+    Prints the result (or the error); `--log-level DEBUG` shows the run's log lines."""
+    from daemon.logs import log_config
+
+    settings = settings_of(ctx)
+    log_config("DEBUG" if settings.log_level == "DEBUG" else "ERROR", settings.log_format)
+    inputs = _parse_inputs(input_ or [])
+    record = asyncio.run(_run_recorded(settings, pipeline, final_var or [], inputs, sync))
+    if as_json:
+        typer.echo(json.dumps(record.to_json(), indent=2))
+    else:
+        typer.echo(f"run {record.id}: {record.status} in {record.duration_s or 0:.3f} s")
+        if record.error:
+            typer.echo(f"{record.error.type}: {record.error.message}", err=True)
+        elif record.result_summary:
+            typer.echo(record.result_summary)
+    if record.status != "success":
+        raise typer.Exit(1)
+
+
+async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync):
+    from daemon.history import History
+    from daemon.pipeline import PipelineManager, RunConfig
+    from daemon.runner import Runner
+
+    pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)
+    cfg = RunConfig(final_vars=final_vars or None, inputs=inputs, async_driver=not sync)
+    pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
+    history = await History.open(settings.db_url)
+    try:
+        runner = Runner(pm=pm, history=history, max_concurrent_runs=1, threads=1)
+        try:
+            outcome = await runner.run_manual(pipeline, cfg)
+        finally:
+            runner.close()
+        return await history.get_run(outcome.run_id)
+    finally:
+        await history.close()

@@ -1,0 +1,68 @@
+"""Talking to the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from daemon.cli.app import app, settings_of
+from daemon.errors import FlowerdError
+
+# --------------------------------------------------------------------------- talk to it
+
+
+def _ask(ctx: typer.Context, cmd: str, **args) -> dict:
+    from daemon.control import request
+
+    answer = request(settings_of(ctx).control_socket, cmd, **args)
+    if not answer.get("ok"):
+        raise FlowerdError(answer.get("error", "the daemon refused"))
+    return answer
+
+
+@app.command()
+def trigger(ctx: typer.Context, schedule: str) -> None:
+    """Run a schedule now in the running daemon (trigger `manual`)."""
+    typer.echo(_ask(ctx, "trigger", schedule=schedule)["message"])
+
+
+@app.command()
+def pause(ctx: typer.Context, schedule: str) -> None:
+    """Stop firing a schedule until `resume` (survives restarts)."""
+    typer.echo(_ask(ctx, "pause", schedule=schedule)["message"])
+
+
+@app.command()
+def resume(ctx: typer.Context, schedule: str) -> None:
+    """Fire a paused schedule again, from its next slot."""
+    typer.echo(_ask(ctx, "resume", schedule=schedule)["message"])
+
+
+@app.command()
+def reload(ctx: typer.Context) -> None:
+    """Re-read the schedule files; on any error the daemon keeps what it had (exit 1)."""
+    answer = _ask(ctx, "reload")
+    for warning in answer.get("warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(answer["message"])
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Uptime, schedules with next fire, running runs and event-loop lag."""
+    answer = _ask(ctx, "status")
+    answer.pop("ok", None)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    typer.echo(
+        f"flowerd pid {answer['pid']}, up {answer['uptime_s']:.0f} s, "
+        f"loop lag {answer['loop_lag_ms']:.1f} ms, {len(answer['running'])} running"
+    )
+    for sched in answer["schedules"]:
+        state = "paused" if sched["paused"] else ("enabled" if sched["enabled"] else "disabled")
+        typer.echo(f"  {sched['id']:<24} {state:<8} next {sched['next'] or '-'}")
+    for run in answer["running"]:
+        typer.echo(f"  running: run {run['id']} {run['pipeline']} since {run['started_at']}")
