@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint clean
+.PHONY: run test soak bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "flowerd needs Python >= 3.11 on PATH (python3, python3.11, ...)" >&2; exit 1; }
@@ -23,6 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check --no-cache daemon tests benchmarks migrations pipelines
 	$(BIN)/python -m pytest -q
+
+# the long trials: every @pytest.mark.slow test, and the sized-up versions of the others
+soak: $(STAMP)
+	FLOWERD_SOAK=1 $(BIN)/python -m pytest -q -m 'slow or not slow'
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

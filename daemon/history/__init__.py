@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from daemon.errors import HistoryError
 from daemon.history import spool
 from daemon.history.engine import (
+    WRITER_BUSY_TIMEOUT_MS,
     describe,
     is_sqlite,
     make_engine,
@@ -143,12 +144,12 @@ class History(Reader):
             await open_bounded(url, wait_s=outage_s)
         else:
             await cls._check_readable(url)
-        engine = writer_engine(url)
+        engine = writer_engine(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
         path = sqlite_path(url)
 
         async def reopen() -> AsyncEngine:
-            await upgrade(url)
-            return writer_engine(url)
+            await upgrade(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+            return writer_engine(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
 
         writer = Writer(engine, describe(url), outage_s=outage_s, reopen=reopen, watch_file=path)
         reader = make_reader(url) if path is not None else engine
@@ -203,7 +204,8 @@ class History(Reader):
         ops = [self._writer.submit(kind, values) for kind, values in entries]
         await asyncio.gather(*(await_write(op) for op in ops))
         path.unlink()
-        log.warning("%s: wrote %d row(s) held in the spool %s", self.label, len(ops), path)
+        if ops:
+            log.warning("%s: wrote %d row(s) held in the spool %s", self.label, len(ops), path)
 
     async def close(self, timeout_s: float | None = None) -> int:
         """Drain queued writes (waiting at most `timeout_s` for an unavailable database),
@@ -238,12 +240,17 @@ class History(Reader):
                 spool.write(self.spool_path, entries)
         except (OSError, TypeError) as exc:
             self.unwritten += len(entries)
+            slots = sum(1 for kind, values in entries if kind == "insert")
             log.critical(
-                "%s; %d row write(s) could not be spooled to %s either (%s): they are lost",
+                "%s; %d row write(s) could not be spooled to %s either (%s): %d slot row(s) "
+                "are decided again by catch-up at the next start, and %d run(s) whose end "
+                "was not written will be recorded 'crashed' then",
                 message,
                 len(entries),
                 self.spool_path,
                 exc,
+                slots,
+                len(entries) - slots,
             )
             self._writer.fail(ops, f"{message}; the row could not be spooled: {exc}")
             return

@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # imported when first used: sqlalchemy.ext.asyncio pulls in t
 from daemon.errors import HistoryError
 from daemon.settings import sqlite_path
 
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_MS = 10_000  # readers, `flowerd run`, migrations from the CLI
+# The daemon's writer waits less per attempt: it holds its rows and retries anyway, and a
+# shorter wait lets a stop (or a start-up) that meets a locked database end promptly.
+WRITER_BUSY_TIMEOUT_MS = 2_000
 
 
 def is_sqlite(url: str) -> bool:
@@ -35,7 +38,7 @@ def describe(url: str) -> str:
     return str(path) if path else make_url(url).render_as_string(hide_password=True)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncEngine:
     """The async engine with flowerd's connection settings. SQLite: the pragmas on every
     connect, and SQLAlchemy emits `BEGIN IMMEDIATE` itself (the sqlite3 module would not
     BEGIN before DDL, and a deferred BEGIN that later writes can fail with SQLITE_BUSY
@@ -44,7 +47,7 @@ def make_engine(url: str) -> AsyncEngine:
 
     engine = create_async_engine(url)
     if is_sqlite(url):
-        _sqlite_events(engine.sync_engine, readonly=False)
+        _sqlite_events(engine.sync_engine, readonly=False, busy_timeout_ms=busy_timeout_ms)
     return engine
 
 
@@ -65,12 +68,14 @@ def make_reader(url: str) -> sa.Engine | AsyncEngine:
     return engine
 
 
-def _sqlite_events(engine: sa.Engine, *, readonly: bool) -> None:
+def _sqlite_events(
+    engine: sa.Engine, *, readonly: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see below)
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not readonly:
             cursor.execute("PRAGMA journal_mode")  # switching needs an exclusive lock:
             if cursor.fetchone()[0] != "wal":  # only a new file's first connection does
@@ -95,12 +100,12 @@ def prepare_sqlite_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
-def writer_engine(url: str) -> AsyncEngine:
+def writer_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncEngine:
     """make_engine() for writing; a SQLite file and its directory are created private."""
     path = sqlite_path(url)
     if path is not None:
         prepare_sqlite_file(path)
-    return make_engine(url)
+    return make_engine(url, busy_timeout_ms=busy_timeout_ms)
 
 
 def unusable(url: str, exc: BaseException) -> HistoryError:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history.engine import describe, unusable, writer_engine
+from daemon.history.engine import BUSY_TIMEOUT_MS, describe, unusable, writer_engine
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +94,15 @@ def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
         return _current_revision(sync_conn)
 
 
-async def upgrade(url: str, revision: str = "head") -> str | None:
+async def upgrade(
+    url: str, revision: str = "head", *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> str | None:
     """`flowerd db upgrade`: bring the database to `revision`; returns the revision now.
     Two processes creating a new SQLite file at once can meet SQLITE_BUSY where SQLite
     does not wait (turning on WAL, a lock upgrade it calls a deadlock): retried, bounded."""
     for attempt in range(UPGRADE_ATTEMPTS):
         try:
-            return await _upgrade_once(url, revision)
+            return await _upgrade_once(url, revision, busy_timeout_ms)
         except sa.exc.OperationalError as exc:
             if "locked" not in str(exc) or attempt == UPGRADE_ATTEMPTS - 1:
                 raise unusable(url, exc) from None
@@ -109,8 +111,8 @@ async def upgrade(url: str, revision: str = "head") -> str | None:
     raise AssertionError("unreachable")
 
 
-async def _upgrade_once(url: str, revision: str) -> str | None:
-    engine = writer_engine(url)
+async def _upgrade_once(url: str, revision: str, busy_timeout_ms: int) -> str | None:
+    engine = writer_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_migrate_sync, describe(url), revision)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from daemon.errors import HistoryError
-from daemon.history.engine import describe
+from daemon.history.engine import WRITER_BUSY_TIMEOUT_MS, describe
 from daemon.history.migrate import upgrade
 from daemon.settings import sqlite_path
 
@@ -28,10 +28,10 @@ RETRY_S = 0.5
 async def open_bounded(url: str, *, wait_s: float) -> str | None:
     """Migrate the database to head, waiting at most `wait_s` while it is locked."""
     started = time.monotonic()
-    reported = started
+    reported = started - REPORT_EVERY_S
     while True:
         try:
-            return await upgrade(url)
+            return await upgrade(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
         except HistoryError as exc:
             waited = time.monotonic() - started
             if not is_locked(str(exc)) or waited >= wait_s:

@@ -45,9 +45,17 @@ def write(path: Path, entries: list[tuple[str, dict]]) -> None:
         for kind, values in entries
     )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    size = os.fstat(fd).st_size
     try:
-        os.write(fd, lines.encode())
+        data = lines.encode()
+        while data:
+            data = data[os.write(fd, data) :]
         os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)  # no torn half of these entries stays behind
+        if size == 0:
+            os.unlink(path)
+        raise
     finally:
         os.close(fd)
 

@@ -453,13 +453,14 @@ class Writer:
 
 def settle(op: _Op, *, result: Any = None, exc: BaseException | None = None) -> None:
     op.written = True
-    for future in (op.future, op.landed):
-        if future is None or future.done():
-            continue  # the caller was cancelled (and its await cancelled op.future)
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+    if op.landed is not None and not op.landed.done():
+        op.landed.set_result(None)  # only a signal: the cancelled caller may go on
+    if op.future.done():
+        return  # the caller was cancelled (and its await cancelled op.future)
+    if exc is not None:
+        op.future.set_exception(exc)
+    else:
+        op.future.set_result(result)
 
 
 async def await_write(op: _Op) -> Any:
