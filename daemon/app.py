@@ -84,9 +84,16 @@ def _display(path: Path, base: Path) -> str:
 @contextlib.contextmanager
 def exclusive_lock(state_dir: Path, database: str):
     """One daemon per database: a second `flowerd serve` refuses to start."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / "flowerd.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise FlowerdError(
+            f"cannot create the daemon's lock {path}: {exc.strerror}. Run flowerd as a user "
+            f"who may write {state_dir} (the service's user, or its owner), or give "
+            "--db a database in a directory this user may write"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

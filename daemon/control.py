@@ -110,8 +110,31 @@ def request(path: Path, cmd: str, *, timeout_s: float = 30.0, **args) -> dict:
         raise DaemonNotRunning(
             f"no flowerd daemon is listening on {path}; start one with `flowerd serve`"
         ) from None
+    except PermissionError:
+        raise FlowerdError(_not_yours(path)) from None
     finally:
         sock.close()
     if not data:
         raise DaemonNotRunning(f"the daemon at {path} closed the connection without answering")
     return json.loads(data)
+
+
+def _not_yours(path: Path) -> str:
+    """Whose daemon it is, and what to do, when this user may not use its socket."""
+    import pwd
+
+    def name(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"uid {uid}"
+
+    try:
+        owner = name(path.stat().st_uid)
+    except OSError:  # not even the path is ours to look at
+        owner = name(path.parent.stat().st_uid) if path.parent.exists() else "another user"
+    return (
+        f"the daemon's control socket {path} belongs to {owner}, and this user "
+        f"({name(os.getuid())}) may not use it: run this command as {owner} "
+        f"(e.g. `sudo -u {owner} flowerd ...`) or as root"
+    )

@@ -489,7 +489,7 @@ def display_path(path: Path) -> str:
     """A path as messages show it: relative to the working directory when under it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # elsewhere; or a symlink loop
         return str(path)
 
 
