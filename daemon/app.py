@@ -355,7 +355,7 @@ class Daemon:
         (`status --json`'s `health`, `/healthz`, systemd's STATUS=)."""
         return {
             "scheduler": self.scheduler.health(),
-            "runner": "ok",
+            "runner": self.runner.health(),
             "history": self.history.health(),
         }
 
@@ -401,9 +401,9 @@ class Daemon:
     def status_line(self) -> str:
         if self._stop.event.is_set():
             return f"stopping: {len(self.runner.active)} run(s) still running"
-        history = self.history.health()
-        if history != "ok":
-            return f"history {history}"
+        wrong = [f"{part} {state}" for part, state in self.health().items() if state != "ok"]
+        if wrong:
+            return "; ".join(wrong)
         schedules = self.scheduler.schedules
         times = [t for t in (self.scheduler.next_fire(s) for s in schedules) if t]
         nxt = min(times).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if times else "none"

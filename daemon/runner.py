@@ -115,6 +115,8 @@ class Runner:
         self._limit = asyncio.Semaphore(max_concurrent_runs)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-run")
         self._pool_busy = 0  # threads still running a pipeline, incl. abandoned ones
+        self._threads = threads
+        self._abandoned: set[asyncio.Future] = set()  # threads past their run's timeout
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
         self.active: dict[int, ActiveRun] = {}
@@ -356,6 +358,8 @@ class Runner:
             return await asyncio.shield(future)
         except (asyncio.CancelledError, TimeoutError):
             if not future.done():
+                self._abandoned.add(future)
+                future.add_done_callback(self._abandoned.discard)
                 log.warning(
                     "run %d: its thread cannot be stopped; the result will be "
                     "discarded and one pool thread stays busy until it returns",
@@ -431,6 +435,17 @@ class Runner:
     @property
     def threads_busy(self) -> int:
         return self._pool_busy
+
+    def health(self) -> str:
+        """"ok", or why sync-driver runs cannot start: every pool thread is held by a run
+        that ignored its timeout (use isolation = "process" for such pipelines)."""
+        stuck = len(self._abandoned)
+        if stuck and stuck >= self._threads:
+            return (
+                f"degraded: all {self._threads} sync-driver threads are held by runs that "
+                "ignored their timeout; sync runs wait until they return"
+            )
+        return "ok"
 
     async def drain(self, grace_s: float) -> None:
         """Stop accepting slots; let runs finish within `grace_s`; cancel the rest (their
