@@ -478,3 +478,26 @@ async def test_readers_in_other_processes_never_see_a_locked_database(db_url: st
     assert all(locked == 0 for _, locked in results), results
     assert all(queries > 0 for queries, _ in results), results
     assert written >= 200
+
+
+async def test_slot_rows_queued_together_share_commits(tmp_path):
+    """Catch-up queues its missed rows before awaiting any: one commit per batch."""
+    import asyncio
+
+    from daemon.history import History
+
+    async with History.open(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}") as history:
+        before = history.commits
+        writes = [
+            history.slot_write(
+                schedule="s",
+                pipeline="p",
+                scheduled_at=T0 + timedelta(minutes=i),
+                status="missed",
+                trigger="catchup",
+            )
+            for i in range(500)
+        ]
+        ids = await asyncio.gather(*writes)
+        assert len(set(ids)) == 500
+        assert history.commits - before <= 2

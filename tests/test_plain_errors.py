@@ -127,3 +127,21 @@ def test_sighup_with_a_symlink_loop_keeps_the_schedules_and_says_why(tmp_path: P
         assert served.stop() == 0
     assert "Task exception was never retrieved" not in served.log
     assert "Traceback" not in served.log
+
+
+def test_a_read_only_database_ends_start_up_with_one_paragraph(nobody_python, open_dir):
+    base = make_project(open_dir / "project", TICK)
+    shutil.chown(base, "nobody")
+    for path in base.rglob("*"):
+        shutil.chown(path, "nobody")
+    done = as_nobody(nobody_python, base, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    db = base / ".flowerd" / "history.db"
+    for path in db.parent.glob("history.db*"):
+        path.chmod(0o444)
+    started = time.monotonic()
+    done = as_nobody(nobody_python, base, "serve")
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 20
+    assert "read-only" in done.stderr and str(db) in done.stderr
+    assert "Traceback" not in done.stderr

@@ -255,6 +255,10 @@ class History(Reader):
             self._writer.fail(ops, f"{message}; the row could not be spooled: {exc}")
             return
         self.spooled += len(entries)
+        if not entries:
+            log.error("%s; %d write(s) failed", message, dropped)
+            self._writer.fail(ops, message)
+            return
         log.error(
             "%s; %d row write(s) held in %s are written at the next start%s",
             message,
@@ -281,7 +285,7 @@ class History(Reader):
 
     # -- health -------------------------------------------------------------------------
     def health(self) -> str:
-        """"ok", or why the history cannot take writes (and since when)."""
+        """ "ok", or why the history cannot take writes (and since when)."""
         return self._writer.health() if self._writer is not None else "ok"
 
     def on_fault(self, *, state=None, outage=None) -> None:

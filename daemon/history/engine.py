@@ -111,4 +111,3 @@ def writer_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncE
 def unusable(url: str, exc: BaseException) -> HistoryError:
     reason = getattr(exc, "orig", None) or exc
     return HistoryError(f"{describe(url)}: cannot use the history database: {reason}")
-

@@ -74,7 +74,7 @@ def _current_revision(sync_conn) -> str | None:
     return MigrationContext.configure(sync_conn).get_current_revision()
 
 
-def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
+def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> str | None:
     """Check, then bring the schema to `revision`, all inside one transaction that (on
     SQLite) began with BEGIN IMMEDIATE: a second process starting at the same moment waits
     here for the first to commit, then finds the schema already at head. Alembic sees an
@@ -91,18 +91,24 @@ def _migrate_sync(sync_conn, label: str, revision: str) -> str | None:
             )
         if current != revision:
             command.upgrade(alembic_config(connection=sync_conn), revision)
+        if probe:  # a real write: a read-only file or a full disk shows up now, not later
+            sync_conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
         return _current_revision(sync_conn)
 
 
 async def upgrade(
-    url: str, revision: str = "head", *, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    url: str,
+    revision: str = "head",
+    *,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    probe_write: bool = False,
 ) -> str | None:
     """`flowerd db upgrade`: bring the database to `revision`; returns the revision now.
     Two processes creating a new SQLite file at once can meet SQLITE_BUSY where SQLite
     does not wait (turning on WAL, a lock upgrade it calls a deadlock): retried, bounded."""
     for attempt in range(UPGRADE_ATTEMPTS):
         try:
-            return await _upgrade_once(url, revision, busy_timeout_ms)
+            return await _upgrade_once(url, revision, busy_timeout_ms, probe_write)
         except sa.exc.OperationalError as exc:
             if "locked" not in str(exc) or attempt == UPGRADE_ATTEMPTS - 1:
                 raise unusable(url, exc) from None
@@ -111,11 +117,11 @@ async def upgrade(
     raise AssertionError("unreachable")
 
 
-async def _upgrade_once(url: str, revision: str, busy_timeout_ms: int) -> str | None:
+async def _upgrade_once(url: str, revision: str, busy_timeout_ms: int, probe: bool) -> str | None:
     engine = writer_engine(url, busy_timeout_ms=busy_timeout_ms)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(_migrate_sync, describe(url), revision)
+            return await conn.run_sync(_migrate_sync, describe(url), revision, probe)
     except HistoryError:
         raise
     except sa.exc.OperationalError:
@@ -148,4 +154,3 @@ def schema_state(conn: sa.Connection) -> tuple[set[str], str | None]:
     if "alembic_version" not in tables:
         return tables, None
     return tables, conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-

@@ -31,7 +31,7 @@ async def open_bounded(url: str, *, wait_s: float) -> str | None:
     reported = started - REPORT_EVERY_S
     while True:
         try:
-            return await upgrade(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+            return await upgrade(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS, probe_write=True)
         except HistoryError as exc:
             waited = time.monotonic() - started
             if not is_locked(str(exc)) or waited >= wait_s:

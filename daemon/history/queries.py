@@ -149,7 +149,6 @@ class Reader:
         return rows[0]
 
 
-
 def _count_stmt(column, since: datetime | None):
     def count_of(statuses) -> sa.ColumnElement:
         return sa.func.sum(sa.case((runs.c.status.in_(statuses), 1), else_=0))
@@ -215,4 +214,3 @@ def _as_utc(value: datetime | str) -> datetime:
 def _on_connection(engine: sa.Engine, query: Callable[[sa.Connection], Any]) -> Any:
     with engine.connect() as conn:
         return query(conn)
-

@@ -186,7 +186,6 @@ paused_schedules = sa.Table(
 )
 
 
-
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -261,4 +260,3 @@ def record_of(row: Mapping) -> RunRecord:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
