@@ -28,14 +28,15 @@ class _Lost(Exception):
     """The value cannot become the annotated type without loss."""
 
 
-def convert_input(field: str, value: Any, annotation: Any) -> Any:
-    """`value` as `annotation`, or InputTypeError (its message names `field`)."""
+def convert_input(name: str, value: Any, annotation: Any) -> Any:
+    """Input `name`'s `value` as `annotation`, or InputTypeError naming the input, the
+    expected and the given type (its `field` is `inputs.<name>`)."""
     try:
         return _convert(value, annotation)
     except _Lost:
         raise InputTypeError(
-            f"field {field!r}: expected {_type_name(annotation)}, given {_given(value)}",
-            field=field,
+            f"input {name!r}: expected {_type_name(annotation)}, given {_given(value)}",
+            field=f"inputs.{name}",
         ) from None
 
 

@@ -279,11 +279,12 @@ class PipelineManager:
         *,
         async_driver: bool = True,
         run_config: RunConfig | None = None,
-        field: str = "--input",
+        strict: bool = True,
     ) -> dict[str, Any]:
         """Inputs (`--input K=V` strings, or a schedule file's values) as the types the DAG
-        declares for them, where nothing is lost (daemon.inputs); unknown inputs are
-        refused. `field` names where they came from in errors (`--input`, `inputs`)."""
+        declares for them where nothing is lost (daemon.inputs.convert_input, one rule
+        for both). `strict`: an input the DAG does not have is refused (the CLI);
+        otherwise it is passed on as it is (a schedule file, as Hamilton would)."""
         if not raw:
             return {}
         cfg = dataclasses.replace(run_config or RunConfig(), async_driver=async_driver, inputs={})
@@ -291,13 +292,15 @@ class PipelineManager:
         declared = {v.name: v.type for v in built.driver.list_available_variables()}
         inputs = {}
         for key, value in raw.items():
-            if key not in declared:
+            if key in declared:
+                inputs[key] = convert_input(key, value, declared[key])
+            elif not strict:
+                inputs[key] = value
+            else:
                 raise PipelineError(
-                    f"{field} {key!r}: pipeline {name!r} has no input {key!r}"
-                    f"{did_you_mean(key, declared)}",
-                    field=f"{field}.{key}",
+                    f"pipeline {name!r} has no input {key!r}{did_you_mean(key, declared)}",
+                    field=f"inputs.{key}",
                 )
-            inputs[key] = convert_input(f"{field}.{key}", value, declared[key])
         return inputs
 
     def _plan_and_describe(self, name: str, cfg: RunConfig) -> tuple[_Plan, _Built]:
