@@ -237,6 +237,8 @@ class Project:
             source = self._source(fullname)
             if source is None:
                 return None
+            if not strict and self._on_sys_path():
+                return None  # the caller's own import through sys.path: theirs, not ours
             if self._shadowed(fullname) is not None:
                 if strict:  # while loading: say so, instead of importing the wrong one
                     raise PipelineError(self._shadow_message(fullname, self._shadowed(fullname)))
@@ -250,6 +252,9 @@ class Project:
                 if source.is_file():
                     return self._spec(fullname, source, top_level=False)
         return None
+
+    def _on_sys_path(self) -> bool:
+        return any(_under(entry or os.getcwd(), self.directory) for entry in sys.path)
 
     def _spec(self, fullname: str, source: Path, *, top_level: bool):
         loader = _Loader(fullname, str(source), self)
