@@ -423,7 +423,11 @@ class PipelineManager:
             executor=executor,
             cache=cfg.cache,
             config_key=config_key,
-            cacheable=executor is None and not adapters and config_key is not None,
+            # a config (or cache option) with no exact key gets a driver of its own per run
+            cacheable=executor is None
+            and not adapters
+            and config_key is not None
+            and (not cfg.cache or value_key(cfg.cache) is not None),
         )
         if mode == "async" and (plan.executor or plan.cache or plan.adapters):
             _refuse_for_async(plan)
@@ -470,7 +474,7 @@ class PipelineManager:
 
     async def _build_async(self, plan: _Plan) -> _Built:
         key = plan.key()
-        built = self._drivers.get(key)
+        built = self._drivers.get(key) if plan.cacheable else None
         if built is None:
             async_driver = _import_async_driver()
             builder = self._builder(plan, async_driver.Builder())
@@ -478,7 +482,8 @@ class PipelineManager:
             await driver.ainit()
             built = _describe(driver)
             _refuse_parallelizable(plan, built)
-            self._remember(key, built)
+            if plan.cacheable:
+                self._remember(key, built)
         return built
 
     def _remember(self, key: tuple, built: _Built) -> None:

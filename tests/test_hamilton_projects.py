@@ -317,6 +317,25 @@ def test_configs_whose_dataframes_repr_alike_give_their_own_results(tmp_path: Pa
     assert len(pm._drivers) == 2  # one driver per distinct config, reused
 
 
+class Opaque:
+    def __init__(self, value: int):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Opaque(...)"
+
+
+async def test_a_config_with_no_exact_key_is_never_shared(tmp_path: Path):
+    base = project(tmp_path, opaque="def value(thing: object) -> int:\n    return thing.value\n")
+    pm = PipelineManager(base)
+    for number in (1, 2, 1):
+        cfg = {"thing": Opaque(number)}
+        expected, _ = raw(base, ["opaque"], ["value"], config=cfg)
+        assert pm.run("opaque", config=cfg) == expected == {"value": number}
+        assert await pm.run_async("opaque", config=cfg) == expected
+    assert pm._drivers == {}
+
+
 def test_configs_with_tuple_and_mixed_type_keys(tmp_path: Path):
     base = project(
         tmp_path,
