@@ -16,9 +16,8 @@ import dataclasses
 import importlib
 import inspect
 import logging
-import time
 import types
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,14 @@ from daemon.errors import (
 )
 from daemon.inputs import convert_input
 from daemon.modules import Project, module_name_problem, prepare_worker
-from daemon.retries import (
-    Attempts,
-    backoff_s,
-    callback,
-    delays,
-    exception_types,
-    no_reload,
-)
+from daemon.retries import Attempts, backoff_s, no_reload, retrying_async, retrying_sync
 from daemon.runconfig import (
     ExecutorConfig,
     RunConfig,
     WithAdapterConfig,
     _as_run_config,
+    executor_config,
+    user_adapters,
 )
 
 try:  # the sync driver is Hamilton's core; the async driver may be missing in old versions
@@ -63,7 +57,6 @@ ASYNC_DRIVER_MISSING = (
     "upgrade Hamilton with `pip install -U sf-hamilton` (or use pm.run(...))"
 )
 MAX_DRIVERS = 256
-_EXECUTOR_TYPES = ("synchronous", "threadpool", "multiprocessing", "dask")
 _ADAPTER_FLAGS = ("hamilton_tracker", "mlflow", "ray", "opentelemetry", "progressbar", "future")
 
 
@@ -117,28 +110,6 @@ class _Built:
     dynamic: bool = False  # Parallelizable/Collect: runs need dynamic execution
 
 
-def _executor_config(value: ExecutorConfig | Mapping | str | None) -> ExecutorConfig | None:
-    if value is None or isinstance(value, ExecutorConfig):
-        config = value
-    elif isinstance(value, str):
-        config = ExecutorConfig(type=value)
-    else:
-        config = ExecutorConfig(**value)
-    if config is not None and config.num_cpus is not None:  # accepted means applied
-        raise PipelineError(
-            "executor.num_cpus sizes Ray workers in FlowerPower, and flowerd runs no Ray; "
-            "size the threadpool / multiprocessing / dask executor with max_workers"
-        )
-    if config is None or config.type in (None, "synchronous"):
-        return None
-    if config.type not in _EXECUTOR_TYPES:
-        raise PipelineError(
-            f"executor type {config.type!r} is unknown{did_you_mean(config.type, _EXECUTOR_TYPES)}"
-            f"; use one of {', '.join(_EXECUTOR_TYPES)}"
-        )
-    return config
-
-
 def _flag_adapters(value: WithAdapterConfig | Mapping | None, mode: str) -> list[Any]:
     """The adapters FlowerPower's switches stand for, or a clear refusal."""
     adapters: list[Any] = []
@@ -174,12 +145,6 @@ def _flag_adapters(value: WithAdapterConfig | Mapping | None, mode: str) -> list
                 f"adapter={{'{flag}': <adapter instance>}}"
             )
     return adapters
-
-
-def _user_adapters(value: Mapping[str, Any] | Sequence[Any] | None) -> list[Any]:
-    if value is None:
-        return []
-    return list(value.values()) if isinstance(value, Mapping) else list(value)
 
 
 def _refuse_for_async(plan: _Plan) -> None:
@@ -331,51 +296,18 @@ class PipelineManager:
             logs.run_level_var.reset(token)
 
     def _retry_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        retry_on = exception_types(cfg.retry_exceptions)
-        while True:
-            attempts.count += 1
-            try:
-                plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
-                result = self._execute_sync_once(plan, cfg)
-            except Exception as exc:
-                if self._should_retry(exc, attempts, cfg, retry_on):
-                    time.sleep(backoff_s(attempts.count, **delays(cfg)))
-                    continue
-                callback(cfg.on_failure, exc)
-                raise
-            callback(cfg.on_success, result)
-            return result
+        def attempt() -> dict:
+            plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
+            return self._execute_sync_once(plan, cfg)
+
+        return retrying_sync(attempt, cfg, attempts)
 
     async def _retry_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        retry_on = exception_types(cfg.retry_exceptions)
-        while True:
-            attempts.count += 1
-            try:
-                plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
-                result = await self._execute_async_once(plan, cfg)
-            except Exception as exc:
-                if self._should_retry(exc, attempts, cfg, retry_on):
-                    await asyncio.sleep(backoff_s(attempts.count, **delays(cfg)))
-                    continue
-                callback(cfg.on_failure, exc)
-                raise
-            callback(cfg.on_success, result)
-            return result
+        async def attempt() -> dict:
+            plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
+            return await self._execute_async_once(plan, cfg)
 
-    @staticmethod
-    def _should_retry(exc: Exception, attempts: Attempts, cfg: RunConfig, retry_on) -> bool:
-        if isinstance(exc, PipelineError) or attempts.count > cfg.max_retries:
-            return False  # a missing module or bad final var will not fix itself
-        if not isinstance(exc, retry_on):
-            return False
-        log.warning(
-            "attempt %d of %d failed (%s: %s); retrying",
-            attempts.count,
-            cfg.max_retries + 1,
-            type(exc).__name__,
-            exc,
-        )
-        return True
+        return await retrying_async(attempt, cfg, attempts)
 
     def _execute_sync_once(self, plan: _Plan, cfg: RunConfig) -> dict:
         built = self._build_sync(plan)
@@ -409,7 +341,7 @@ class PipelineManager:
         names = (name, *cfg.additional_modules)
         generation, modules = self._modules.load(names, reload=cfg.reload)
         plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
-        executor = None if plain else _executor_config(cfg.executor)
+        executor = None if plain else executor_config(cfg.executor)
         adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
         config = dict(cfg.config) if cfg.config else {}
         config_key = value_key(config)
@@ -419,7 +351,7 @@ class PipelineManager:
             generation=generation,
             modules=modules,
             config=config,
-            adapters=() if plain else tuple(adapters + _user_adapters(cfg.adapter)),
+            adapters=() if plain else tuple(adapters + user_adapters(cfg.adapter)),
             executor=executor,
             cache=cfg.cache,
             config_key=config_key,

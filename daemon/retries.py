@@ -4,11 +4,13 @@ retry_exceptions, on_success, on_failure)."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import importlib
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,4 +85,54 @@ def callback(fn: Callable | None, arg: Any) -> None:
         log.exception("callback %r raised", getattr(fn, "__name__", fn))
 
 
-__all__ = ["Attempts", "backoff_s"]
+def retrying_sync(attempt: Callable[[], Any], cfg: RunConfig, attempts: Attempts) -> Any:
+    """`attempt()` until it succeeds or may not be retried, with backoff between tries;
+    then the success or failure callback."""
+    retry_on = exception_types(cfg.retry_exceptions)
+    while True:
+        attempts.count += 1
+        try:
+            result = attempt()
+        except Exception as exc:
+            if should_retry(exc, attempts, cfg, retry_on):
+                time.sleep(backoff_s(attempts.count, **delays(cfg)))
+                continue
+            callback(cfg.on_failure, exc)
+            raise
+        callback(cfg.on_success, result)
+        return result
+
+
+async def retrying_async(attempt: Callable[[], Any], cfg: RunConfig, attempts: Attempts) -> Any:
+    """`retrying_sync` for a coroutine function, sleeping without blocking the loop."""
+    retry_on = exception_types(cfg.retry_exceptions)
+    while True:
+        attempts.count += 1
+        try:
+            result = await attempt()
+        except Exception as exc:
+            if should_retry(exc, attempts, cfg, retry_on):
+                await asyncio.sleep(backoff_s(attempts.count, **delays(cfg)))
+                continue
+            callback(cfg.on_failure, exc)
+            raise
+        callback(cfg.on_success, result)
+        return result
+
+
+def should_retry(exc: Exception, attempts: Attempts, cfg: RunConfig, retry_on) -> bool:
+    if isinstance(exc, PipelineError) or attempts.count > cfg.max_retries:
+        return False  # a missing module or bad final var will not fix itself
+    if not isinstance(exc, retry_on):
+        return False
+    log.warning(
+        "attempt %d of %d failed (%s: %s); retrying",
+        attempts.count,
+        cfg.max_retries + 1,
+        type(exc).__name__,
+        exc,
+    )
+    return True
+
+
+__all__ = ["Attempts", "backoff_s", "retrying_async", "retrying_sync"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon import logs
-from daemon.errors import did_you_mean
+from daemon.errors import PipelineError, did_you_mean
 
 DEFAULT_RETRY_ON = (Exception,)
 _DEFAULT_RETRY_ON = DEFAULT_RETRY_ON
@@ -120,6 +120,40 @@ def _as_run_config(run_config: RunConfig | Mapping | None, overrides: dict) -> R
     if isinstance(run_config, Mapping):
         return RunConfig(**{**run_config, **overrides})
     return run_config.merged(overrides)
+
+
+EXECUTOR_TYPES = ("synchronous", "threadpool", "multiprocessing", "dask")
+
+
+def executor_config(value: ExecutorConfig | Mapping | str | None) -> ExecutorConfig | None:
+    """`executor` as an ExecutorConfig; None for the synchronous default."""
+    if value is None or isinstance(value, ExecutorConfig):
+        config = value
+    elif isinstance(value, str):
+        config = ExecutorConfig(type=value)
+    else:
+        config = ExecutorConfig(**value)
+    if config is not None and config.num_cpus is not None:  # accepted means applied
+        raise PipelineError(
+            "executor.num_cpus sizes Ray workers in FlowerPower, and flowerd runs no Ray; "
+            "size the threadpool / multiprocessing / dask executor with max_workers",
+            field="executor",
+        )
+    if config is None or config.type in (None, "synchronous"):
+        return None
+    if config.type not in EXECUTOR_TYPES:
+        raise PipelineError(
+            f"executor type {config.type!r} is unknown{did_you_mean(config.type, EXECUTOR_TYPES)}"
+            f"; use one of {', '.join(EXECUTOR_TYPES)}",
+            field="executor",
+        )
+    return config
+
+
+def user_adapters(value: Mapping[str, Any] | Sequence[Any] | None) -> list[Any]:
+    if value is None:
+        return []
+    return list(value.values()) if isinstance(value, Mapping) else list(value)
 
 
 __all__ = ["DEFAULT_RETRY_ON", "ExecutorConfig", "RunConfig", "WithAdapterConfig"]
