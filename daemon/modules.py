@@ -88,6 +88,7 @@ class Project:
         self.generation = next(_generations)
         self._owned: dict[str, types.ModuleType] = {}
         self._stamps: dict[str, tuple[int, int]] = {}
+        self._sys_path_seen: tuple[tuple, bool] = ((), False)
 
     # -- what the pipeline layer calls --------------------------------------------------
     def available(self) -> list[str]:
@@ -245,8 +246,10 @@ class Project:
                 return None  # at run time, another module's import: leave it to Python
             return self._spec(fullname, source, top_level=True)
         for entry in path:
-            if not _under(entry, self.directory):
-                continue
+            if not str(entry).startswith(str(self.directory)) or not _under(entry, self.directory):
+                continue  # (the string test first: every import in the process asks here)
+            if not strict and self._on_sys_path():
+                return None
             last = fullname.rpartition(".")[2]
             for source in (Path(entry) / f"{last}.py", Path(entry) / last / "__init__.py"):
                 if source.is_file():
@@ -254,7 +257,12 @@ class Project:
         return None
 
     def _on_sys_path(self) -> bool:
-        return any(_under(entry or os.getcwd(), self.directory) for entry in sys.path)
+        """The directory is on sys.path: the caller imports from it as a script does."""
+        entries = tuple(sys.path)
+        if self._sys_path_seen[0] != entries:
+            found = any(_under(entry or os.getcwd(), self.directory) for entry in entries)
+            self._sys_path_seen = (entries, found)
+        return self._sys_path_seen[1]
 
     def _spec(self, fullname: str, source: Path, *, top_level: bool):
         loader = _Loader(fullname, str(source), self)

@@ -99,7 +99,8 @@ class _Plan:
         adapter objects (kept alive by the cached driver, so their ids stay theirs)."""
         modules = (self.generation, tuple(m.__name__ for m in self.modules))
         adapters = tuple(id(a) for a in self.adapters)
-        return (self.mode, modules, self.config_key, adapters, value_key(self.cache))
+        cache = value_key(self.cache) if self.cache else None
+        return (self.mode, modules, self.config_key, adapters, cache)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,7 +345,7 @@ class PipelineManager:
         executor = None if plain else executor_config(cfg.executor)
         adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
         config = dict(cfg.config) if cfg.config else {}
-        config_key = value_key(config)
+        config_key = value_key(config) if config else ()
         plan = _Plan(
             name=name,
             mode=mode,
