@@ -36,6 +36,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import itertools
+import keyword
 import logging
 import os
 import sys
@@ -64,19 +65,13 @@ def module_name_problem(name: object, *, dotted: bool) -> str | None:
     if name.endswith(".py"):
         return f"{name!r} is a file name; name the module without '.py'"
     parts = name.split(".") if dotted else [name]
-    if not all(p.isidentifier() and not _keyword(p) for p in parts):
+    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
         what = "dotted module name (pkg.mod)" if dotted else "plain identifier"
         return (
             f"{name!r} is not a {what}; name a module in the pipelines directory without "
             "path or '.py' (e.g. 'hello_world')"
         )
     return None
-
-
-def _keyword(word: str) -> bool:
-    import keyword
-
-    return keyword.iskeyword(word)
 
 
 class Project:
@@ -100,13 +95,22 @@ class Project:
         """The pipeline `names[0]` (a module of the directory) and the additional modules
         `names[1:]` (of the directory, else from sys.path), loaded or current, and
         installed. Returns (generation, modules)."""
+        owned = self._owned
+        if not reload and _current is self and all(name in owned for name in names):
+            if all(_stamp(path) == stamp for path, stamp in self._stamps.items()):
+                return self.generation, tuple(owned[name] for name in names)  # no lock: a
+                # reload validating in another thread must not stall this run
         with _LOCK:
             self._refresh(reload)
-            modules = tuple(
-                self._module(name, external_ok=i > 0, reload=reload) for i, name in enumerate(names)
-            )
+            modules = []
+            for i, name in enumerate(names):
+                try:
+                    modules.append(self._module(name, external_ok=i > 0, reload=reload))
+                except PipelineError as exc:
+                    exc.field = exc.field or ("additional_modules" if i else "pipeline")
+                    raise
             self.install()
-            return self.generation, modules
+            return self.generation, tuple(modules)
 
     def install(self) -> None:
         """Make this project's modules the ones `sys.modules` shows under their names."""

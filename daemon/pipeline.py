@@ -313,6 +313,8 @@ class PipelineManager:
     def _execute_sync_once(self, plan: _Plan, cfg: RunConfig) -> dict:
         built = self._build_sync(plan)
         final_vars = self._final_vars(plan, built, cfg)
+        if plan.executor is not None and plan.executor.type == "multiprocessing":
+            self._modules.install()  # pickle finds nodes by module name in sys.modules
         return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
 
     async def _execute_async_once(self, plan: _Plan, cfg: RunConfig) -> dict:
@@ -367,8 +369,8 @@ class PipelineManager:
         return plan
 
     def _builder(self, plan: _Plan, builder):
-        # Later modules override earlier ones (Hamilton's allow_module_overrides): the
-        # main module first, then additional_modules in the order given.
+        # Later modules override earlier ones (allow_module_overrides). Hamilton finds a
+        self._modules.install()  # module's functions through sys.modules: ours, there
         builder = builder.with_modules(*plan.modules).with_config(dict(plan.config))
         builder = builder.allow_module_overrides()
         if plan.adapters:
