@@ -44,7 +44,7 @@ def bench_sync() -> tuple[float, float]:
 
     pm = PipelineManager(ROOT)
     pm.run("hello_world", final_vars=["full_greeting"])  # load + build once
-    module = sys.modules["flowerd_pipelines.hello_world"]
+    module = sys.modules["hello_world"]
     raw = driver.Builder().with_modules(module).build()
     inputs = {"name": "bench"}
     raw_us = _median_us(lambda: raw.execute(["full_greeting"], inputs=inputs))
@@ -59,7 +59,7 @@ async def bench_async() -> tuple[float, float]:
 
     pm = PipelineManager(ROOT)
     await pm.run_async("hello_world", final_vars=["full_greeting"])
-    module = sys.modules["flowerd_pipelines.hello_world"]
+    module = sys.modules["hello_world"]
     raw = await async_driver.Builder().with_modules(module).build()
     inputs = {"name": "bench"}
     raw_us = await _amedian_us(lambda: raw.execute(["full_greeting"], inputs=inputs))

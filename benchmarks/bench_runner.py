@@ -73,7 +73,7 @@ def main() -> dict[str, float]:
             assert recorded == N_RUNS, f"only {recorded} of {N_RUNS} runs recorded"
             recorded_rates.append(rate)
             del db
-        module = sys.modules["flowerd_pipelines.hello_world"]
+        module = sys.modules["hello_world"]
         raw_rate = asyncio.run(_raw_runs_per_s(module))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -30,12 +30,13 @@ from daemon import systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import PipelineManager
 from daemon.runner import Runner, install_task_guard, utcnow
-from daemon.schedule import Schedule, load_schedules
+from daemon.schedule import Schedule
 from daemon.scheduler import Scheduler
 from daemon.settings import Settings
 from daemon.trigger import count_slots, slots_between
+from daemon.validate import load_and_validate
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +46,6 @@ STATUS_EVERY_S = 0.1
 HISTORY_CLOSE_S = 5.0
 EXIT_JOIN_S = 1.0  # at a stop, how long an unavailable history is waited for
 MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each): bounded
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Schedule], list[str]]:
-    """Every schedule file parsed, and every schedule's pipeline built with its own
-    options. Returns (schedules, warnings); raises ScheduleError listing every problem."""
-    schedules = load_schedules(
-        settings.schedules_dir,
-        default_timezone=settings.timezone,
-        pipelines_dir=settings.pipelines_dir,
-    )
-    problems, warnings = [], []
-    for schedule in schedules:
-        where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
-        try:
-            found = pm.validate(schedule.pipeline, RunConfig(**schedule.run_config_kwargs()))
-        except (FlowerdError, ImportError, ValueError, TypeError) as exc:
-            problems.append(f"{where} pipeline {schedule.pipeline!r}: {exc}")
-            continue
-        warnings.extend(f"{where} {w}" for w in found)
-    if problems:
-        raise ScheduleError(problems)
-    return schedules, warnings
-
-
-def _display(path: Path, base: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(base))
-    return str(path)
 
 
 # --------------------------------------------------------------------------- the lock

@@ -24,7 +24,15 @@ class SettingsError(UsageError):
 
 
 class PipelineError(FlowerdError):
-    """A pipeline cannot be found, imported or built, or asks for something impossible."""
+    """A pipeline cannot be found, imported or built, or asks for something impossible.
+    `field`: the schedule-file field it is about, where one is (validate names it)."""
+
+    field: str | None = None
+
+    def __init__(self, message: str = "", *, field: str | None = None):
+        super().__init__(message)
+        if field is not None:
+            self.field = field
 
 
 class PipelineNotFound(PipelineError):
@@ -36,7 +44,13 @@ class ModuleImportError(PipelineError):
 
 
 class UnknownFinalVar(PipelineError):
-    pass
+    field = "final_vars"
+
+
+class InputTypeError(PipelineError, TypeError):
+    """An input cannot become the type the pipeline annotates without loss."""
+
+    field = "inputs"
 
 
 class AsyncDriverUnsupported(PipelineError, ValueError):

@@ -324,7 +324,7 @@ class _Table(BaseModel):
     @field_validator("additional_modules")
     @classmethod
     def _plain_modules(cls, value: list[str]) -> list[str]:
-        return [_plain_module_name(name) for name in value]
+        return [_plain_module_name(name, dotted=True) for name in value]
 
     @field_validator("cron")
     @classmethod
@@ -413,11 +413,15 @@ def known_zone(name: str) -> ZoneInfo:
         ) from None
 
 
-def _plain_module_name(name: str) -> str:
-    if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
+def _plain_module_name(name: str, *, dotted: bool = False) -> str:
+    parts = name.split(".") if dotted else [name]
+    if not all(p.isidentifier() and p.isascii() and not keyword.iskeyword(p) for p in parts):
         raise ValueError(
             f"{name!r} is not a plain module name (a Python identifier naming a module "
             "in pipelines/: no paths, no dots, no '.py')"
+            if not dotted
+            else f"{name!r} is not a module name (a module in pipelines/ or a dotted "
+            "pkg.mod: no paths, no '.py')"
         )
     return name
 
@@ -455,9 +459,22 @@ def load_schedules(
 
     Raises `ScheduleError` listing every problem in every file. A missing directory
     holds no schedules. With `pipelines_dir`, each pipeline must be a module there."""
+    schedules, problems = read_schedules(
+        directory, default_timezone=default_timezone, pipelines_dir=pipelines_dir
+    )
+    if problems:
+        raise ScheduleError(problems)
+    return schedules
+
+
+def read_schedules(
+    directory: Path, *, default_timezone: str = "UTC", pipelines_dir: Path | None = None
+) -> tuple[list[Schedule], list[str]]:
+    """(the valid schedules, every problem): `flowerd validate` goes on to check the
+    valid schedules' pipelines, so one run reports every problem of every phase."""
     directory = Path(directory)
     if not directory.is_dir():
-        return []
+        return [], []
     schedules: list[Schedule] = []
     problems: list[str] = []
     ids: list[tuple[str, Path]] = []
@@ -469,9 +486,8 @@ def load_schedules(
     problems += _duplicate_ids(ids)
     if pipelines_dir is not None:
         problems += _missing_pipelines(schedules, Path(pipelines_dir))
-    if problems:
-        raise ScheduleError(problems)
-    return schedules
+        schedules = [s for s in schedules if (Path(pipelines_dir) / f"{s.pipeline}.py").exists()]
+    return schedules, problems
 
 
 def validate_schedule_dir(

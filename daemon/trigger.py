@@ -9,14 +9,21 @@ cron -- a slot is a LOCAL WALL-CLOCK time in the schedule's timezone, as with cr
     1 is Monday, names work (APScheduler 3's own numbering starts at Monday = 0, so
     `CronTrigger.from_crontab('0 9 * * 1')` fires on *Tuesdays*; we translate).
     When both day fields are restricted, a day matches if EITHER does (crontab's rule).
-  * DST fall-back (a wall-clock hour happens twice): each wall-clock slot fires once,
-    in the FIRST pass (fold=0). A daily `30 1 * * *` in America/New_York fires at
-    01:30 EDT and not at 01:30 EST; `*/15 * * * *` fires 01:00, 01:15, 01:30, 01:45 of
-    the first pass and nothing in the second pass, then 02:00 EST.
-  * DST spring-forward (a wall-clock hour is skipped): a slot inside the gap fires
-    once, at the first valid instant after the gap: `30 2 * * *` in Europe/Berlin on
-    the last Sunday of March fires at 03:00 CEST. Several gap slots (`*/15`) and a
-    slot at the gap's end (03:00) are all that one instant, so they fire once.
+  * DST, as cronie (Debian cron) does it. A job whose minute or hour field starts with
+    `*` (`@hourly`, `0 */2 * * *`, `*/15 * * * *`; cronie's MIN_STAR / HR_STAR
+    "wildcard" jobs) follows REAL TIME: every instant whose local wall-clock time
+    matches is a slot -- on a fall-back day it fires in both passes of the repeated
+    hour (01:30 EDT and 01:30 EST are two instants, so two slots), and a wall-clock time
+    in a skipped hour has no slot. A job with fixed minutes and hours fires once per
+    wall-clock time:
+  * fixed jobs, DST fall-back (a wall-clock hour happens twice): each wall-clock slot
+    fires once, in the FIRST pass (fold=0). A daily `30 1 * * *` in America/New_York
+    fires at 01:30 EDT and not at 01:30 EST.
+  * fixed jobs, DST spring-forward (a wall-clock hour is skipped): a slot inside the
+    gap fires once, at the first valid instant after the gap: `30 2 * * *` in
+    Europe/Berlin on the last Sunday of March fires at 03:00 CEST. Several gap slots
+    (`15,45 2 * * *`) and a slot at the gap's end (03:00) are all that one instant, so
+    they fire once.
 interval -- slots are aligned to the Unix epoch: `epoch + k * interval` (every 5m fires
   at :00, :05, ... UTC), so they are the same across restarts. They are elapsed time,
   so DST does not touch them (an interval of 1d fires at 00:00 UTC, not local midnight).
@@ -185,12 +192,15 @@ class CronRule:
 
     zone: ZoneInfo
     walls: tuple[CronTrigger, ...]  # in UTC: their times are wall-clock times in `zone`
+    real_time: bool = False  # cronie's wildcard job: every matching instant is a slot
 
     @classmethod
     def of(cls, spec: CronSpec, zone: ZoneInfo) -> CronRule:
-        return cls(zone=zone, walls=_wall_triggers(spec))
+        return cls(zone=zone, walls=_wall_triggers(spec), real_time=follows_real_time(spec))
 
     def first_slot(self, after: datetime, *, inclusive: bool) -> datetime | None:
+        if self.real_time:
+            return self._first_real(after, inclusive=inclusive)
         candidate = self._wall_slot(_wall(after, self.zone), inclusive=True)
         while candidate is not None:
             instant = wall_to_instant(candidate, self.zone).astimezone(UTC)
@@ -203,12 +213,58 @@ class CronRule:
                 candidate = self._wall_slot(candidate, inclusive=False)
         return None
 
+    def _first_real(self, after: datetime, *, inclusive: bool) -> datetime | None:
+        """The first instant after `after` whose wall-clock time is a slot. Away from a
+        DST change the wall clock is `after`'s shifted by one offset (the fast path);
+        near one, every wall-clock slot within the change's reach is mapped to each of
+        its instants (none in a gap, two in a fold) and the earliest wins."""
+        offset = after.astimezone(self.zone).utcoffset()
+        wall = self._wall_slot(_wall(after, self.zone), inclusive=inclusive)
+        if wall is None:
+            return None
+        instant = (wall - offset).replace(tzinfo=UTC)
+        if (
+            instant - after <= _SAME_OFFSET_SPAN
+            and instant.astimezone(self.zone).utcoffset() == offset
+        ):
+            return instant
+        return self._first_real_near_change(after, inclusive=inclusive)
+
+    def _first_real_near_change(self, after: datetime, *, inclusive: bool) -> datetime | None:
+        best: datetime | None = None
+        wall = self._wall_slot(_wall(after, self.zone) - _DST_REACH, inclusive=True)
+        while wall is not None and (best is None or wall <= _wall(best, self.zone) + _DST_REACH):
+            for fold in (0, 1):
+                moment = wall.replace(tzinfo=self.zone, fold=fold)
+                if _wall(moment, self.zone) != wall:
+                    continue  # in a gap: this wall-clock time never happens
+                moment = moment.astimezone(UTC)
+                later = moment > after or (inclusive and moment == after)
+                if later and (best is None or moment < best):
+                    best = moment
+            wall = self._wall_slot(wall, inclusive=False)
+        return best
+
     def _wall_slot(self, wall: datetime, *, inclusive: bool) -> datetime | None:
         """The first wall-clock slot at/after the naive wall-clock time `wall`."""
         probe = wall.replace(tzinfo=UTC) + (timedelta(0) if inclusive else ONE_US)
         found = [t.get_next_fire_time(None, probe) for t in self.walls]
         times = [time for time in found if time is not None]
         return min(times).replace(tzinfo=None) if times else None
+
+
+_SAME_OFFSET_SPAN = timedelta(hours=12)  # DST changes are months apart: same offset at both
+# ends of a shorter span means none in between
+_DST_REACH = timedelta(hours=3)  # no DST change moves the wall clock by more
+
+
+def follows_real_time(spec: CronSpec) -> bool:
+    """cronie's wildcard job: its minute or hour field starts with `*` (`@hourly` too)."""
+    text = spec.expression.strip().lower()
+    if text.startswith("@"):
+        return text == "@hourly"
+    minute, hour = text.split()[-5:][:2]
+    return minute.startswith("*") or hour.startswith("*")
 
 
 def _wall_triggers(spec: CronSpec) -> tuple[CronTrigger, ...]:

@@ -282,8 +282,8 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
         ),
         ('cron = "* * * * *"\ninputs = [1]', "[s] field 'inputs': expected a table, got [1]"),
         (
-            'cron = "* * * * *"\nadditional_modules = ["a.b"]',
-            "[s] field 'additional_modules': 'a.b' is not a plain module name",
+            'cron = "* * * * *"\nadditional_modules = ["a/b"]',
+            "[s] field 'additional_modules': 'a/b' is not a module name",
         ),
         (
             'cron = "* * * * *"\nretry_exceptions = ["Flaky"]',

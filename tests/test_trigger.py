@@ -91,16 +91,16 @@ def test_fall_back_a_daily_slot_in_the_repeated_hour_fires_once_in_the_first_pas
 
 
 @pytest.mark.parametrize(("zone", "day", "wall", "offset"), FALL_BACK)
-def test_fall_back_quarter_hours_fire_in_the_first_pass_only(zone, day, wall, offset):
+def test_fall_back_quarter_hours_fire_in_both_passes(zone, day, wall, offset):
+    """A wildcard job follows real time (cronie): the repeated hour fires twice."""
     repeated = wall.split(":")[0]
     every_15m = schedule(zone, cron="*/15 * * * *")
     slots = slots_between(every_15m, local(zone, day), local(zone, day, "04:00"))
-    assert walls(slots) == quarter_hours("00:15", "04:00")  # each wall-clock time once
+    first_pass = quarter_hours("00:15", f"{repeated}:45")
+    second_pass = quarter_hours(f"{repeated}:00", "04:00")
+    assert walls(slots) == first_pass + second_pass
     utc = [slot.astimezone(UTC) for slot in slots]
-    assert utc == sorted(utc)
-    last_of_first_pass = walls(slots).index(f"{repeated}:45")
-    elapsed = utc[last_of_first_pass + 1] - utc[last_of_first_pass]
-    assert elapsed == timedelta(hours=1, minutes=15)  # the second pass is skipped
+    assert all(b - a == timedelta(minutes=15) for a, b in zip(utc, utc[1:], strict=False))
 
 
 @pytest.mark.parametrize(("zone", "day", "wall", "after_gap"), SPRING_FORWARD)
@@ -128,21 +128,22 @@ def test_spring_forward_gap_slots_and_the_slot_after_the_gap_are_one_fire(
 @pytest.mark.parametrize(
     ("zone", "day", "hourly_slots", "interval_slots"),
     [
-        (NEW_YORK, date(2026, 11, 1), 24, 25),
+        (NEW_YORK, date(2026, 11, 1), 25, 25),
         (NEW_YORK, date(2026, 3, 8), 23, 23),
-        (BERLIN, date(2026, 10, 25), 24, 25),
+        (BERLIN, date(2026, 10, 25), 25, 25),
         (BERLIN, date(2027, 3, 28), 23, 23),
-        (SYDNEY, date(2027, 4, 4), 24, 25),
+        (SYDNEY, date(2027, 4, 4), 25, 25),
         (SYDNEY, date(2026, 10, 4), 23, 23),
         (BERLIN, date(2026, 11, 24), 24, 24),
     ],
 )
 def test_slots_between_across_a_dst_change(zone, day, hourly_slots, interval_slots):
-    """Hourly cron: each wall-clock hour once. Hourly interval: each elapsed hour."""
+    """Hourly cron follows real time, as cronie's: each hour that happens, the repeated
+    one twice. Hourly interval: each elapsed hour."""
     hourly = slots_between(schedule(zone, cron="0 * * * *"), *day_bounds(zone, day))
     every_hour = slots_between(schedule(zone, interval_s=3600), *day_bounds(zone, day))
     assert (len(hourly), len(every_hour)) == (hourly_slots, interval_slots)
-    assert len({s.strftime("%H:%M") for s in hourly}) == hourly_slots
+    assert len({s.astimezone(UTC) for s in hourly}) == hourly_slots  # distinct instants
     assert hourly[-1] == day_bounds(zone, day)[1]  # end is inclusive, start is not
 
 
@@ -268,7 +269,7 @@ def test_slots_between_a_limit_keeps_the_newest_oldest_first():
     every_5m = schedule(NEW_YORK, cron="*/5 * * * *")
     start, end = local(NEW_YORK, date(2026, 10, 31)), local(NEW_YORK, date(2026, 11, 2))
     everything = slots_between(every_5m, start, end)
-    assert len(everything) == 2 * 24 * 12  # the repeated hour counts once
+    assert len(everything) == 2 * 24 * 12 + 12  # the repeated hour counts twice (cronie)
     for limit in (0, 1, 7, 100, len(everything), len(everything) + 5):
         assert (
             slots_between(every_5m, start, end, limit=limit)
@@ -340,11 +341,18 @@ def test_the_trigger_driven_like_the_scheduler_drives_it_matches_next_fire_times
     assert len(set(fired)) == 12 and fired == sorted(fired)
 
 
-def test_the_trigger_started_in_the_second_pass_of_a_repeated_hour_skips_to_its_end():
+def test_the_trigger_started_in_the_second_pass_of_a_repeated_hour():
+    """A fixed job's wall-clock times in the repeated hour fired in the first pass; a
+    wildcard job fires on in the second pass."""
     second_pass = datetime(2026, 11, 1, 1, 10, tzinfo=ZoneInfo(NEW_YORK), fold=1)
-    for cron in ("*/15 * * * *", "* * * * * *"):
+    for cron, expected in (
+        ("15,45 1 * * *", "2026-11-02T01:15:00-05:00"),
+        ("*/15 2 * * *", "2026-11-01T02:00:00-05:00"),
+        ("*/15 * * * *", "2026-11-01T01:15:00-05:00"),
+        ("* * * * * *", "2026-11-01T01:10:00-05:00"),
+    ):
         fired = make_trigger(schedule(NEW_YORK, cron=cron)).get_next_fire_time(None, second_pass)
-        assert fired.astimezone(ZoneInfo(NEW_YORK)).isoformat() == "2026-11-01T02:00:00-05:00"
+        assert fired.astimezone(ZoneInfo(NEW_YORK)).isoformat() == expected, cron
 
 
 async def test_apscheduler_accepts_the_trigger():

@@ -35,8 +35,8 @@ def serve(ctx: typer.Context) -> None:
 @app.command()
 def validate(ctx: typer.Context) -> None:
     """Check every schedule file, and that each pipeline builds with its options."""
-    from daemon.app import load_and_validate
     from daemon.pipeline import PipelineManager
+    from daemon.validate import load_and_validate
 
     settings = settings_of(ctx)
     pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)

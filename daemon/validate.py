@@ -1,0 +1,76 @@
+"""Schedules checked end to end: `flowerd validate`, the start of `flowerd serve`, and
+every reload.
+
+Every schedule file is parsed, and every schedule that parsed has its pipeline built with
+its own options, its inputs converted to the annotated types (daemon.inputs) and its
+final vars and required inputs checked. Every problem of every phase is listed in one
+`ScheduleError` -- a bad cron in one schedule does not hide another's unknown final var
+-- each line naming the file, the schedule id and the field. Whatever a pipeline raises
+while being checked becomes such a line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+from daemon.errors import FlowerdError, ScheduleError
+from daemon.pipeline import PipelineManager, RunConfig
+from daemon.schedule import Schedule, read_schedules
+from daemon.settings import Settings
+
+
+def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Schedule], list[str]]:
+    """Every schedule file parsed, and every schedule's pipeline built with its own
+    options. Returns (schedules, warnings) -- the schedules' inputs converted to the
+    types their pipelines annotate; raises ScheduleError listing every problem."""
+    schedules, problems = read_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        pipelines_dir=settings.pipelines_dir,
+    )
+    checked, warnings = [], []
+    for schedule in schedules:
+        where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
+        try:
+            schedule, found = _check(pm, schedule)
+        except Exception as exc:  # noqa: BLE001 - whatever a pipeline raises is one line
+            problems.append(f"{where} {_describe(schedule, exc)}")
+            continue
+        checked.append(schedule)
+        warnings.extend(f"{where} {w}" for w in found)
+    if problems:
+        raise ScheduleError(problems)
+    return checked, warnings
+
+
+def _check(pm: PipelineManager, schedule: Schedule) -> tuple[Schedule, list[str]]:
+    kwargs = schedule.run_config_kwargs()
+    cfg = RunConfig(**kwargs)
+    inputs = pm.typed_inputs(
+        schedule.pipeline,
+        kwargs["inputs"],
+        async_driver=schedule.async_driver,
+        run_config=cfg,
+        strict=False,
+    )
+    if inputs:  # as converted: the runs get what was validated
+        schedule = dataclasses.replace(schedule, inputs=inputs)
+    warnings = pm.validate(schedule.pipeline, dataclasses.replace(cfg, inputs=inputs))
+    return schedule, warnings
+
+
+def _describe(schedule: Schedule, exc: BaseException) -> str:
+    field = getattr(exc, "field", None) or "pipeline"
+    message = str(exc) if isinstance(exc, FlowerdError) else f"{type(exc).__name__}: {exc}"
+    return f"field {field!r}: pipeline {schedule.pipeline!r}: {message}"
+
+
+def _display(path: Path, base: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(base))
+    return str(path)
+
+
+__all__ = ["load_and_validate"]
