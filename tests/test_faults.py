@@ -216,23 +216,25 @@ def test_a_database_that_stays_locked_ends_start_up_with_one_paragraph(tmp_path:
     assert "Traceback" not in served.log
 
 
-def test_a_corrupt_database_ends_start_up_with_one_paragraph(tmp_path: Path):
+@pytest.mark.parametrize("where", ["header", "middle_page"])
+def test_a_corrupt_database_stops_the_daemon_with_one_paragraph(tmp_path: Path, where: str):
     base = make_project(tmp_path, TICK)
     with Served(base) as served:
         served.wait_ready()
-        wait_for(lambda: len(runs(base)) >= 3)
+        wait_for(lambda: len(runs(base)) >= 5)
         assert served.stop() == 0
     db = base / ".flowerd" / "history.db"
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     with open(db, "r+b") as raw:  # what a failing disk or a bad copy leaves
-        raw.seek(0)
+        raw.seek(0 if where == "header" else db.stat().st_size // 2 // 4096 * 4096)
         raw.write(b"\xff" * 4096)
     with Served(base) as served:
         code = served.wait(timeout_s=30)
     assert code == 1, served.log
-    assert "history database" in served.log and "Traceback" not in served.log
+    assert "corrupt" in served.log and "Traceback" not in served.log
+    assert str(db) in served.log
 
 
 def test_a_database_path_that_is_a_directory_is_named(tmp_path: Path):

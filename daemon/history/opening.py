@@ -17,6 +17,7 @@ from pathlib import Path
 from daemon.errors import HistoryError
 from daemon.history.engine import WRITER_BUSY_TIMEOUT_MS, describe
 from daemon.history.migrate import upgrade
+from daemon.history.writer import is_corrupt
 from daemon.settings import sqlite_path
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ async def open_bounded(url: str, *, wait_s: float) -> str | None:
 
 def is_locked(message: str) -> bool:
     return "locked" in message or "SQLITE_BUSY" in message
-
-
-def is_corrupt(message: str) -> bool:
-    return "malformed" in message or "not a database" in message
 
 
 def explain(url: str, message: str, *, waited_s: float = 0.0) -> str:

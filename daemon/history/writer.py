@@ -178,6 +178,10 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("asyncpg")
 
 
+def is_corrupt(reason: str) -> bool:
+    return "malformed" in reason or "not a database" in reason
+
+
 def reason_of(exc: BaseException) -> str:
     reason = getattr(exc, "orig", None) or exc
     text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
@@ -422,6 +426,11 @@ class Writer:
                     self.pending,
                 )
         self.outage.attempts += 1
+        if is_corrupt(str(outage)):  # waiting mends nothing: say so and stop now
+            self._give_up(
+                f"corrupt ({outage}): restore {self.label} from a backup, or move it away to "
+                f"start a new history (`sqlite3 {self.label} .recover` may save its rows)"
+            )
         down_s = (datetime.now(UTC) - self.outage.since).total_seconds()
         if down_s >= self.outage_s:
             self._give_up(f"unavailable for {down_s:.0f} s (history_outage_s = {self.outage_s:g})")
