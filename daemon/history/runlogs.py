@@ -1,8 +1,9 @@
 """What run logs and notifications need from the history.
 
-- `run_logs` rows: written through the one writer as 'call' ops, so a second of every
-  running run's lines costs one executemany inside the writer's next group commit, never
-  a commit of their own; read back in order (`flowerd runs logs`, `runs show`); deleted
+- `run_logs` rows: written through the one writer as 'log' ops, which it writes with
+  one executemany per batch inside its group commit: the lines of every run that ended
+  or flushed meanwhile cost one statement, never a commit (or a statement) per run;
+  read back in order (`flowerd runs logs`, `runs show`); deleted
   with their runs by `prune`.
 - a schedule's previous outcome, from which `recovered` is derived (so it is right
   across restarts).
@@ -31,8 +32,7 @@ class RunLogRows:
         """Queue `lines` (dicts: run_id, seq, time, level, logger, message) for the
         writer's next commit; returns the future of that write (not to be awaited by a
         run: nothing waits for its own log lines)."""
-        rows = [dict(line) for line in lines]
-        return self._submit("call", lambda conn: _insert_lines(conn, rows)).future
+        return self._submit("log", [dict(line) for line in lines]).future
 
     async def log_lines(self, run_id: int, *, after_seq: int = -1, last: int = 0) -> list[dict]:
         """A run's lines in order (dicts with seq and LINE_KEYS): those after `after_seq`,
@@ -63,11 +63,6 @@ class RunLogRows:
         )
         rows = await self._rows(stmt)
         return rows[0].status if rows else None
-
-
-async def _insert_lines(conn: AsyncConnection, rows: list[dict]) -> None:
-    if rows:
-        await conn.execute(sa.insert(run_logs), rows)
 
 
 async def delete_logs_before(conn: AsyncConnection, before: datetime) -> Any:
