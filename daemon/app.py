@@ -193,6 +193,8 @@ class Daemon:
 
     def _history_state(self) -> None:
         health = self.history.health()
+        if hasattr(self, "notifications"):
+            self.notifications.history_health(health)
         if health != "ok":
             self.notifier.status(f"history {health}")
         else:

@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -359,6 +360,7 @@ class Notifier:
         self.coalesce_s = coalesce_s
         self._bursts: dict[str, _Burst] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._history_down = False
 
     def attach(self, events: Listeners) -> Notifier:
         events.add(self.on_event)
@@ -402,6 +404,28 @@ class Notifier:
                 failure=word in FAILURE_WORDS,
                 targets=targets,
                 what=f"{schedule_id} {word}",
+            )
+        )
+
+    def history_health(self, health: str) -> None:
+        """The history's health changed (History.on_fault): an outage, and its end, are
+        told to the default targets (the `notify` setting), once each."""
+        down = health != "ok"
+        if down == self._history_down:
+            return
+        self._history_down = down
+        if not self.default_targets:
+            return
+        word = "history unavailable" if down else "history writable again"
+        where = socket.gethostname()
+        self.sender.send(
+            Message(
+                title=f"flowerd on {where}: {word}",
+                body=f"{self.history.label}: {health if down else 'the rows held are written'}"
+                "\nlook: flowerd status",
+                failure=down,
+                targets=self.default_targets,
+                what=word,
             )
         )
 

@@ -307,3 +307,23 @@ def test_apprise_lines_stay_out_of_the_daemon_log(tmp_path: Path):
         assert served.stop() == 0
     assert "hunter22" not in served.log
     assert "user:****@127.0.0.1" in served.log
+
+
+async def test_a_history_outage_and_its_end_are_told_once_each(tmp_path: Path, hook: Hook):
+    history = await History.open(sqlite_url(tmp_path / "history.db"))
+    counts = DeliveryCounts()
+    notifier = Notifier(history, default_targets=[hook.url], sender=Sender(counts=counts))
+    try:
+        notifier.history_health("ok")
+        for _ in range(3):
+            notifier.history_health("unavailable since 2026-12-01T02:30:00+00:00: locked")
+        notifier.history_health("ok")
+        await asyncio.wait_for(_until(lambda: counts.by_result["sent"] == 2), 20)
+    finally:
+        await notifier.close()
+        await history.close()
+    assert sorted(m["title"].split(": ", 1)[1] for m in hook.received) == [
+        "history unavailable",
+        "history writable again",
+    ]
+    assert "locked" in next(m for m in hook.received if m["type"] == "failure")["message"]
