@@ -154,6 +154,25 @@ class RunLog:
         }
 
 
+def line_json(line: dict) -> dict:
+    """A stored line as the contract's JSON: {time, level, logger, message} (the CLI's
+    `runs logs --json`, the API's /api/runs/{id}/logs)."""
+    return {
+        "time": line["time"].isoformat(),
+        "level": line["level"],
+        "logger": line["logger"],
+        "message": line["message"],
+    }
+
+
+def line_text(line: dict) -> str:
+    """`2026-11-30 02:30:01.204 INFO     hello_world: message` (a pipeline's logger
+    without its package prefix)."""
+    stamp = line["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    logger = line["logger"].removeprefix(logs.PIPELINE_LOGGER_ROOT + ".")
+    return f"{stamp} {line['level']:<8} {logger}: {line['message']}"
+
+
 # --------------------------------------------------------------------------- capture
 # The capture points are process-wide (the root logger, sys.stdout/stderr, warnings),
 # so they are installed once, however many RunLogs are open, and removed with the last.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -227,6 +226,7 @@ async def _until(predicate, interval_s: float = 0.05) -> None:
 
 
 def test_a_daemon_tells_a_failure_by_mail_and_recovery_across_a_restart(tmp_path, mailbox):
+    dead = f"json://user:hunter22@127.0.0.1:{free_port()}/x"
     base = make_project(
         tmp_path,
         f"""
@@ -234,7 +234,8 @@ def test_a_daemon_tells_a_failure_by_mail_and_recovery_across_a_restart(tmp_path
         pipeline = "flaky"
         at = "2099-01-01T00:00:00+00:00"
         inputs = {{ flag = "{tmp_path / "flag"}" }}
-        notify = ["{mailbox.url}"]
+        notify = ["{mailbox.url}", "{dead}"]
+        notify_on = ["failed", "recovered"]
         """,
         flaky=FLAKY,
     )
@@ -243,7 +244,10 @@ def test_a_daemon_tells_a_failure_by_mail_and_recovery_across_a_restart(tmp_path
         served.wait_ready()
         served.ask("trigger", schedule="flaky")
         wait_for(lambda: mailbox.messages, what="the failure's mail")
+        wait_for(lambda: "failed after" in served.log, timeout_s=40, what="the dead target")
         assert served.stop() == 0
+    # Apprise's own lines stay out of the daemon's log; ours show the URL masked
+    assert "hunter22" not in served.log and "user:****@127.0.0.1" in served.log
     (failed,) = rows_where(base, status="failed")
     assert f"run {failed.id}" in mailbox.messages[0] and "ValueError" in mailbox.messages[0]
     (tmp_path / "flag").unlink()
@@ -279,34 +283,12 @@ def test_an_outage_is_told_once_per_schedule(tmp_path: Path, hook: Hook):
     with Served(base, env={"PYTHONUNBUFFERED": "1"}) as served:
         served.wait_ready()
         wait_for(lambda: hook.received, what="the outage's message")
-        time.sleep(3)  # a burst is told once: nothing else comes
+        time.sleep(1)  # a burst is told once: nothing else comes
         assert served.stop() == 0
     assert len(rows_where(base, status="missed")) >= 28
     (message,) = hook.received
     assert "often" in message["title"] and "missed" in message["title"]
     assert message["type"] == "failure"
-
-
-@pytest.mark.skipif(not os.path.exists("/proc"), reason="needs /proc")
-def test_apprise_lines_stay_out_of_the_daemon_log(tmp_path: Path):
-    dead = f"json://user:hunter22@127.0.0.1:{free_port()}/x"
-    base = make_project(
-        tmp_path,
-        f"""
-        [a]
-        pipeline = "nope"
-        at = "2099-01-01T00:00:00+00:00"
-        notify = ["{dead}"]
-        """,
-        nope="def nope() -> int:\n    raise RuntimeError('no')\n",
-    )
-    with Served(base) as served:
-        served.wait_ready()
-        served.ask("trigger", schedule="a")
-        wait_for(lambda: "failed after" in served.log, timeout_s=40, what="the failed delivery")
-        assert served.stop() == 0
-    assert "hunter22" not in served.log
-    assert "user:****@127.0.0.1" in served.log
 
 
 async def test_a_history_outage_and_its_end_are_told_once_each(tmp_path: Path, hook: Hook):

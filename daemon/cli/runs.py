@@ -23,6 +23,7 @@ from daemon.cli.render import (
     _print_stats,
 )
 from daemon.errors import UsageError
+from daemon.runlogs import line_json, line_text
 
 # Read-only commands open the database with `readonly=True` (they never block the
 # daemon's writer) and import neither Hamilton nor APScheduler; `daemon.history` is
@@ -81,7 +82,7 @@ def runs_show(
         if lines:
             typer.echo(f"last {len(lines)} log line(s) (flowerd runs logs {run_id}):")
             for line in lines:
-                typer.echo(log_line_text(line))
+                typer.echo(line_text(line))
 
 
 async def _run_and_tail(history, run_id: int) -> tuple:
@@ -135,28 +136,9 @@ async def _show_logs(history, run_id: int, follow: bool, show) -> None:
             record = await history.get_run(run_id)
 
 
-def log_line_text(line: dict) -> str:
-    """`15:04:05.123 INFO    hello_world: message` (pipeline loggers without their
-    package prefix)."""
-    from daemon.logs import PIPELINE_LOGGER_ROOT
-
-    stamp = line["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    logger = line["logger"].removeprefix(PIPELINE_LOGGER_ROOT + ".")
-    return f"{stamp} {line['level']:<8} {logger}: {line['message']}"
-
-
-def log_line_json(line: dict) -> dict:
-    return {
-        "time": _iso(line["time"]),
-        "level": line["level"],
-        "logger": line["logger"],
-        "message": line["message"],
-    }
-
-
 class _Text:
     def __call__(self, line: dict) -> None:
-        typer.echo(log_line_text(line))
+        typer.echo(line_text(line))
 
     def close(self) -> None:
         pass
@@ -170,7 +152,7 @@ class _JsonList:
         self.count = 0
 
     def __call__(self, line: dict) -> None:
-        text = json.dumps(log_line_json(line))
+        text = json.dumps(line_json(line))
         typer.echo(("[\n  " if not self.count else ",\n  ") + text, nl=False)
         self.count += 1
 
