@@ -309,3 +309,24 @@ async def test_a_history_outage_and_its_end_are_told_once_each(tmp_path: Path, h
         "history writable again",
     ]
     assert "locked" in next(m for m in hook.received if m["type"] == "failure")["message"]
+
+
+async def test_state_changes_are_told_as_notify_on_says(tmp_path: Path, hook: Hook):
+    history = await History.open(sqlite_url(tmp_path / "history.db"))
+    counts = DeliveryCounts()
+    notifier = Notifier(history, default_targets=[hook.url], sender=Sender(counts=counts))
+    default = _schedule(tmp_path, [hook.url])
+    only_late = _schedule(tmp_path, [hook.url], notify_on=("late",))
+    try:
+        notifier.notify_state(default, "paused", "3 runs in a row failed")
+        notifier.notify_state(default, "late", "not finished 45m after its slot")  # not asked
+        notifier.notify_state(only_late, "late", "not finished 45m after its slot")
+        await asyncio.wait_for(_until(lambda: counts.by_result["sent"] == 2), 20)
+    finally:
+        await notifier.close()
+        await history.close()
+    assert sorted(m["title"] for m in hook.received) == [
+        "flowerd: flaky late",
+        "flowerd: flaky paused",
+    ]
+    assert {m["type"] for m in hook.received} == {"failure"}
