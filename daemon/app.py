@@ -29,8 +29,11 @@ from pathlib import Path
 from daemon import systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
+from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
+from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager
+from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule
 from daemon.scheduler import Scheduler
@@ -123,7 +126,7 @@ class Daemon:
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
-        await self._reap()
+        crashed = await self._reap()
         self.runner = Runner(
             pm=self.pm,
             history=self.history,
@@ -132,7 +135,11 @@ class Daemon:
             on_change=self.refresh_status,
         )
         stack.callback(self.runner.close)
+        await self._tell(stack)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
+        by_id = {schedule.id: schedule for schedule in schedules}
+        for record in crashed:
+            self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
         self.paused = await self.history.paused()
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
@@ -161,6 +168,8 @@ class Daemon:
 
     def _history_state(self) -> None:
         health = self.history.health()
+        if hasattr(self, "notifications"):
+            self.notifications.history_health(health)
         if health != "ok":
             self.notifier.status(f"history {health}")
         else:
@@ -177,7 +186,22 @@ class Daemon:
     def exit_code(self) -> int:
         return 1 if self._stop.failure else 0
 
-    async def _reap(self) -> None:
+    async def _tell(self, stack: AsyncExitStack) -> None:
+        """Each run's log, and notifications: both hang off the runner's run events."""
+        keeper = RunLogs(self.history, max_bytes=self.settings.max_log_bytes, quiet_daemon_log=True)
+        await keeper.start()
+        stack.push_async_callback(keeper.close)
+        self.notifications = Notifier(
+            self.history,
+            default_targets=self.settings.notify,
+            tail=keeper.tail,
+            page_url=page_url_for(self.settings.http),
+        )
+        stack.push_async_callback(self.notifications.close)
+        keeper.attach(self.runner.events)  # first: a notification quotes the run's log
+        self.notifications.attach(self.runner.events)
+
+    async def _reap(self) -> list:
         started = time.perf_counter()
         crashed = await self.history.reap_crashed(now=utcnow())
         if crashed:
@@ -186,6 +210,7 @@ class Daemon:
                 len(crashed),
                 (time.perf_counter() - started) * 1000,
             )
+        return crashed
 
     # -- catch-up ---------------------------------------------------------------------
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> None:
@@ -239,8 +264,8 @@ class Daemon:
         for slot in slots:
             await self.runner.run_slot(schedule, slot, "catchup")
 
-    def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
-        return self.history.slot_write(
+    async def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
+        row = await self.history.slot_write(
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=slot,
@@ -249,6 +274,13 @@ class Daemon:
             async_driver=schedule.async_driver,
             error=error,
         )
+        if row is not None:  # told like the runner's rows (notifications coalesce them)
+            self.runner.events.emit(
+                RunEvent(kind="finished", run_id=row, schedule=schedule,
+                         pipeline=schedule.pipeline, trigger="catchup", status="missed",
+                         scheduled_at=slot, finished_at=utcnow(), error=error)
+            )  # fmt: skip
+        return row
 
     # -- control commands -------------------------------------------------------------
     def _handlers(self):

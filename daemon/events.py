@@ -71,3 +71,21 @@ class Listeners:
 
     def __bool__(self) -> bool:
         return bool(self._listeners)
+
+
+def finished_event(record: Any, schedule: Any = None) -> RunEvent:
+    """The 'finished' event of a row written without the runner (a run found `crashed`
+    at start-up, a slot recorded `missed` by catch-up)."""
+    return RunEvent(
+        kind="finished",
+        run_id=record.id,
+        schedule=schedule,
+        pipeline=record.pipeline,
+        trigger=record.trigger,
+        status=record.status,
+        scheduled_at=record.scheduled_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        attempts=record.attempts,
+        error=record.error,
+    )

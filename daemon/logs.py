@@ -122,6 +122,14 @@ def log_config(
     _quiet_third_parties(number)
 
 
+def set_terminal_level(level: str | int) -> None:
+    """The level of the handler log_config installed; the root logger keeps its own, so
+    `flowerd run` keeps the terminal quiet while the run's log gets every line."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False):
+            handler.setLevel(level_number(level))
+
+
 def _quiet_third_parties(level: int) -> None:
     # APScheduler logs two INFO lines per job ("Running job", "executed successfully")
     # that duplicate the runner's; Hamilton's INFO is build chatter; aiosqlite logs

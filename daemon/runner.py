@@ -307,6 +307,8 @@ class Runner:
         logs.run_id_var.set(active.run_id)
         active.started_at = utcnow()
         self.history.mark_running_nowait(active.run_id, started_at=active.started_at)
+        if self.events:  # first: the run's log (daemon/runlogs.py) holds the next line
+            self.events.emit(self._event(active, "started", "running"))
         log.info(
             "run %d started: pipeline %s%s (%s driver)",
             active.run_id,
@@ -314,8 +316,6 @@ class Runner:
             f" for schedule {active.schedule}" if active.schedule else "",
             "sync" if cfg.async_driver is False else "async",
         )
-        if self.events:
-            self.events.emit(self._event(active, "started", "running"))
         try:
             result = await self._call(active, pipeline, cfg, timeout_s)
         except asyncio.CancelledError:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from daemon.durations import parse_duration_s
 from daemon.errors import ScheduleError, did_you_mean
+from daemon.notify import DEFAULT_NOTIFY_ON, check_states
 
 __all__ = [
     "CronSpec",
@@ -89,6 +90,9 @@ class Schedule:
     catchup: Catchup = "latest"
     misfire_grace_s: float = 60
     jitter_s: float = 0
+    # who is told (daemon/notify.py): Apprise URLs (None: the `notify` setting), and when
+    notify: tuple[str, ...] | None = None
+    notify_on: tuple[str, ...] = DEFAULT_NOTIFY_ON
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -101,7 +105,9 @@ class Schedule:
         for name in ("cache", "executor"):
             if isinstance(getattr(self, name), Mapping):
                 object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
-        for name in ("final_vars", "additional_modules", "retry_exceptions"):
+        if self.notify is not None:
+            object.__setattr__(self, "notify", tuple(self.notify))
+        for name in ("final_vars", "additional_modules", "retry_exceptions", "notify_on"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
@@ -315,6 +321,8 @@ class _Table(BaseModel):
     catchup: str = "latest"
     misfire_grace: float | str = 60
     jitter: float | str = 0
+    notify: list[str] | None = None
+    notify_on: list[str] = list(DEFAULT_NOTIFY_ON)
 
     @field_validator("pipeline")
     @classmethod
@@ -393,6 +401,19 @@ class _Table(BaseModel):
     @classmethod
     def _catchup(cls, value: str) -> str:
         return _one_of(value, CATCHUP_POLICIES)
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_urls(cls, value: list[str] | None) -> list[str] | None:
+        for url in value or ():
+            if "://" not in url:  # Apprise checks the rest (`flowerd validate`, serve)
+                raise ValueError("each entry is an Apprise URL (mailto://, json://, ...)")
+        return value
+
+    @field_validator("notify_on")
+    @classmethod
+    def _notify_states(cls, value: list[str]) -> list[str]:
+        return check_states(value)
 
     @field_validator("retry_exceptions")
     @classmethod
@@ -680,6 +701,8 @@ def _schedule(
         catchup=parsed.catchup,  # type: ignore[arg-type]
         misfire_grace_s=float(parsed.misfire_grace),
         jitter_s=float(parsed.jitter),
+        notify=None if parsed.notify is None else tuple(parsed.notify),
+        notify_on=tuple(parsed.notify_on),
     )
 
 

@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError
+from daemon.notify import url_problems
 from daemon.pipeline import PipelineManager, RunConfig
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
@@ -40,6 +41,8 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
             continue
         checked.append(schedule)
         warnings.extend(f"{where} {w}" for w in found)
+        problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
+    problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
     if problems:
         raise ScheduleError(problems)
     return checked, warnings

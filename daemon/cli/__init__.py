@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from daemon.cli import db, runs, schedules, serve, service, talk  # noqa: F401 - registers
+from daemon.cli import db, notify, runs, schedules, serve, service, talk  # noqa: F401 - registers
 from daemon.cli.app import app
 from daemon.errors import FlowerdError
 

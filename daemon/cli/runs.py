@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime
 from typing import Annotated
@@ -22,6 +23,7 @@ from daemon.cli.render import (
     _print_stats,
 )
 from daemon.errors import UsageError
+from daemon.runlogs import line_json, line_text
 
 # Read-only commands open the database with `readonly=True` (they never block the
 # daemon's writer) and import neither Hamilton nor APScheduler; `daemon.history` is
@@ -72,11 +74,90 @@ def runs_show(
 ) -> None:
     """One run, with its error and traceback (exit 1 if there is no such run)."""
     url = settings_of(ctx).db_url
-    record = asyncio.run(_read_history(url, lambda h: h.get_run(run_id)))
+    record, lines = asyncio.run(_read_history(url, lambda h: _run_and_tail(h, run_id)))
     if as_json:
         typer.echo(json.dumps(record.to_json(), indent=2))
     else:
         _print_run(record)
+        if lines:
+            typer.echo(f"last {len(lines)} log line(s) (flowerd runs logs {run_id}):")
+            for line in lines:
+                typer.echo(line_text(line))
+
+
+async def _run_and_tail(history, run_id: int) -> tuple:
+    return await history.get_run(run_id), await history.log_lines(run_id, last=SHOW_TAIL_LINES)
+
+
+@runs_app.command("logs")
+def runs_logs(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="The run's id (first column of `runs`).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream new lines until the run ends.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The run's log: what it logged and printed, in order (exit 1 if there is no such
+    run). JSON: a list of {time, level, logger, message}."""
+    url = settings_of(ctx).db_url
+    show = _JsonList() if as_json else _Text()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --follow; the list closes
+        asyncio.run(_read_history(url, lambda h: _show_logs(h, run_id, follow, show)))
+    show.close()
+
+
+SHOW_TAIL_LINES = 20
+FOLLOW_POLL_S = 0.25
+FOLLOW_SETTLE_S = 1.0  # after the run ended: its last lines land with the next commit
+
+
+async def _show_logs(history, run_id: int, follow: bool, show) -> None:
+    import time
+
+    from daemon.history import TERMINAL
+
+    record = await history.get_run(run_id)  # RunNotFound: exit 1
+    last_seq, ended_at = -1, None
+    while True:
+        lines = await history.log_lines(run_id, after_seq=last_seq)
+        for line in lines:
+            show(line)
+        last_seq = lines[-1]["seq"] if lines else last_seq
+        if not follow:
+            return
+        if ended_at is None and record.status in TERMINAL:
+            ended_at = time.monotonic()
+        elif ended_at is not None and not lines:
+            if time.monotonic() - ended_at >= FOLLOW_SETTLE_S:
+                return
+        await asyncio.sleep(FOLLOW_POLL_S)
+        if ended_at is None:
+            record = await history.get_run(run_id)
+
+
+class _Text:
+    def __call__(self, line: dict) -> None:
+        typer.echo(line_text(line))
+
+    def close(self) -> None:
+        pass
+
+
+class _JsonList:
+    """A JSON list printed item by item, so `--follow --json` streams and is still one
+    valid JSON document when it ends."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, line: dict) -> None:
+        text = json.dumps(line_json(line))
+        typer.echo(("[\n  " if not self.count else ",\n  ") + text, nl=False)
+        self.count += 1
+
+    def close(self) -> None:
+        typer.echo("\n]" if self.count else "[]")
 
 
 @app.command()

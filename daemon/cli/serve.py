@@ -69,12 +69,15 @@ def run_once(
 ) -> None:
     """Run a pipeline once now, in this process; recorded with trigger `manual`.
     Prints the result (or the error); `--log-level DEBUG` shows the run's log lines."""
-    from daemon.logs import log_config
+    from daemon.logs import log_config, set_terminal_level
 
     settings = settings_of(ctx)
-    log_config("DEBUG" if settings.log_level == "DEBUG" else "ERROR", settings.log_format)
+    log_config(settings.log_level, settings.log_format)  # the run's log gets its lines,
+    if settings.log_level != "DEBUG":  # the terminal only errors
+        set_terminal_level("ERROR")
     inputs = _parse_inputs(input_ or [])
-    record = asyncio.run(_run_recorded(settings, pipeline, final_var or [], inputs, sync))
+    run = _run_recorded(settings, pipeline, final_var or [], inputs, sync, echo=not as_json)
+    record = asyncio.run(run)
     if as_json:
         typer.echo(json.dumps(record.to_json(), indent=2))
     else:
@@ -87,9 +90,11 @@ def run_once(
         raise typer.Exit(1)
 
 
-async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync):
+async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync, echo=True):
+    """The run's prints go to its log, and (`echo`) to stderr: stdout is the result's."""
     from daemon.history import History
     from daemon.pipeline import PipelineManager, RunConfig
+    from daemon.runlogs import RunLogs
     from daemon.runner import Runner
 
     pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
@@ -99,8 +104,10 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     history = await History.open(settings.db_url)
     try:
         runner = Runner(pm=pm, history=history, max_concurrent_runs=1, threads=1)
+        keeper = RunLogs(history, max_bytes=settings.max_log_bytes, echo_prints=echo)
         try:
-            outcome = await runner.run_manual(pipeline, cfg)
+            async with keeper.attach(runner.events):
+                outcome = await runner.run_manual(pipeline, cfg)
         finally:
             runner.close()
         return await history.get_run(outcome.run_id)

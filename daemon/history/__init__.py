@@ -41,6 +41,7 @@ from daemon.history.migrate import (
 )
 from daemon.history.opening import open_bounded
 from daemon.history.queries import Reader, percentile
+from daemon.history.runlogs import RunLogRows, delete_logs_before
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
@@ -93,7 +94,7 @@ class _Opening:
             await self._history.close()
 
 
-class History(Reader):
+class History(Reader, RunLogRows):
     """The run history. Build with `await History.open(url)`; `close()` when done."""
 
     def __init__(
@@ -468,6 +469,7 @@ class History(Reader):
         """Delete terminal rows finished before `before`, a few thousand per transaction
         so a running daemon's writer is never held up for long. Returns the count."""
         aware(before, "before")
+        await await_write(self._submit("call", lambda c: delete_logs_before(c, before)))
         deleted = 0
         while True:
             count = await await_write(self._submit("call", lambda c: _prune_chunk(c, before)))

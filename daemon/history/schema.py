@@ -185,6 +185,19 @@ paused_schedules = sa.Table(
     sa.Column("paused_at", UTCDateTime, nullable=False),
 )
 
+# each run's log (daemon/runlogs.py): one row per line, in the order the run wrote them;
+# no foreign key -- `prune` deletes a run's lines with it (history/runlogs.py)
+run_logs = sa.Table(
+    "run_logs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("logger", sa.String(200), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
 
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}

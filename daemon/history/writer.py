@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from daemon.errors import HistoryError
 from daemon.history.engine import unusable
-from daemon.history.schema import ACTIVE, runs
+from daemon.history.schema import ACTIVE, run_logs, runs
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -55,7 +55,8 @@ _SLOT_KEY = ("schedule", "scheduled_at")
 @dataclass(eq=False, slots=True)
 class _Op:
     """One queued write. kind: 'insert' (row values), 'running' / 'finish' (update
-    values), 'call' (an async function of the connection, run in order after the rest).
+    values), 'log' (a list of run_logs rows), 'call' (an async function of the
+    connection, run in order after the rest).
     `written` turns true once the writer is done with it; `landed` is created only when
     the caller was cancelled and waits for that moment."""
 
@@ -153,7 +154,7 @@ async def apply(conn: AsyncConnection, batch: list[_Op]) -> list[Any]:
     """Write one batch inside the caller's transaction; results in batch order.
     Inserts first, then all mark_running, then all finish (one executemany, i.e. one
     driver call, per shape), then the other writes in the order they came."""
-    by_kind: dict[str, list[_Op]] = {"insert": [], "running": [], "finish": [], "call": []}
+    by_kind: dict[str, list[_Op]] = {k: [] for k in ("insert", "running", "finish", "log", "call")}
     for op in batch:
         by_kind[op.kind].append(op)
     results: dict[int, Any] = {}
@@ -163,6 +164,9 @@ async def apply(conn: AsyncConnection, batch: list[_Op]) -> list[Any]:
         for group in _by_shape(by_kind[kind]):
             stmt = _update_stmt(tuple(group[0].values), kind == "running")
             await conn.execute(stmt, [op.values for op in group])
+    if by_kind["log"]:  # every run's log lines of the batch: one executemany
+        rows = [row for op in by_kind["log"] for row in op.values]
+        await conn.execute(sa.insert(run_logs), rows)
     for op in by_kind["call"]:
         results[id(op)] = await op.values(conn)
     return [results.get(id(op)) for op in batch]

@@ -1,0 +1,507 @@
+"""Telling someone: Apprise notifications of run outcomes.
+
+A `Notifier` listens to the runner's run events (daemon/events.py). For each run
+outcome of a schedule -- after its last attempt -- whose state the schedule's
+`notify_on` holds, it composes one message (schedule, pipeline, run id, status word,
+slot, duration, the error's type and message, the run's last log lines, and where to
+look) and hands it to a `Sender`, which delivers it to the schedule's `notify` URLs (or
+the `notify` setting) in the background: one thread per delivery from a small pool of
+its own, a bounded number of attempts with backoff, a timeout on each. A run never waits
+for a notification, and a target that cannot be reached fails only its delivery --
+logged with the target's URL in Apprise's privacy form (no passwords or tokens), and
+counted in `counts` (the `/metrics` side reads `counts.by_result`, or adds a hook with
+`counts.on_result(callback)`).
+
+`recovered` is the first success after a failure of the schedule, read from the history,
+so it is right across restarts. `missed` and `crashed` come in bursts (a restart after
+an outage finds many): those of one schedule within COALESCE_S are told as one message.
+
+Apprise is imported only when something is sent or checked (it costs ~200 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from daemon.errors import did_you_mean
+
+if TYPE_CHECKING:
+    from daemon.events import Listeners, RunEvent
+    from daemon.history import History
+
+log = logging.getLogger(__name__)
+
+NOTIFY_STATES = ("failed", "timed_out", "crashed", "missed", "recovered", "paused", "late",
+                 "success")  # fmt: skip
+DEFAULT_NOTIFY_ON = ("failed", "timed_out", "crashed", "missed", "recovered", "paused")
+FAILURE_WORDS = frozenset({"failed", "timed_out", "crashed", "missed", "paused", "late"})
+COALESCED = ("missed", "crashed")
+COALESCE_S = 2.0
+ATTEMPTS = 3
+BACKOFF_S = 1.0  # then 2 s: a delivery gives up after ~3 s of waiting plus its timeouts
+SEND_TIMEOUT_S = 20.0
+THREADS = 2
+MAX_PENDING = 500  # deliveries waiting or under way; past this new ones are dropped
+CLOSE_WAIT_S = 5.0
+LOG_LINES = 10
+PREVIOUS_TIMEOUT_S = 10.0
+
+
+def check_states(states: Iterable[str]) -> list[str]:
+    """`notify_on` as given, or ValueError naming the unknown state (with a guess)."""
+    states = list(states)
+    for state in states:
+        if state not in NOTIFY_STATES:
+            raise ValueError(
+                f"{state!r} is not a state to notify on{did_you_mean(state, NOTIFY_STATES)}; "
+                f"states: {', '.join(NOTIFY_STATES)}"
+            )
+    return states
+
+
+def url_problems(urls: Iterable[str] | None) -> list[str]:
+    """Why Apprise cannot use some of `urls` (never repeating their secrets); []: all
+    good. Apprise is imported only when there are URLs to check."""
+    if not urls:
+        return []
+    import apprise
+
+    problems = []
+    for index, url in enumerate(urls):
+        if not apprise.Apprise().add(url):
+            scheme = url.split("://", 1)[0] if "://" in url else ""
+            shown = f"{scheme}://…" if scheme else "(no scheme://)"
+            problems.append(
+                f"[{index}] {shown} is not a URL Apprise can send to "
+                "(https://github.com/caronc/apprise/wiki lists them)"
+            )
+    return problems
+
+
+def _privacy_form(url: str) -> str | None:
+    """Apprise's privacy form of `url` (passwords and tokens masked), or None."""
+    try:
+        import apprise
+
+        services = apprise.Apprise()
+        if services.add(url):
+            return services[0].url(privacy=True)
+    except Exception as exc:  # a URL we cannot read is shown by its scheme only
+        log.debug("cannot read a notify URL: %s", type(exc).__name__)
+    return None
+
+
+def private(url: str) -> str:
+    """The URL as it may be shown: passwords and tokens masked, without its options."""
+    shown = _privacy_form(url)
+    if shown is not None:
+        return shown.split("?", 1)[0]
+    return (url.split("://", 1)[0] + "://…") if "://" in url else "(not a URL)"
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every part of `url` that its privacy form hides replaced by ***."""
+    shown = _privacy_form(url) or ""
+    for token in sorted(set(re.split(r"[:/@?&=#]+", url)), key=len, reverse=True):
+        if len(token) >= 4 and token not in shown:
+            text = text.replace(token, "***")
+    return text
+
+
+# --------------------------------------------------------------------------- counting
+
+
+class DeliveryCounts:
+    """Deliveries by result: `sent`, `error` (every attempt failed), `dropped` (too many
+    waiting). Read `by_result`, or get each result as it happens with `on_result`."""
+
+    def __init__(self) -> None:
+        self.by_result: dict[str, int] = {"sent": 0, "error": 0, "dropped": 0}
+        self._hooks: list[Callable[[str], None]] = []
+
+    def on_result(self, hook: Callable[[str], None]) -> None:
+        self._hooks.append(hook)
+
+    def add(self, result: str) -> None:
+        self.by_result[result] = self.by_result.get(result, 0) + 1
+        for hook in self._hooks:
+            try:
+                hook(result)
+            except Exception:
+                log.exception("a notification counter hook failed")
+
+
+counts = DeliveryCounts()  # the process's counts, as prometheus-client's registry is
+
+
+# --------------------------------------------------------------------------- delivering
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    title: str
+    body: str
+    failure: bool  # Apprise type `failure`, else `success`
+    targets: tuple[str, ...]
+    what: str = ""  # for our own log lines: "run 42 failed"
+
+
+def deliver_once(url: str, message: Message, timeout_s: float = SEND_TIMEOUT_S) -> str | None:
+    """Send `message` to one URL, blocking; None when sent, else why not (scrubbed)."""
+    import apprise
+
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        return "not a URL Apprise can send to"
+    kind = apprise.NotifyType.FAILURE if message.failure else apprise.NotifyType.SUCCESS
+    try:
+        result = sender.notify(
+            body=message.body, title=message.title, notify_type=kind, timeout=timeout_s
+        )
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is this delivery's failure
+        return scrub(f"{type(exc).__name__}: {exc}", url)
+    if result:
+        return None
+    reasons = [
+        entry.message
+        for service in result
+        for attempt in service
+        for entry in attempt
+        if _level(entry.level) >= logging.WARNING
+    ]
+    return scrub("; ".join(dict.fromkeys(reasons)) or f"Apprise: {result.status.name}", url)
+
+
+def _level(level: int | str) -> int:
+    if isinstance(level, int):
+        return level
+    return logging.getLevelNamesMapping().get(str(level).upper(), logging.WARNING)
+
+
+class Sender:
+    """Background delivery: never blocks the caller, bounded in attempts and in time."""
+
+    def __init__(
+        self,
+        *,
+        counts: DeliveryCounts = counts,
+        attempts: int = ATTEMPTS,
+        backoff_s: float = BACKOFF_S,
+        timeout_s: float = SEND_TIMEOUT_S,
+        threads: int = THREADS,
+    ):
+        self.counts = counts
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-notify")
+        # Apprise's own lines come back with each result (read, scrubbed, logged once by
+        # _deliver); they do not also go to the daemon's log, where a plugin might show
+        # more of a URL than its privacy form
+        logging.getLogger("apprise").propagate = False
+        self._tasks: set[asyncio.Task] = set()
+
+    def send(self, message: Message) -> None:
+        for url in message.targets:
+            if len(self._tasks) >= MAX_PENDING:
+                self.counts.add("dropped")
+                log.error("notification %r to %s dropped: %d deliveries are waiting",
+                          message.what, private(url), len(self._tasks))  # fmt: skip
+                continue
+            # a context of its own: the delivery is no part of the run that caused it
+            task = asyncio.get_running_loop().create_task(
+                self._deliver(url, message), context=contextvars.Context()
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, url: str, message: Message) -> bool:
+        loop = asyncio.get_running_loop()
+        why = None
+        for attempt in range(1, self.attempts + 1):
+            why = await loop.run_in_executor(self._pool, deliver_once, url, message, self.timeout_s)
+            if why is None:
+                self.counts.add("sent")
+                log.info("notified %s: %s", private(url), message.what)
+                return True
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        self.counts.add("error")
+        log.warning("notification %r to %s failed after %d attempt(s): %s",
+                    message.what, private(url), self.attempts, why)  # fmt: skip
+        return False
+
+    async def send_now(self, message: Message) -> dict[str, str | None]:
+        """Deliver to every target and wait: url (private) -> None or why it failed."""
+        results = await asyncio.gather(
+            *(asyncio.get_running_loop().run_in_executor(
+                self._pool, deliver_once, url, message, self.timeout_s) for url in message.targets)
+        )  # fmt: skip
+        for why in results:
+            self.counts.add("sent" if why is None else "error")
+        return {private(url): why for url, why in zip(message.targets, results, strict=True)}
+
+    async def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Let deliveries under way finish (bounded); the rest are given up, and said so."""
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d notification(s) not delivered before the stop", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- composing
+
+
+def _slot(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "-"
+
+
+def compose(
+    event: RunEvent,
+    word: str,
+    *,
+    targets: Sequence[str],
+    lines: Sequence[dict] = (),
+    page_url: str | None = None,
+) -> Message:
+    """One run outcome as a message. `word`: the status word it is told as."""
+    schedule = event.schedule_id or "-"
+    title = f"flowerd: {schedule} {word} (run {event.run_id}, pipeline {event.pipeline})"
+    duration = f"{event.duration_s:.3f} s" if event.duration_s is not None else "-"
+    body = [
+        f"schedule {schedule}, pipeline {event.pipeline}, run {event.run_id}: {word}",
+        f"slot: {_slot(event.scheduled_at)}   duration: {duration}   "
+        f"attempts: {event.attempts}   trigger: {event.trigger}",
+    ]
+    if event.error is not None:
+        body.append(f"error: {event.error.type}: {event.error.message}")
+    if lines:
+        body.append(f"last {len(lines)} log line(s):")
+        body.extend(f"  {line['level']} {line['logger']}: {line['message']}" for line in lines)
+    body.append(f"look: flowerd runs show {event.run_id}   (log: flowerd runs logs {event.run_id})")
+    if page_url:
+        body.append(f"web: {page_url}")
+    return Message(
+        title=title,
+        body="\n".join(body),
+        failure=word in FAILURE_WORDS,
+        targets=tuple(targets),
+        what=f"run {event.run_id} of {schedule} {word}",
+    )
+
+
+def compose_burst(schedule: str, pipeline: str, events: list[RunEvent], targets) -> Message:
+    """Several missed / crashed rows of one schedule, as one message."""
+    by_word: dict[str, list[RunEvent]] = {}
+    for event in events:
+        by_word.setdefault(event.status, []).append(event)
+    words = ", ".join(f"{len(found)} {word}" for word, found in by_word.items())
+    slots = sorted(e.scheduled_at for e in events if e.scheduled_at is not None)
+    ids = sorted(e.run_id for e in events if e.run_id is not None)
+    shown = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if ids[10:] else "")
+    body = [f"schedule {schedule}, pipeline {pipeline}: {words}"]
+    if slots:
+        body.append(f"slots: {_slot(slots[0])} .. {_slot(slots[-1])}")
+    body.append(f"runs: {shown}")
+    last = events[-1]
+    if last.error is not None:
+        body.append(f"error (run {last.run_id}): {last.error.type}: {last.error.message}")
+    body.append(f"look: flowerd runs --schedule {schedule}")
+    return Message(
+        title=f"flowerd: {schedule} {words}",
+        body="\n".join(body),
+        failure=True,
+        targets=tuple(targets),
+        what=f"{words} of {schedule}",
+    )
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+@dataclass
+class _Burst:
+    events: list = field(default_factory=list)
+    handle: asyncio.TimerHandle | None = None
+
+
+class Notifier:
+    """Decides what is told, to whom; `Sender` delivers. Attach to the runner's events."""
+
+    def __init__(
+        self,
+        history: History,
+        *,
+        default_targets: Sequence[str] = (),
+        sender: Sender | None = None,
+        tail: Callable[[int, int], list[dict] | None] | None = None,
+        page_url: Callable[[int], str | None] | None = None,
+        coalesce_s: float = COALESCE_S,
+    ):
+        self.history = history
+        self.default_targets = tuple(default_targets)
+        self.sender = sender if sender is not None else Sender()
+        self._tail = tail
+        self._page_url = page_url
+        self.coalesce_s = coalesce_s
+        self._bursts: dict[str, _Burst] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._history_down = False
+
+    def attach(self, events: Listeners) -> Notifier:
+        events.add(self.on_event)
+        return self
+
+    def targets(self, schedule: Any) -> tuple[str, ...]:
+        own = getattr(schedule, "notify", None)
+        return tuple(own) if own is not None else self.default_targets
+
+    @staticmethod
+    def wants(schedule: Any) -> tuple[str, ...]:
+        return tuple(getattr(schedule, "notify_on", DEFAULT_NOTIFY_ON))
+
+    # -- the run-event edge -------------------------------------------------------------
+    def on_event(self, event: RunEvent) -> None:
+        if event.kind != "finished" or event.schedule is None or event.run_id is None:
+            return
+        if not self.targets(event.schedule):
+            return
+        wants = self.wants(event.schedule)
+        if event.status in COALESCED:
+            if event.status in wants:
+                self._hold(event)
+        elif event.status in ("failed", "timed_out"):
+            if event.status in wants:
+                self._spawn(self._tell(event, event.status))
+        elif event.status == "success" and ({"recovered", "success"} & set(wants)):
+            self._spawn(self._success(event))
+
+    def notify_state(self, schedule: Any, word: str, message: str) -> None:
+        """A schedule's state change that is no run outcome (`paused`, `late`, ...):
+        told when its notify_on holds `word`."""
+        targets = self.targets(schedule)
+        if not targets or word not in self.wants(schedule):
+            return
+        schedule_id = getattr(schedule, "id", str(schedule))
+        self.sender.send(
+            Message(
+                title=f"flowerd: {schedule_id} {word}",
+                body=f"schedule {schedule_id}: {word}\n{message}",
+                failure=word in FAILURE_WORDS,
+                targets=targets,
+                what=f"{schedule_id} {word}",
+            )
+        )
+
+    def history_health(self, health: str) -> None:
+        """The history's health changed (History.on_fault): an outage, and its end, are
+        told to the default targets (the `notify` setting), once each."""
+        down = health != "ok"
+        if down == self._history_down:
+            return
+        self._history_down = down
+        if not self.default_targets:
+            return
+        word = "history unavailable" if down else "history writable again"
+        where = socket.gethostname()
+        self.sender.send(
+            Message(
+                title=f"flowerd on {where}: {word}",
+                body=f"{self.history.label}: {health if down else 'the rows held are written'}"
+                "\nlook: flowerd status",
+                failure=down,
+                targets=self.default_targets,
+                what=word,
+            )
+        )
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a notification could not be composed: %r", task.exception())
+
+    async def _success(self, event: RunEvent) -> None:
+        wants = self.wants(event.schedule)
+        word = "success"
+        if "recovered" in wants:
+            async with asyncio.timeout(PREVIOUS_TIMEOUT_S):
+                previous = await self.history.previous_outcome(
+                    event.schedule_id, run_id=event.run_id, finished_at=event.finished_at
+                )
+            if previous is not None and previous != "success":
+                word = "recovered"
+        if word in wants:
+            await self._tell(event, word)
+
+    async def _tell(self, event: RunEvent, word: str) -> None:
+        lines = await self._last_lines(event.run_id)
+        page = self._page_url(event.run_id) if self._page_url else None
+        targets = self.targets(event.schedule)
+        self.sender.send(compose(event, word, targets=targets, lines=lines, page_url=page))
+
+    async def _last_lines(self, run_id: int) -> list[dict]:
+        found = self._tail(run_id, LOG_LINES) if self._tail else None
+        if found is not None:
+            return found
+        try:
+            return await self.history.log_lines(run_id, last=LOG_LINES)
+        except Exception as exc:  # noqa: BLE001 - the message goes out without them
+            log.debug("no log lines for run %s's notification: %s", run_id, exc)
+            return []
+
+    # -- bursts -------------------------------------------------------------------------
+    def _hold(self, event: RunEvent) -> None:
+        burst = self._bursts.setdefault(event.schedule_id, _Burst())
+        burst.events.append(event)
+        if burst.handle is None:
+            loop = asyncio.get_running_loop()
+            burst.handle = loop.call_later(self.coalesce_s, self._release, event.schedule_id)
+
+    def _release(self, schedule_id: str) -> None:
+        burst = self._bursts.pop(schedule_id, None)
+        if burst is None or not burst.events:
+            return
+        if len(burst.events) == 1:
+            event = burst.events[0]
+            self._spawn(self._tell(event, event.status))
+            return
+        first = burst.events[0]
+        targets = self.targets(first.schedule)
+        self.sender.send(compose_burst(schedule_id, first.pipeline, burst.events, targets))
+
+    async def close(self) -> None:
+        """Tell the bursts still held, then let the sender finish (bounded)."""
+        for schedule_id, burst in list(self._bursts.items()):
+            if burst.handle is not None:
+                burst.handle.cancel()
+            self._release(schedule_id)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CLOSE_WAIT_S)
+        await self.sender.close()
+
+
+def page_url_for(http: str) -> Callable[[int], str | None]:
+    """The run's web page under the `http` setting (None when it is off or its port is
+    chosen at start-up: the HTTP server knows it then)."""
+    if not http or http == "off" or http.endswith(":0"):
+        return lambda run_id: None
+    return lambda run_id: f"http://{http}/runs/{run_id}"
