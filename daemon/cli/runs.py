@@ -35,7 +35,8 @@ def runs(
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
     status: Annotated[str | None, typer.Option("--status", help="e.g. failed, success.")] = None,
     trigger: Annotated[
-        str | None, typer.Option("--trigger", help="schedule | catchup | manual")
+        str | None,
+        typer.Option("--trigger", help="schedule | catchup | manual | backfill | rerun | upstream"),
     ] = None,
     since: Annotated[str | None, WhenOption] = None,
     until: Annotated[str | None, WhenOption] = None,
@@ -72,11 +73,20 @@ def runs_show(
 ) -> None:
     """One run, with its error and traceback (exit 1 if there is no such run)."""
     url = settings_of(ctx).db_url
-    record = asyncio.run(_read_history(url, lambda h: h.get_run(run_id)))
+    record, reruns = asyncio.run(_read_history(url, lambda h: _with_reruns(h, run_id)))
     if as_json:
-        typer.echo(json.dumps(record.to_json(), indent=2))
-    else:
-        _print_run(record)
+        typer.echo(json.dumps({**record.to_json(), "reruns": reruns}, indent=2))
+        return
+    _print_run(record)
+    chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []
+    if reruns:
+        chain.append(f"repeated by {', '.join(str(r) for r in reruns)}")
+    if chain:
+        typer.echo(f"  {'reruns':<14} {'; '.join(chain)}")
+
+
+async def _with_reruns(history, run_id: int):
+    return await history.get_run(run_id), await history.reruns_of(run_id)
 
 
 @app.command()

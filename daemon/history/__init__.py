@@ -43,6 +43,7 @@ from daemon.history.queries import Reader, percentile
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
+    SLOT_TRIGGERS,
     STATUSES,
     SUMMARY_MAX_CHARS,
     TERMINAL,
@@ -274,7 +275,7 @@ class History(Reader):
 
     # -- health -------------------------------------------------------------------------
     def health(self) -> str:
-        """"ok", or why the history cannot take writes (and since when)."""
+        """ "ok", or why the history cannot take writes (and since when)."""
         return self._writer.health() if self._writer is not None else "ok"
 
     def on_fault(self, *, state=None, outage=None) -> None:
@@ -314,9 +315,11 @@ class History(Reader):
         inputs: Mapping | None = None,
         status: str = "queued",
         started_at: datetime | None = None,
+        rerun_of: int | None = None,
     ) -> int | None:
         """Insert a run's row; its id, or None if the slot (schedule, scheduled_at) is
-        already in the history. Durable when this returns."""
+        already in the history (slot triggers only: a `rerun` row repeats a slot and
+        names the run it repeats in `rerun_of`). Durable when this returns."""
         values = self._row(
             pipeline=pipeline,
             trigger=trigger,
@@ -328,6 +331,7 @@ class History(Reader):
         )
         values["final_vars"] = [str(v) for v in final_vars]
         values["inputs"] = bounded(redact(inputs or {}), self.max_row_bytes)
+        values["rerun_of"] = rerun_of
         return await await_write(self._submit("insert", without_none(values)))
 
     def slot_write(
@@ -537,6 +541,7 @@ __all__ = [
     "ACTIVE",
     "FAILURES",
     "SCHEMA_REVISION",
+    "SLOT_TRIGGERS",
     "STATUSES",
     "TERMINAL",
     "TRIGGERS",
