@@ -54,7 +54,7 @@ def backfill(
     yes = yes or _confirm_many(spec, start, end)
     args = {"schedule": spec.id, "from": start.isoformat(), "to": end.isoformat()}
     args.update(rerun=rerun, yes=yes)
-    view = _View(as_json, f"backfill {spec.id}")
+    view = _View(as_json, f"backfill {spec.id}", zone=spec.zone)
     try:
         job = _Remote(settings, "backfill", args)
     except DaemonNotRunning:
@@ -174,14 +174,20 @@ class _Remote:
             sent = 0
             while not self.last["finished"]:
                 time.sleep(POLL_S)
-                if stops.count > sent:
-                    sent = stops.count
-                    view.note("stopping: no new runs start; runs going finish")
-                    self.last = self._ask("job_stop", job=self.job)
-                else:
-                    self.last = self._ask("job", job=self.job)
+                try:
+                    self.last = self._poll(stops.count > sent, view)
+                except (DaemonNotRunning, OSError, ValueError):  # it stopped meanwhile
+                    view.note("the daemon went away; what it started is recorded")
+                    break
+                sent = stops.count
                 bar(self.last)
         return _records(self.settings.db_url, self.last["runs"])
+
+    def _poll(self, stop: bool, view: _View) -> dict:
+        if stop:
+            view.note("stopping: no new runs start; runs going finish")
+            return self._ask("job_stop", job=self.job)
+        return self._ask("job", job=self.job)
 
 
 class _Local:
@@ -302,9 +308,10 @@ class _View:
     """What a person sees: a progress bar on a terminal (stderr), lines, a summary; with
     --json, stdout carries only the JSON."""
 
-    def __init__(self, as_json: bool, what: str, *, bar: bool = True):
+    def __init__(self, as_json: bool, what: str, *, bar: bool = True, zone=UTC):
         self.as_json = as_json
         self.what = what
+        self.zone = zone  # slots are shown in the schedule's timezone
         self.show_bar = bar and sys.stderr.isatty()
 
     def note(self, line: str) -> None:
@@ -312,13 +319,16 @@ class _View:
 
     def recorded(self, rows: list[dict], first: dict) -> None:
         for row in rows:
+            slot = self._local(row["scheduled_at"])
             typer.echo(
-                f"already in the history: slot {row['scheduled_at']} (run {row['id']}, "
-                f"{row['status']}); skipped",
+                f"already in the history: slot {slot} (run {row['id']}, {row['status']}); skipped",
                 err=self.as_json,
             )
         if first.get("later"):
             self.note(f"{first['later']} slot(s) after now are left to the scheduler")
+
+    def _local(self, moment: str | None) -> str:
+        return datetime.fromisoformat(moment).astimezone(self.zone).isoformat() if moment else "-"
 
     @contextlib.contextmanager
     def bar(self, total: int):
@@ -353,7 +363,8 @@ class _View:
         failed = [record for record in records if record.status != "success"]
         for record in failed:
             error = f": {record.error.type}: {record.error.message}" if record.error else ""
-            typer.echo(f"run {record.id} (slot {_slot(record)}) {record.status}{error}", err=True)
+            slot = self._local(record.scheduled_at.isoformat() if record.scheduled_at else None)
+            typer.echo(f"run {record.id} (slot {slot}) {record.status}{error}", err=True)
         parts = [f"{len(records)} run(s): {ok} succeeded, {len(failed)} failed"]
         if last.get("recorded"):
             parts.append(f"{len(last['recorded'])} slot(s) already in the history, skipped")
@@ -361,10 +372,6 @@ class _View:
         if not_started > 0:
             parts.append(f"{not_started} not started (stopped; run the same command to go on)")
         typer.echo(f"{self.what}: {'; '.join(parts)}", err=self.as_json)
-
-
-def _slot(record) -> str:  # noqa: ANN001
-    return record.scheduled_at.isoformat() if record.scheduled_at else "-"
 
 
 def _print_one(record, as_json: bool) -> None:  # noqa: ANN001
