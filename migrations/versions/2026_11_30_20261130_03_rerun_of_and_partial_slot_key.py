@@ -8,8 +8,9 @@ row: it becomes a partial unique index over the rows whose trigger holds a slot
 (restart, reload, DST fold, several daemons); reruns and manual runs of a schedule are
 left out of it. SQLite and PostgreSQL both have partial indexes.
 
-Downgrade: the plain unique constraint comes back, so a `rerun` row loses its
-`scheduled_at` (it would collide with the run it repeats); everything else is kept.
+Downgrade: the plain unique constraint comes back, so a row outside the slot key that
+shares its slot with another row (a `rerun`, a `manual` run of a schedule at the same
+instant) loses its `scheduled_at`; everything else is kept.
 
 Revision ID: 20261130_03
 Revises: 20261130_01
@@ -47,7 +48,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_runs_rerun_of", table_name="runs")
     op.drop_index("uq_runs_slot", table_name="runs")
-    op.execute("UPDATE runs SET scheduled_at = NULL WHERE \"trigger\" = 'rerun'")
+    op.execute(  # rows outside the slot key that share a slot with another row
+        "UPDATE runs SET scheduled_at = NULL WHERE NOT (" + SLOT_WHERE.text + ") AND EXISTS "
+        "(SELECT 1 FROM runs AS other WHERE other.schedule = runs.schedule "
+        "AND other.scheduled_at = runs.scheduled_at AND other.id != runs.id)"
+    )
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("rerun_of")
         batch.create_unique_constraint(
