@@ -217,8 +217,7 @@ class Runner:
         """One slot of a backfill (trigger `backfill`): None if the slot is already in the
         history. See `_started`: a run cancelled before it starts leaves no row."""
         values = {"schedule": schedule.id, "pipeline": schedule.pipeline, "trigger": BACKFILL}
-        values.update(scheduled_at=scheduled_at.astimezone(UTC))
-        values.update(async_driver=schedule.async_driver, final_vars=list(schedule.final_vars))
+        values["scheduled_at"] = scheduled_at.astimezone(UTC)
         cfg = RunConfig(**schedule.run_config_kwargs())
         return await self._started(values, cfg, schedule, background=True, started=started)
 
@@ -229,8 +228,6 @@ class Runner:
         row, trigger `rerun`, with its schedule and slot, and `rerun_of` = its id."""
         values = {"schedule": record.schedule, "pipeline": record.pipeline, "trigger": "rerun"}
         values.update(scheduled_at=record.scheduled_at, rerun_of=record.id)
-        values.update(async_driver=cfg.async_driver is not False)
-        values.update(final_vars=list(cfg.final_vars or ()))
         return await self._started(values, cfg, schedule, **how)
 
     async def _started(
@@ -260,20 +257,23 @@ class Runner:
     async def _claim_shielded(self, values: dict, cfg: RunConfig) -> int | None:
         """The claim; a cancel while it is being written waits for it, and a row that
         landed is finished `cancelled` before the cancellation goes on."""
-        claim = asyncio.ensure_future(self.history.claim(**values, inputs=dict(cfg.inputs or {})))
+        what = {"final_vars": list(cfg.final_vars or ()), "inputs": dict(cfg.inputs or {})}
+        what["async_driver"] = cfg.async_driver is not False
+        claim = asyncio.ensure_future(self.history.claim(**values, **what))
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
             await asyncio.wait({claim}, timeout=CANCEL_WAIT_S)
-            if claim.done() and not claim.cancelled() and claim.exception() is None:
-                if claim.result() is not None:
-                    await self.history.finish(
-                        claim.result(),
-                        status="cancelled",
-                        finished_at=utcnow(),
-                        attempts=0,
-                        error=_cancel_error("before it started"),
-                    )
+            ok = claim.done() and not claim.cancelled() and claim.exception() is None
+            if ok and claim.result() is not None:
+                error = _cancel_error("before it started")
+                await self.history.finish(
+                    claim.result(),
+                    status="cancelled",
+                    finished_at=utcnow(),
+                    attempts=0,
+                    error=error,
+                )
             raise
 
     def trigger(self, schedule: Schedule) -> asyncio.Task:

@@ -116,8 +116,12 @@ def _insert_old_row(conn: sqlite3.Connection, trigger: str, minute: int, schedul
         "INSERT INTO runs (schedule, pipeline, trigger, status, run_at, scheduled_at, "
         "attempts, async_driver, final_vars, inputs, host, pid) VALUES "
         "(?, 'p', ?, 'success', ?, ?, 1, 1, '[]', '{}', 'h', 1)",
-        (schedule, trigger, f"2026-11-24 02:{minute:02d}:00.000000",
-         f"2026-11-24 02:{minute:02d}:00.000000"),
+        (
+            schedule,
+            trigger,
+            f"2026-11-24 02:{minute:02d}:00.000000",
+            f"2026-11-24 02:{minute:02d}:00.000000",
+        ),
     )
 
 
@@ -135,14 +139,29 @@ async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path:
         old = await h.list_runs()
         assert len(old) == 4 and all(r.rerun_of is None for r in old)
         slot = T0.replace(minute=1)
-        again = await h.claim(pipeline="p", trigger="rerun", schedule="s", scheduled_at=slot,
-                              async_driver=True, rerun_of=old[-2].id)
-        manual = await h.claim(pipeline="p", trigger="manual", schedule="s", scheduled_at=slot,
-                               async_driver=True)
+        again = await h.claim(
+            pipeline="p",
+            trigger="rerun",
+            schedule="s",
+            scheduled_at=slot,
+            async_driver=True,
+            rerun_of=old[-2].id,
+        )
+        manual = await h.claim(
+            pipeline="p", trigger="manual", schedule="s", scheduled_at=slot, async_driver=True
+        )
         assert again is not None and manual is not None
         for trigger in ("schedule", "catchup", "backfill"):
-            assert await h.claim(pipeline="p", trigger=trigger, schedule="s", scheduled_at=slot,
-                                 async_driver=True) is None
+            assert (
+                await h.claim(
+                    pipeline="p",
+                    trigger=trigger,
+                    schedule="s",
+                    scheduled_at=slot,
+                    async_driver=True,
+                )
+                is None
+            )
         assert (await h.get_run(again)).rerun_of == old[-2].id
         assert await h.reruns_of(old[-2].id) == [again]
         await h.finish(again, status="success", finished_at=T0, attempts=1)
