@@ -308,7 +308,8 @@ class Jobs:
         schedule = find_schedule(daemon.scheduler.schedules, str(request.get("schedule")))
         start, end = _instant(request, "from"), _instant(request, "to")
         now = datetime.now(UTC)
-        slots, later = slots_in(schedule, start, end, now=now, yes=bool(request.get("yes")))
+        yes = bool(request.get("yes"))  # a long range is walked off the event loop
+        slots, later = await asyncio.to_thread(slots_in, schedule, start, end, now=now, yes=yes)
         plan = await plan_backfill(
             daemon.history, schedule, slots, rerun=bool(request.get("rerun")), pm=daemon.pm
         )

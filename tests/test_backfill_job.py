@@ -143,3 +143,17 @@ async def test_a_rerun_job_of_a_manual_run(parts):
     (again,) = await history.get_runs(job.run_ids)
     assert (again.trigger, again.rerun_of, again.inputs) == ("rerun", record.id, {"name": "Ada"})
     assert again.result == record.result and again.schedule is None
+
+
+async def test_a_drain_stops_the_job_started_runs_finish_the_rest_untouched(parts):
+    """The daemon's stop (its runner's drain): the job starts nothing more, the run going
+    finishes within the grace period, and planning the same range again finds the rest."""
+    runner, history = parts
+    job = Job(runner, await planned(runner, schedule(), 5))
+    runner.spawn(job.run())
+    while not job.run_ids:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(runner.drain(5), timeout=10)
+    assert job.finished and job.progress()["left"] == 4
+    assert [r.status for r in await history.list_runs()] == ["success"]
+    assert len((await planned(runner, schedule(), 5)).items) == 4

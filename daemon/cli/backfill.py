@@ -23,6 +23,7 @@ from daemon.errors import DaemonNotRunning, FlowerdError, UsageError
 from daemon.settings import Settings
 
 POLL_S = 0.2
+PLAN_TIMEOUT_S = 600.0  # the daemon walks the range's slots before it answers
 
 
 # --------------------------------------------------------------------------- the commands
@@ -154,14 +155,14 @@ class _Remote:
 
     def __init__(self, settings: Settings, cmd: str, args: dict):
         self.settings = settings
-        answer = self._ask(cmd, **args)
+        answer = self._ask(cmd, timeout_s=PLAN_TIMEOUT_S, **args)
         self.job = answer["job"]
         self.first, self.last = answer, answer
 
-    def _ask(self, cmd: str, **args) -> dict:
+    def _ask(self, cmd: str, timeout_s: float = 30.0, **args) -> dict:
         from daemon.control import request
 
-        answer = request(self.settings.control_socket, cmd, **args)
+        answer = request(self.settings.control_socket, cmd, timeout_s=timeout_s, **args)
         if not answer.get("ok"):
             error = FlowerdError(answer.get("error", "the daemon refused"))
             error.exit_code = answer.get("exit_code", 1)
