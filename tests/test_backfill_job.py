@@ -157,3 +157,17 @@ async def test_a_drain_stops_the_job_started_runs_finish_the_rest_untouched(part
     assert job.finished and job.progress()["left"] == 4
     assert [r.status for r in await history.list_runs()] == ["success"]
     assert len((await planned(runner, schedule(), 5)).items) == 4
+
+
+async def test_one_batch_of_slot_rows_and_reruns_of_the_same_slot(parts):
+    """The writer's ON CONFLICT names the partial index: in one group commit, slot rows
+    of one slot get one id, reruns and manual runs of that slot each get their own."""
+    _, history = parts
+    claims = [
+        history.claim(pipeline="p", trigger=trigger, schedule="s", scheduled_at=T0,
+                      async_driver=True)
+        for trigger in ("schedule", "backfill", "rerun", "rerun", "manual", "catchup")
+    ]  # fmt: skip
+    ids = await asyncio.gather(*claims)
+    assert ids[0] is not None and ids[1] is None and ids[5] is None
+    assert None not in ids[2:5] and len(set(ids) - {None}) == 4
