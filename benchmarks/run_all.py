@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-SUITES = ["bench_pipeline", "bench_history", "bench_runner", "bench_runlogs"]
+SUITES = ["bench_pipeline", "bench_history", "bench_runner", "bench_runlogs", "bench_backfill"]
 
 
 def main() -> None:

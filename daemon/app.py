@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import systemd
+from daemon.backfill import Jobs
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.events import RunEvent, finished_event
@@ -133,6 +134,7 @@ class Daemon:
             max_concurrent_runs=self.settings.max_concurrent_runs,
             threads=self.settings.threads,
             on_change=self.refresh_status,
+            timezone=self.settings.timezone,
         )
         stack.callback(self.runner.close)
         await self._tell(stack)
@@ -290,6 +292,7 @@ class Daemon:
             "trigger": self.trigger,
             "pause": self.pause,
             "resume": self.resume,
+            **Jobs(self).handlers(),  # backfill, rerun and their progress
         }
 
     def _schedule(self, request: dict) -> Schedule:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -25,8 +25,9 @@ def parse_duration_s(text: str | int | float) -> float:
     return seconds
 
 
-def parse_instant(text: str, *, now: datetime | None = None) -> datetime:
-    """A point in time: ISO-8601 (naive means UTC) or a duration meaning 'that long ago'."""
+def parse_instant(text: str, *, now: datetime | None = None, zone: tzinfo = UTC) -> datetime:
+    """A point in time: ISO-8601 (naive means `zone`, UTC by default) or a duration
+    meaning 'that long ago'."""
     now = now or datetime.now(UTC)
     try:
         return now - timedelta(seconds=parse_duration_s(text))
@@ -39,7 +40,7 @@ def parse_instant(text: str, *, now: datetime | None = None) -> datetime:
             f"{text!r} is neither ISO-8601 (2026-11-24T02:30:00+01:00) "
             "nor a duration ago (30m, 2h, 7d)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -17,8 +17,9 @@ import importlib
 import inspect
 import logging
 import types
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from daemon.runconfig import (
     executor_config,
     user_adapters,
 )
+from daemon.schedule import SLOT_INPUTS
 
 try:  # the sync driver is Hamilton's core; the async driver may be missing in old versions
     from hamilton import common as _hamilton_common
@@ -199,6 +201,7 @@ class PipelineManager:
         self.pipelines_dir = Path(pipelines_dir or self.base_dir / "pipelines").resolve()
         self._modules = Project(self.pipelines_dir)
         self._drivers: dict[tuple, _Built] = {}
+        self._declared: dict[tuple, frozenset[str]] = {}
 
     def list_pipelines(self) -> list[str]:
         return self._modules.available()
@@ -232,11 +235,28 @@ class PipelineManager:
         cfg = _as_run_config(run_config, kwargs)
         plan, built = self._plan_and_describe(name, cfg)
         final_vars = self._final_vars(plan, built, cfg)
+        inputs = {**_slot_placeholders(built), **dict(cfg.inputs or {})}
         try:
-            built.driver.validate_execution(final_vars, inputs=dict(cfg.inputs or {}))
+            built.driver.validate_execution(final_vars, inputs=inputs)
         except ValueError as exc:
             raise PipelineError(f"pipeline {name!r}: {exc}", field="inputs") from None
         return self._warnings(plan, built)
+
+    def declared_inputs(self, name: str, cfg: RunConfig, names: Sequence[str]) -> frozenset[str]:
+        """Which of `names` the run's DAG declares as inputs (nodes no function computes).
+        Cached per plan with an exact key: the runner asks on every run (slot inputs)."""
+        mode = "sync" if cfg.async_driver is False else "async"
+        plan = self._plan(name, no_reload(cfg), mode)
+        key = (plan.key(), tuple(names)) if plan.cacheable else None
+        found = self._declared.get(key) if key is not None else None
+        if found is None:
+            built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
+            found = frozenset(_inputs_of(built) & set(names))
+            if key is not None:
+                if len(self._declared) >= MAX_DRIVERS:
+                    self._declared.clear()
+                self._declared[key] = found
+        return found
 
     def typed_inputs(
         self,
@@ -557,6 +577,17 @@ def _is_function(node) -> bool:
 def _is_async(node) -> bool:
     functions = (node.callable, *node.originating_functions) if _is_function(node) else ()
     return any(inspect.iscoroutinefunction(fn) for fn in functions)
+
+
+def _inputs_of(built: _Built) -> set[str]:
+    return {n.name for n in _nodes(built.driver) if n.user_defined}
+
+
+def _slot_placeholders(built: _Built) -> dict[str, Any]:
+    """Stand-ins for the slot inputs (SLOT_INPUTS) a DAG declares, so validation does not
+    call them missing: the runner passes the real values."""
+    stand_ins = {"scheduled_at": datetime.now(UTC), "run_id": 0}
+    return {name: stand_ins[name] for name in SLOT_INPUTS if name in _inputs_of(built)}
 
 
 def _describe(driver) -> _Built:

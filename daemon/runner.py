@@ -28,13 +28,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from daemon import logs
 from daemon.errors import HistoryError, PipelineError
 from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
-from daemon.schedule import Schedule
+from daemon.schedule import SLOT_INPUTS, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class ActiveRun:
     started_at: datetime | None = None
     attempts: Attempts = field(default_factory=Attempts)
     release: Callable[[], None] | None = None  # frees its concurrency slot
+    asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
+    background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
 
     def free_slot(self) -> None:
         """Give back the concurrency slot (once): history writes never hold one."""
@@ -91,6 +94,8 @@ class Outcome:
 
 
 CANCEL_WAIT_S = 5.0
+SPARE_POLL_S = 0.05  # how often a backfill run looks for a spare concurrency slot
+BACKFILL = "backfill"
 
 
 class _TimedOut(Exception):
@@ -109,9 +114,12 @@ class Runner:
         threads: int,
         on_change: Callable[[], None] = lambda: None,
         events: Listeners | None = None,
+        timezone: str = "UTC",
     ):
         self.pm = pm
         self.history = history
+        self.max_concurrent_runs = max_concurrent_runs
+        self._zone = ZoneInfo(timezone)  # of a run without a schedule (its scheduled_at)
         self._limit = asyncio.Semaphore(max_concurrent_runs)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-run")
         self._pool_busy = 0  # threads still running a pipeline, incl. abandoned ones
@@ -190,18 +198,85 @@ class Runner:
         """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
         trigger `manual`."""
         async_driver = cfg.async_driver is not False
+        asked_at = utcnow()
         run_id = await self.history.claim(
             schedule=schedule.id if schedule else None,
             pipeline=pipeline,
             trigger="manual",
-            scheduled_at=utcnow() if schedule else None,
+            scheduled_at=asked_at if schedule else None,
             async_driver=async_driver,
             final_vars=list(cfg.final_vars or ()),
             inputs=dict(cfg.inputs or {}),
         )
         active = self._track(run_id, pipeline, schedule, None, "manual")
+        active.asked_at = asked_at
         timeout_s = schedule.timeout_s if schedule else 0
         return await self._execute(active, pipeline, cfg, timeout_s=timeout_s)
+
+    async def backfill(
+        self, schedule: Schedule, scheduled_at: datetime, *, started=None
+    ) -> Outcome | None:
+        """One slot of a backfill (trigger `backfill`): None if the slot is already in the
+        history. See `_started`: a run cancelled before it starts leaves no row."""
+        values = {"schedule": schedule.id, "pipeline": schedule.pipeline, "trigger": BACKFILL}
+        values["scheduled_at"] = scheduled_at.astimezone(UTC)
+        cfg = RunConfig(**schedule.run_config_kwargs())
+        return await self._started(values, cfg, schedule, background=True, started=started)
+
+    async def run_again(
+        self, record, cfg: RunConfig, *, schedule: Schedule | None = None, **how
+    ) -> Outcome:
+        """`flowerd rerun` / `backfill --rerun`: run `record` (a RunRecord) again as a new
+        row, trigger `rerun`, with its schedule and slot, and `rerun_of` = its id."""
+        values = {"schedule": record.schedule, "pipeline": record.pipeline, "trigger": "rerun"}
+        values.update(scheduled_at=record.scheduled_at, rerun_of=record.id)
+        return await self._started(values, cfg, schedule, **how)
+
+    async def _started(
+        self, values: dict, cfg: RunConfig, schedule, *, background=False, started=None
+    ):
+        """Claim and run, the concurrency slot taken FIRST: a run cancelled while it waits
+        leaves no row. `background` (a backfill's runs): see `_take_slot`. `started(id)`
+        is called once the row is claimed."""
+        release = await self._take_slot(background)
+        try:
+            run_id = await self._claim_shielded(values, cfg)
+            if run_id is None:
+                return None
+            active = self._track(
+                run_id, values["pipeline"], schedule, values["scheduled_at"], values["trigger"]
+            )
+            active.schedule, active.background = values["schedule"], background
+            active.release, release = release, None
+            if started is not None:
+                started(run_id)
+            timeout_s = schedule.timeout_s if schedule else 0
+            return await self._execute(active, values["pipeline"], cfg, timeout_s=timeout_s)
+        finally:
+            if release is not None:
+                release()
+
+    async def _claim_shielded(self, values: dict, cfg: RunConfig) -> int | None:
+        """The claim; a cancel while it is being written waits for it, and a row that
+        landed is finished `cancelled` before the cancellation goes on."""
+        what = {"final_vars": list(cfg.final_vars or ()), "inputs": dict(cfg.inputs or {})}
+        what["async_driver"] = cfg.async_driver is not False
+        claim = asyncio.ensure_future(self.history.claim(**values, **what))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            await asyncio.wait({claim}, timeout=CANCEL_WAIT_S)
+            ok = claim.done() and not claim.cancelled() and claim.exception() is None
+            if ok and claim.result() is not None:
+                error = _cancel_error("before it started")
+                await self.history.finish(
+                    claim.result(),
+                    status="cancelled",
+                    finished_at=utcnow(),
+                    attempts=0,
+                    error=error,
+                )
+            raise
 
     def trigger(self, schedule: Schedule) -> asyncio.Task:
         """Run a schedule now (control channel), in the background."""
@@ -213,10 +288,17 @@ class Runner:
     def _too_late(schedule: Schedule, scheduled_at: datetime) -> bool:
         return (utcnow() - scheduled_at).total_seconds() > schedule.misfire_grace_s
 
+    def busy(self, schedule_id: str) -> bool:
+        return self._busy(schedule_id)
+
     def _busy(self, schedule_id: str) -> bool:
+        """A run of the schedule is going (backfill runs do not count: a scheduled slot
+        neither waits nor skips for them)."""
         if self._claiming[schedule_id]:
             return True
-        return any(run.schedule == schedule_id for run in self.active.values())
+        return any(
+            run.schedule == schedule_id and not run.background for run in self.active.values()
+        )
 
     def _overlap_error(self, schedule: Schedule) -> RunError:
         ids = [str(r.run_id) for r in self.active.values() if r.schedule == schedule.id]
@@ -287,6 +369,16 @@ class Runner:
         finally:
             active.free_slot()
 
+    async def _take_slot(self, background: bool) -> Callable[[], None]:
+        """A slot of the concurrency limit (its release). A background run takes only one
+        that leaves another free (limit above 1): scheduled slots never wait behind it."""
+        while True:
+            await self._limit.acquire()
+            if not background or self.max_concurrent_runs == 1 or not self._limit.locked():
+                return self._limit.release
+            self._limit.release()  # it was the last free one (or others wait for it)
+            await asyncio.sleep(SPARE_POLL_S)
+
     def _track(self, run_id, pipeline, schedule, scheduled_at, trigger) -> ActiveRun:
         active = ActiveRun(
             run_id=run_id,
@@ -317,6 +409,7 @@ class Runner:
             "sync" if cfg.async_driver is False else "async",
         )
         try:
+            cfg = self._with_slot_inputs(active, pipeline, cfg)
             result = await self._call(active, pipeline, cfg, timeout_s)
         except asyncio.CancelledError:
             await self._finish(active, "cancelled", _cancel_error("while running"))
@@ -330,6 +423,18 @@ class Runner:
             return Outcome(run_id=active.run_id, error=exc)
         await self._finish(active, "success", None, _summary.repr(result), result=result)
         return Outcome(run_id=active.run_id, result=result)
+
+    def _with_slot_inputs(self, active: ActiveRun, pipeline: str, cfg: RunConfig) -> RunConfig:
+        """`scheduled_at` (the slot, aware, in the schedule's timezone; a manual run: when
+        it was asked for) and `run_id`, for a DAG that declares them as inputs."""
+        wanted = self.pm.declared_inputs(pipeline, cfg, SLOT_INPUTS)
+        if not wanted:
+            return cfg
+        zone = active.spec.zone if active.spec is not None else self._zone
+        slot = (active.scheduled_at or active.asked_at).astimezone(zone)
+        values = {"scheduled_at": slot, "run_id": active.run_id}
+        given = dict(cfg.inputs or {})  # the Python API may pass its own
+        return cfg.merged({"inputs": {**{k: values[k] for k in wanted}, **given}})
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
         if cfg.async_driver is False:

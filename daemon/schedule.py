@@ -48,6 +48,9 @@ CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
+# inputs flowerd passes to a pipeline that declares them: the slot's time (aware, in the
+# schedule's timezone) and the run's id; reserved, so never set in `inputs`
+SLOT_INPUTS: tuple[str, ...] = ("scheduled_at", "run_id")
 
 
 # --------------------------------------------------------------------------- records
@@ -415,6 +418,12 @@ class _Table(BaseModel):
     def _notify_states(cls, value: list[str]) -> list[str]:
         return check_states(value)
 
+    @field_validator("inputs")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_not_reserved(value)
+        return value
+
     @field_validator("retry_exceptions")
     @classmethod
     def _exception_names(cls, value: list[str]) -> list[str]:
@@ -422,6 +431,18 @@ class _Table(BaseModel):
 
 
 TABLE_FIELDS: tuple[str, ...] = tuple(_Table.model_fields)
+
+
+def check_not_reserved(inputs: Iterable[str]) -> None:
+    """ValueError naming the reserved input names (SLOT_INPUTS) among `inputs`."""
+    reserved = [name for name in inputs if name in SLOT_INPUTS]
+    if reserved:
+        names = " and ".join(repr(name) for name in reserved)
+        raise ValueError(
+            f"{names} {'is' if len(reserved) == 1 else 'are'} reserved: flowerd passes the "
+            "slot's time as `scheduled_at` and the run's id as `run_id` to a pipeline that "
+            "declares them; remove it from the inputs"
+        )
 
 
 def known_zone(name: str) -> ZoneInfo:

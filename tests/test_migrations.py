@@ -109,3 +109,71 @@ def test_env_py_imports_only_what_it_should():
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not any(name.startswith(("hamilton", "apscheduler")) for name in imported)
+
+
+def _insert_old_row(conn: sqlite3.Connection, trigger: str, minute: int, schedule="s") -> None:
+    conn.execute(
+        "INSERT INTO runs (schedule, pipeline, trigger, status, run_at, scheduled_at, "
+        "attempts, async_driver, final_vars, inputs, host, pid) VALUES "
+        "(?, 'p', ?, 'success', ?, ?, 1, 1, '[]', '{}', 'h', 1)",
+        (
+            schedule,
+            trigger,
+            f"2026-11-24 02:{minute:02d}:00.000000",
+            f"2026-11-24 02:{minute:02d}:00.000000",
+        ),
+    )
+
+
+async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path: Path):
+    """20261130_01 -> 20261130_03 with rows: kept; a rerun (and a manual run) may repeat a
+    slot, a slot row may not; down again: the rerun loses its slot, the rest is kept."""
+    assert await history.upgrade(db_url, "20261130_01") == "20261130_01"
+    with sqlite3.connect(db_path) as conn:
+        for minute in range(3):
+            _insert_old_row(conn, "schedule", minute)
+        _insert_old_row(conn, "manual", 5)
+    conn.close()
+    assert await history.upgrade(db_url, "20261130_03") == "20261130_03"
+    async with History.open(db_url) as h:
+        old = await h.list_runs()
+        assert len(old) == 4 and all(r.rerun_of is None for r in old)
+        slot = T0.replace(minute=1)
+        again = await h.claim(
+            pipeline="p",
+            trigger="rerun",
+            schedule="s",
+            scheduled_at=slot,
+            async_driver=True,
+            rerun_of=old[-2].id,
+        )
+        manual = await h.claim(
+            pipeline="p", trigger="manual", schedule="s", scheduled_at=slot, async_driver=True
+        )
+        assert again is not None and manual is not None
+        for trigger in ("schedule", "catchup", "backfill"):
+            assert (
+                await h.claim(
+                    pipeline="p",
+                    trigger=trigger,
+                    schedule="s",
+                    scheduled_at=slot,
+                    async_driver=True,
+                )
+                is None
+            )
+        assert (await h.get_run(again)).rerun_of == old[-2].id
+        assert await h.reruns_of(old[-2].id) == [again]
+        await h.finish(again, status="success", finished_at=T0, attempts=1)
+        await h.finish(manual, status="success", finished_at=T0, attempts=1)
+    assert await history.downgrade(db_url, "20261130_01") == "20261130_01"
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT trigger, scheduled_at FROM runs ORDER BY id").fetchall()
+        assert len(rows) == 6 and rows[4][0] == "rerun" and rows[4][1] is None
+        try:
+            _insert_old_row(conn, "backfill", 0)
+            raise AssertionError("the unique slot key is back")
+        except sqlite3.IntegrityError:
+            pass
+    conn.close()
+    assert await history.upgrade(db_url) == SCHEMA_REVISION

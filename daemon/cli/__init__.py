@@ -3,14 +3,23 @@
 History commands must start fast: nothing here imports Hamilton (or pandas) at module
 level; only `run`, `validate` and `serve` import the pipeline layer, lazily.
 Rooms: `app` (the typer app and global options), `serve`, `schedules`, `talk` (the
-running daemon), `service`, `runs`, `db`, `common`, `render`.
+running daemon), `service`, `runs`, `db`, `backfill` (backfill, rerun), `common`, `render`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from daemon.cli import db, notify, runs, schedules, serve, service, talk  # noqa: F401 - registers
+from daemon.cli import (  # noqa: F401 - registers the commands
+    backfill,
+    db,
+    notify,
+    runs,
+    schedules,
+    serve,
+    service,
+    talk,
+)
 from daemon.cli.app import app
 from daemon.errors import FlowerdError
 

@@ -37,7 +37,8 @@ def runs(
     pipeline: Annotated[str | None, typer.Option("--pipeline", "-p")] = None,
     status: Annotated[str | None, typer.Option("--status", help="e.g. failed, success.")] = None,
     trigger: Annotated[
-        str | None, typer.Option("--trigger", help="schedule | catchup | manual")
+        str | None,
+        typer.Option("--trigger", help="schedule | catchup | manual | backfill | rerun | upstream"),
     ] = None,
     since: Annotated[str | None, WhenOption] = None,
     until: Annotated[str | None, WhenOption] = None,
@@ -74,19 +75,30 @@ def runs_show(
 ) -> None:
     """One run, with its error and traceback (exit 1 if there is no such run)."""
     url = settings_of(ctx).db_url
-    record, lines = asyncio.run(_read_history(url, lambda h: _run_and_tail(h, run_id)))
+    record, reruns, lines = asyncio.run(
+        _read_history(url, lambda h: _run_reruns_and_tail(h, run_id))
+    )
     if as_json:
-        typer.echo(json.dumps(record.to_json(), indent=2))
-    else:
-        _print_run(record)
-        if lines:
-            typer.echo(f"last {len(lines)} log line(s) (flowerd runs logs {run_id}):")
-            for line in lines:
-                typer.echo(line_text(line))
+        typer.echo(json.dumps({**record.to_json(), "reruns": reruns}, indent=2))
+        return
+    _print_run(record)
+    chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []
+    if reruns:
+        chain.append(f"repeated by {', '.join(str(r) for r in reruns)}")
+    if chain:
+        typer.echo(f"  {'reruns':<14} {'; '.join(chain)}")
+    if lines:
+        typer.echo(f"last {len(lines)} log line(s) (flowerd runs logs {run_id}):")
+        for line in lines:
+            typer.echo(line_text(line))
 
 
-async def _run_and_tail(history, run_id: int) -> tuple:
-    return await history.get_run(run_id), await history.log_lines(run_id, last=SHOW_TAIL_LINES)
+async def _run_reruns_and_tail(history, run_id: int) -> tuple:
+    return (
+        await history.get_run(run_id),
+        await history.reruns_of(run_id),
+        await history.log_lines(run_id, last=SHOW_TAIL_LINES),
+    )
 
 
 @runs_app.command("logs")

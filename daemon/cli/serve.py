@@ -47,12 +47,18 @@ def validate(ctx: typer.Context) -> None:
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    from daemon.schedule import check_not_reserved
+
     inputs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--input {pair!r}: write KEY=VALUE")
         inputs[key.strip()] = value
+    try:
+        check_not_reserved(inputs)
+    except ValueError as exc:
+        raise UsageError(f"--input: {exc}") from None
     return inputs
 
 
@@ -103,7 +109,9 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
     history = await History.open(settings.db_url)
     try:
-        runner = Runner(pm=pm, history=history, max_concurrent_runs=1, threads=1)
+        runner = Runner(
+            pm=pm, history=history, max_concurrent_runs=1, threads=1, timezone=settings.timezone
+        )
         keeper = RunLogs(history, max_bytes=settings.max_log_bytes, echo_prints=echo)
         try:
             async with keeper.attach(runner.events):

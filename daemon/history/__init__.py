@@ -45,6 +45,7 @@ from daemon.history.runlogs import RunLogRows, delete_logs_before
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
+    SLOT_TRIGGERS,
     STATUSES,
     SUMMARY_MAX_CHARS,
     TERMINAL,
@@ -326,9 +327,11 @@ class History(Reader, RunLogRows):
         inputs: Mapping | None = None,
         status: str = "queued",
         started_at: datetime | None = None,
+        rerun_of: int | None = None,
     ) -> int | None:
         """Insert a run's row; its id, or None if the slot (schedule, scheduled_at) is
-        already in the history. Durable when this returns."""
+        already in the history (slot triggers only: a `rerun` row repeats a slot and
+        names the run it repeats in `rerun_of`). Durable when this returns."""
         values = self._row(
             pipeline=pipeline,
             trigger=trigger,
@@ -340,6 +343,7 @@ class History(Reader, RunLogRows):
         )
         values["final_vars"] = [str(v) for v in final_vars]
         values["inputs"] = bounded(redact(inputs or {}), self.max_row_bytes)
+        values["rerun_of"] = rerun_of
         return await await_write(self._submit("insert", without_none(values)))
 
     def slot_write(
@@ -550,6 +554,7 @@ __all__ = [
     "ACTIVE",
     "FAILURES",
     "SCHEMA_REVISION",
+    "SLOT_TRIGGERS",
     "STATUSES",
     "TERMINAL",
     "TRIGGERS",

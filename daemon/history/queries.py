@@ -16,6 +16,7 @@ from daemon.errors import RunNotFound, UsageError
 from daemon.history.engine import unusable
 from daemon.history.schema import (
     FAILURES,
+    SLOT_TRIGGERS,
     TERMINAL,
     RunRecord,
     aware,
@@ -56,16 +57,53 @@ class Reader:
         return await self._read(lambda conn: conn.execute(stmt).all())
 
     async def last_slots(self) -> dict[str, datetime]:
-        """The newest slot per schedule (manual triggers excluded): where catch-up starts."""
+        """The newest slot per schedule the daemon fired (not manual runs, reruns or
+        backfills, which say nothing about when a daemon ran): where catch-up starts."""
         stmt = (
             sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at).label("last"))
             .where(runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None))
-            .where(runs.c.trigger != "manual")
+            .where(runs.c.trigger.in_(FIRED_TRIGGERS))
             .group_by(runs.c.schedule)
         )
         rows = await self._rows(stmt)
         # max() on SQLite returns the raw text, without the column's type: parse it here
         return {row.schedule: _as_utc(row.last) for row in rows}
+
+    async def slot_runs(
+        self, schedule: str, start: datetime, end: datetime
+    ) -> dict[datetime, RunRecord]:
+        """The slots of `schedule` in [start, end] already in the history, each with its
+        latest run (a rerun of the slot, or the slot's own row)."""
+        slot_rows = sa.select(runs.c.scheduled_at).where(
+            runs.c.schedule == schedule,
+            runs.c.scheduled_at >= aware(start, "start"),
+            runs.c.scheduled_at <= aware(end, "end"),
+            runs.c.trigger.in_(SLOT_TRIGGERS),
+        )
+        stmt = (
+            sa.select(runs)
+            .where(runs.c.schedule == schedule, runs.c.scheduled_at.in_(slot_rows))
+            .where(runs.c.trigger.in_((*SLOT_TRIGGERS, "rerun")))
+            .order_by(runs.c.id)
+        )
+        found: dict[datetime, RunRecord] = {}
+        for row in await self._rows(stmt):
+            record = record_of(row._mapping)
+            found[record.scheduled_at] = record  # ordered by id: the latest wins
+        return found
+
+    async def get_runs(self, ids: list[int]) -> list[RunRecord]:
+        """The runs with these ids (those that exist), in id order."""
+        found = []
+        for chunk in range(0, len(ids), 500):
+            stmt = sa.select(runs).where(runs.c.id.in_(ids[chunk : chunk + 500]))
+            found += [record_of(row._mapping) for row in await self._rows(stmt)]
+        return sorted(found, key=lambda record: record.id)
+
+    async def reruns_of(self, run_id: int) -> list[int]:
+        """The ids of the runs that repeat run `run_id`, oldest first."""
+        stmt = sa.select(runs.c.id).where(runs.c.rerun_of == run_id).order_by(runs.c.id)
+        return [row.id for row in await self._rows(stmt)]
 
     async def paused(self) -> set[str]:
         return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
@@ -147,6 +185,9 @@ class Reader:
             stmt = stmt.where(runs.c.run_at >= since)
         rows = await self._rows(stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc()).limit(1))
         return rows[0]
+
+
+FIRED_TRIGGERS = tuple(t for t in SLOT_TRIGGERS if t != "backfill")
 
 
 def _count_stmt(column, since: datetime | None):

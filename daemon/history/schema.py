@@ -28,7 +28,14 @@ STATUSES = (
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset(STATUSES) - ACTIVE
 FAILURES = frozenset({"failed", "timed_out", "crashed"})
-TRIGGERS = ("schedule", "catchup", "manual")
+TRIGGERS = ("schedule", "catchup", "manual", "backfill", "rerun", "upstream")
+# the triggers whose rows hold a slot: (schedule, scheduled_at) is unique among them only
+# (a `rerun` repeats a slot, a `manual` run of a schedule stores the time it was asked)
+SLOT_TRIGGERS = ("schedule", "catchup", "backfill", "upstream")
+# the partial unique index's WHERE, as literal SQL: the same text in the table, the
+# migration and the writer's ON CONFLICT target (SQLite matches them by their terms)
+SLOT_KEY_WHERE = sa.text('"trigger" IN (' + ", ".join(f"'{t}'" for t in SLOT_TRIGGERS) + ")")
+SLOT_KEY_INDEX = "uq_runs_slot"
 
 SUMMARY_MAX_CHARS = 2_000
 MESSAGE_MAX_CHARS = 10_000
@@ -170,7 +177,17 @@ runs = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("instance_id", sa.String(64)),
-    sa.UniqueConstraint("schedule", "scheduled_at"),  # the slot key
+    sa.Column("rerun_of", sa.Integer),  # the run a `rerun` row repeats
+    # the slot key: unique among the rows of SLOT_TRIGGERS (a partial unique index)
+    sa.Index(
+        SLOT_KEY_INDEX,
+        "schedule",
+        "scheduled_at",
+        unique=True,
+        sqlite_where=SLOT_KEY_WHERE,
+        postgresql_where=SLOT_KEY_WHERE,
+    ),
+    sa.Index(None, "rerun_of"),
     sa.Index(None, "run_at"),
     sa.Index(None, "schedule", "run_at"),
     sa.Index(None, "schedule", "status", "run_at"),
@@ -197,7 +214,6 @@ run_logs = sa.Table(
     sa.Column("logger", sa.String(200), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
 )
-
 
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}
@@ -268,6 +284,7 @@ def record_of(row: Mapping) -> RunRecord:
         host=row["host"],
         pid=row["pid"],
         instance_id=row["instance_id"],
+        rerun_of=row.get("rerun_of"),
     )
 
 

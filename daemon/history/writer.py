@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from daemon.errors import HistoryError
 from daemon.history.engine import unusable
-from daemon.history.schema import ACTIVE, run_logs, runs
+from daemon.history.schema import ACTIVE, SLOT_KEY_WHERE, SLOT_TRIGGERS, run_logs, runs
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -83,7 +83,11 @@ class Outage:
 
 
 def _slot_key(values: dict) -> tuple | None:
+    """(schedule, scheduled_at) of a row the slot key covers; None for the others (a
+    `manual` or `rerun` row never collides: the partial unique index leaves them out)."""
     if values.get("schedule") is None or values.get("scheduled_at") is None:
+        return None
+    if values.get("trigger") not in SLOT_TRIGGERS:
         return None
     return values["schedule"], values["scheduled_at"]
 
@@ -121,7 +125,7 @@ async def _insert_slots(conn: AsyncConnection, ops: list[_Op], results: dict) ->
             first[key] = op
     stmt = (
         _dialect_insert(conn)(runs)
-        .on_conflict_do_nothing(index_elements=list(_SLOT_KEY))
+        .on_conflict_do_nothing(index_elements=list(_SLOT_KEY), index_where=SLOT_KEY_WHERE)
         .returning(runs.c.id, runs.c.schedule, runs.c.scheduled_at)
     )
     rows = (await conn.execute(stmt, [op.values for op in first.values()])).all()
@@ -134,7 +138,7 @@ async def _insert_rows(conn: AsyncConnection, ops: list[_Op], results: dict) -> 
     for group in _by_shape([op for op in ops if _slot_key(op.values) is not None]):
         await _insert_slots(conn, group, results)
     stmt = sa.insert(runs).returning(runs.c.id)
-    for op in ops:  # manual runs: rare, and they never collide
+    for op in ops:  # manual runs and reruns: rare, and they never collide
         if _slot_key(op.values) is None:
             results[id(op)] = (await conn.execute(stmt, op.values)).scalar_one()
 
