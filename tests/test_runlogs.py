@@ -219,7 +219,7 @@ async def test_upgrade_keeps_runs_and_adds_run_logs(db_url: str, db_path: Path):
     await history_module.upgrade(db_url, "20261130_01")
     async with History.open(db_url, migrate=False) as old:
         run_id = await old.claim(pipeline="p", trigger="manual", async_driver=True)
-    assert await history_module.upgrade(db_url) == "20261130_04"
+    assert await history_module.upgrade(db_url) == history_module.SCHEMA_REVISION
     async with History.open(db_url) as new:
         assert (await new.get_run(run_id)).pipeline == "p"
         await new.queue_log_lines(
