@@ -54,6 +54,7 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         settings.schedules_dir,
         default_timezone=settings.timezone,
         pipelines_dir=settings.pipelines_dir,
+        default_isolation=settings.isolation,
     )
     problems, warnings = [], []
     for schedule in schedules:
@@ -141,6 +142,7 @@ class Daemon:
             max_concurrent_runs=self.settings.max_concurrent_runs,
             threads=self.settings.threads,
             on_change=self.refresh_status,
+            max_log_bytes=self.settings.max_log_bytes,
         )
         stack.callback(self.runner.close)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record

@@ -171,7 +171,11 @@ def schedules(
 
     settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
-    found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+    found = load_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        default_isolation=settings.isolation,
+    )
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
     rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
     if as_json:
@@ -537,7 +541,11 @@ def _configured_schedules(settings: Settings) -> dict:
     from daemon.schedule import load_schedules
 
     try:
-        found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+        found = load_schedules(
+            settings.schedules_dir,
+            default_timezone=settings.timezone,
+            default_isolation=settings.isolation,
+        )
     except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}

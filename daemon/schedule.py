@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from daemon.durations import parse_duration_s
+from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import ScheduleError, did_you_mean
 
 __all__ = [
@@ -42,8 +42,11 @@ __all__ = [
 
 Overlap = Literal["skip", "queue", "allow"]
 Catchup = Literal["none", "latest", "all"]
+Isolation = Literal["thread", "process"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
 CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
+ISOLATIONS: tuple[str, ...] = ("thread", "process")
+MIN_MEMORY_LIMIT = 16 * 1024**2  # below this no Python process can even start
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
@@ -89,6 +92,9 @@ class Schedule:
     catchup: Catchup = "latest"
     misfire_grace_s: float = 60
     jitter_s: float = 0
+    # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
+    isolation: Isolation = "thread"
+    memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -96,6 +102,8 @@ class Schedule:
             raise ValueError(f"schedule {self.id!r}: give exactly one of cron, interval_s, at")
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
+        if self.memory_limit_bytes is not None and self.isolation != "process":
+            raise ValueError(f"schedule {self.id!r}: memory_limit needs isolation = 'process'")
         for name in ("inputs", "config", "with_adapter"):
             object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
         for name in ("cache", "executor"):
@@ -315,6 +323,8 @@ class _Table(BaseModel):
     catchup: str = "latest"
     misfire_grace: float | str = 60
     jitter: float | str = 0
+    isolation: str | None = None
+    memory_limit: str | int | None = None
 
     @field_validator("pipeline")
     @classmethod
@@ -394,6 +404,24 @@ class _Table(BaseModel):
     def _catchup(cls, value: str) -> str:
         return _one_of(value, CATCHUP_POLICIES)
 
+    @field_validator("isolation")
+    @classmethod
+    def _isolation(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of(value, ISOLATIONS)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str | int | None) -> int | None:
+        if value is None:
+            return None
+        size = parse_bytes(value)
+        if size < MIN_MEMORY_LIMIT:
+            raise ValueError(
+                f"{value!r} is too small for a worker process (at least 16MiB; the limit "
+                "is the worker's whole address space, Python and Hamilton included)"
+            )
+        return size
+
     @field_validator("retry_exceptions")
     @classmethod
     def _exception_names(cls, value: list[str]) -> list[str]:
@@ -450,19 +478,22 @@ def load_schedules(
     *,
     default_timezone: str = "UTC",
     pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
 ) -> list[Schedule]:
     """Every schedule in `directory/*.toml` (files sorted by name, tables in file order).
 
     Raises `ScheduleError` listing every problem in every file. A missing directory
-    holds no schedules. With `pipelines_dir`, each pipeline must be a module there."""
+    holds no schedules. With `pipelines_dir`, each pipeline must be a module there.
+    `default_timezone` and `default_isolation` apply where a schedule sets none."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     schedules: list[Schedule] = []
     problems: list[str] = []
     ids: list[tuple[str, Path]] = []
+    defaults = _Defaults(timezone=default_timezone, isolation=default_isolation)
     for path in sorted(directory.glob("*.toml")):
-        found, file_problems, file_ids = _load_file(path, default_timezone)
+        found, file_problems, file_ids = _load_file(path, defaults)
         schedules += found
         problems += file_problems
         ids += [(schedule_id, path) for schedule_id in file_ids]
@@ -475,11 +506,20 @@ def load_schedules(
 
 
 def validate_schedule_dir(
-    directory: Path, *, default_timezone: str = "UTC", pipelines_dir: Path | None = None
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
 ) -> list[str]:
     """Every problem in the schedule files, as lines (empty: all valid)."""
     try:
-        load_schedules(directory, default_timezone=default_timezone, pipelines_dir=pipelines_dir)
+        load_schedules(
+            directory,
+            default_timezone=default_timezone,
+            pipelines_dir=pipelines_dir,
+            default_isolation=default_isolation,
+        )
     except ScheduleError as exc:
         return exc.problems
     return []
@@ -493,7 +533,15 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[str], list[str]]:
+@dataclass(frozen=True)
+class _Defaults:
+    """What a schedule gets for the fields it leaves out that come from settings."""
+
+    timezone: str = "UTC"
+    isolation: str = "thread"
+
+
+def _load_file(path: Path, defaults: _Defaults) -> tuple[list[Schedule], list[str], list[str]]:
     """(valid schedules, problems, every table id) of one file."""
     where = display_path(path)
     try:
@@ -505,7 +553,7 @@ def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[
     schedules: list[Schedule] = []
     problems: list[str] = []
     for schedule_id, table in document.items():
-        schedule, table_problems = _parse_table(path, schedule_id, table, default_timezone)
+        schedule, table_problems = _parse_table(path, schedule_id, table, defaults)
         problems += [f"{where}: {line}" for line in table_problems]
         if schedule is not None:
             schedules.append(schedule)
@@ -513,7 +561,7 @@ def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[
 
 
 def _parse_table(
-    path: Path, schedule_id: str, table: object, default_timezone: str
+    path: Path, schedule_id: str, table: object, defaults: _Defaults
 ) -> tuple[Schedule | None, list[str]]:
     if not isinstance(table, dict):
         return None, [
@@ -528,12 +576,23 @@ def _parse_table(
     except ValidationError as exc:
         return None, problems + [f"{prefix} {line}" for line in _field_problems(exc)]
     try:
-        at = _localised_at(parsed, default_timezone)
+        at = _localised_at(parsed, defaults.timezone)
     except ValueError as exc:
         return None, [*problems, f"{prefix} field 'at': {exc}"]
+    isolation = parsed.isolation or defaults.isolation
+    if parsed.memory_limit is not None and isolation != "process":
+        problems.append(
+            f"{prefix} field 'memory_limit': only a schedule with isolation = \"process\" can "
+            f"have a memory limit (this one runs in a daemon thread{_isolation_source(parsed)}); "
+            'add isolation = "process" or remove memory_limit'
+        )
     if problems:
         return None, problems
-    return _schedule(path, schedule_id, parsed, at, default_timezone), []
+    return _schedule(path, schedule_id, parsed, at, defaults), []
+
+
+def _isolation_source(parsed: _Table) -> str:
+    return ": isolation = \"thread\"" if parsed.isolation else ", the isolation setting's default"
 
 
 def _shape_problems(schedule_id: str, table: dict) -> list[str]:
@@ -635,7 +694,7 @@ def _localised_at(parsed: _Table, default_timezone: str) -> datetime | None:
 
 
 def _schedule(
-    path: Path, schedule_id: str, parsed: _Table, at: datetime | None, default_timezone: str
+    path: Path, schedule_id: str, parsed: _Table, at: datetime | None, defaults: _Defaults
 ) -> Schedule:
     return Schedule(
         id=schedule_id,
@@ -644,7 +703,7 @@ def _schedule(
         cron=parsed.cron.strip() if parsed.cron is not None else None,
         interval_s=parsed.interval,  # type: ignore[arg-type]  # seconds after validation
         at=at,
-        timezone=parsed.timezone or default_timezone,
+        timezone=parsed.timezone or defaults.timezone,
         enabled=parsed.enabled,
         final_vars=tuple(parsed.final_vars),
         inputs=parsed.inputs,
@@ -664,6 +723,8 @@ def _schedule(
         catchup=parsed.catchup,  # type: ignore[arg-type]
         misfire_grace_s=float(parsed.misfire_grace),
         jitter_s=float(parsed.jitter),
+        isolation=parsed.isolation or defaults.isolation,  # type: ignore[arg-type]
+        memory_limit_bytes=parsed.memory_limit,  # type: ignore[arg-type]  # bytes by now
     )
 
 
