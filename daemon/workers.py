@@ -1,0 +1,712 @@
+"""`isolation = "process"`: a run in a worker process that can be killed.
+
+    Runner._call --> WorkerPool.run(pipeline, cfg) --> an idle worker (or a new one)
+        worker: PipelineManager(base_dir) -> execute_sync | its own loop: execute_async
+        <-- ("attempt", n) ("log", ...) ("out", ...) ... ("done", result) | ("error", ...)
+    timeout / cancel: SIGTERM to the worker's process group, SIGKILL after KILL_GRACE_S
+    the worker dies (signal, os._exit, OOM kill): WorkerDied naming the code or signal
+
+Workers are started by multiprocessing's `forkserver` (a fresh interpreter that imported
+this module and Hamilton once; each worker is a fork of it), so the daemon's threads and
+event loop are never forked, and a new worker costs a fork, not an interpreter start.
+Each worker leads a process group of its own: whatever a pipeline starts is killed with
+it. A worker serves one run at a time and is reused until a run kills, times out, runs
+out of memory or raises BaseException in it.
+
+What crosses back to the daemon is bounded: log records (at the run's level) and the
+worker's stdout/stderr lines, up to `max_output_bytes` per run -- the rest is counted and
+reported once as a cut. They are re-emitted in the daemon under the run's context
+(`logs.run_id_var`), so every handler there sees them as the run's own lines.
+
+The only module besides daemon.pipeline that imports Hamilton (through daemon.pipeline:
+a worker loads pipelines exactly as the daemon does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ctypes
+import fcntl
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import select
+import signal
+import sys
+import termios
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from daemon import logs
+from daemon.durations import format_bytes
+from daemon.errors import PipelineError
+from daemon.pipeline import Attempts, PipelineManager, RunConfig
+
+log = logging.getLogger(__name__)
+
+START_METHOD = "forkserver"
+KILL_GRACE_S = 2.0  # SIGTERM to the worker's group, then SIGKILL after this long
+START_TIMEOUT_S = 120.0  # the first worker waits for the forkserver to import Hamilton
+MAX_IDLE_WORKERS = 4
+MAX_LINE_CHARS = 8 * 1024  # one forwarded line or log message; longer ones are cut
+OOM_SCORE_ADJ = 500  # the kernel's OOM killer picks a worker before the daemon
+_PR_SET_PDEATHSIG = 1
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class WorkerRunError(Exception):
+    """A run in a worker ended with an error; `fields` is its row's error as the worker
+    saw it ({type, message, traceback}), so the row names the pipeline's own exception."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(fields["message"])
+        self.fields = fields
+
+
+class WorkerDied(WorkerRunError):
+    """The worker process ended while running the run: a signal, os._exit, an OOM kill."""
+
+    def __init__(self, message: str):
+        super().__init__({"type": "WorkerDied", "message": message, "traceback": ""})
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """An exception as a row's error: {type, message, traceback}. SystemExit and
+    KeyboardInterrupt that pipeline code raised keep their own names."""
+    if isinstance(exc, WorkerRunError):
+        return exc.fields
+    cause = exc.__cause__ if isinstance(exc, PipelineError) and exc.__cause__ else None
+    shown = cause if isinstance(cause, KeyboardInterrupt | SystemExit) else exc
+    return {
+        "type": type(shown).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def death_message(exitcode: int | None, memory_limit_bytes: int | None) -> str:
+    """`killed by SIGSEGV (signal 11)`, `exited with code 1`, ... -- for WorkerDied."""
+    if exitcode is None:
+        return "the worker process ended (its exit status is unknown)"
+    if exitcode >= 0:
+        return (
+            f"the worker process exited with code {exitcode} while running the pipeline "
+            "(os._exit, or a crash outside Python)"
+        )
+    number = -exitcode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    message = f"the worker process was killed by {name} (signal {number})"
+    if number == signal.SIGKILL:
+        limit = f" (memory_limit {format_bytes(memory_limit_bytes)})" if memory_limit_bytes else ""
+        message += f"; the kernel's out-of-memory killer{limit} or a `kill -9` does this"
+    return message
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """One run, as sent to a worker."""
+
+    pipeline: str
+    cfg: RunConfig
+    memory_limit_bytes: int | None
+    log_level: int  # the daemon's level for loggers that are not the run's
+    max_output_bytes: int
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class _Outbox:
+    """The worker's one connection to the daemon: sends from any thread, and keeps each
+    run's forwarded output within its budget (the rest is counted, not sent)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.budget = 1 << 20
+        self.used = self.cut_items = self.cut_bytes = 0
+
+    def send(self, message: tuple) -> None:
+        with self.lock:
+            with contextlib.suppress(OSError, ValueError):  # the daemon went away
+                self.conn.send(message)
+
+    def send_bytes(self, payload: bytes) -> None:
+        with self.lock:
+            with contextlib.suppress(OSError, ValueError):
+                self.conn.send_bytes(payload)
+
+    def forward(self, message: tuple, size: int) -> None:
+        with self.lock:
+            if self.used + size > self.budget:
+                self.cut_items += 1
+                self.cut_bytes += size
+                return
+            self.used += size
+            with contextlib.suppress(OSError, ValueError):
+                self.conn.send(message)
+
+    def begin(self, budget: int) -> None:
+        with self.lock:
+            self.budget, self.used, self.cut_items, self.cut_bytes = budget, 0, 0, 0
+
+    def end(self) -> None:
+        if self.cut_items:
+            self.send(("cut", self.cut_items, self.cut_bytes, self.budget))
+
+
+class _ForwardHandler(logging.Handler):
+    """The worker's root handler: each record goes to the daemon as plain values."""
+
+    def __init__(self, outbox: _Outbox):
+        super().__init__()
+        self.outbox = outbox
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = _clip(self.format(record))
+            item = ("log", record.created, record.levelno, record.name, text)
+            self.outbox.forward(item, len(text) + len(record.name))
+        except Exception:  # noqa: BLE001 - a log line must never fail the run
+            self.handleError(record)
+
+
+class _Pump:
+    """fd 1 or 2 of the worker, redirected into a pipe that a thread reads line by line
+    and forwards; C code and child processes writing there are captured too."""
+
+    def __init__(self, fd: int, stream: str, outbox: _Outbox):
+        self.stream, self.outbox = stream, outbox
+        self.read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, fd)
+        os.close(write_fd)
+        self.partial = b""
+        self.busy = False
+        threading.Thread(target=self._loop, name=f"flowerd-{stream}", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                select.select([self.read_fd], [], [])
+                self.busy = True
+                chunk = os.read(self.read_fd, 65536)
+                if not chunk:
+                    return
+                self._lines(chunk)
+            except MemoryError:  # under memory_limit: drop this chunk, keep draining
+                self.partial = b""
+            finally:
+                self.busy = False
+
+    def _lines(self, chunk: bytes) -> None:
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        if len(self.partial) > MAX_LINE_CHARS:
+            lines.append(self.partial)
+            self.partial = b""
+        for line in lines:
+            self._send(line)
+
+    def _send(self, line: bytes) -> None:
+        text = _clip(line.decode("utf-8", "replace").rstrip("\r"))
+        self.outbox.forward(("out", time.time(), self.stream, text), len(line) + 1)
+
+    def sync(self, timeout_s: float = 1.0) -> None:
+        """Wait (bounded) until what was written so far has been forwarded."""
+        deadline = time.monotonic() + timeout_s
+        while (self.busy or _unread(self.read_fd)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if self.partial:
+            partial, self.partial = self.partial, b""
+            self._send(partial)
+
+
+def _unread(fd: int) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_LINE_CHARS:
+        return text
+    return f"{text[:MAX_LINE_CHARS]} [... line cut: {len(text):,} characters]"
+
+
+class _ReportedAttempts(Attempts):
+    """Attempts whose every count is told to the daemon at once, so a run killed in its
+    third attempt is recorded with attempts = 3."""
+
+    def __init__(self, outbox: _Outbox):
+        object.__setattr__(self, "_outbox", outbox)
+        super().__init__()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "count" and value:
+            self._outbox.send(("attempt", value))
+
+
+def _worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
+    """A worker's life: its own process group, captured output, then jobs until EOF."""
+    os.setpgid(0, 0)
+    _set_up_process()
+    outbox = _Outbox(conn)
+    pumps = [_Pump(1, "stdout", outbox), _Pump(2, "stderr", outbox)]
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False))  # noqa: SIM115
+        else:
+            stream.reconfigure(line_buffering=True)
+    root = logging.getLogger()
+    root.handlers[:] = [_ForwardHandler(outbox)]
+    logging.captureWarnings(True)
+    pm = PipelineManager(base_dir, pipelines_dir=pipelines_dir)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    outbox.send(("ready", os.getpid()))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None or not _serve(job, pm, loop, outbox, pumps):
+            return
+
+
+def _set_up_process() -> None:
+    os.environ.pop("NOTIFY_SOCKET", None)  # the daemon speaks to systemd, not its runs
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text("flowerd-worker")
+    with contextlib.suppress(OSError, ValueError):
+        current = int(Path("/proc/self/oom_score_adj").read_text())
+        Path("/proc/self/oom_score_adj").write_text(str(max(current, OOM_SCORE_ADJ)))
+
+
+def _serve(job: Job, pm: PipelineManager, loop, outbox: _Outbox, pumps: list[_Pump]) -> bool:
+    """Run one job and send its outcome. False: this worker should end (its state is
+    suspect after BaseException or MemoryError)."""
+    outbox.begin(job.max_output_bytes)
+    logging.getLogger().setLevel(job.log_level)
+    logs._quiet_third_parties(job.log_level)
+    keep = True
+    try:
+        with _memory_limit(job.memory_limit_bytes):
+            result = _execute(job, pm, loop, _ReportedAttempts(outbox))
+        reply = _result_reply(result)
+    except BaseException as exc:  # noqa: BLE001 - pipeline code: report it, whatever it is
+        keep = isinstance(exc, Exception) and not isinstance(exc, MemoryError)
+        reply = pickle.dumps(("error", _worker_error(exc, job), keep))
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for pump in pumps:
+        pump.sync()
+    outbox.end()
+    outbox.send_bytes(reply)
+    return keep
+
+
+def _execute(job: Job, pm: PipelineManager, loop, attempts: Attempts) -> dict:
+    if job.cfg.async_driver is False:
+        return pm.execute_sync(job.pipeline, job.cfg, attempts)
+    return loop.run_until_complete(pm.execute_async(job.pipeline, job.cfg, attempts))
+
+
+@contextlib.contextmanager
+def _memory_limit(limit_bytes: int | None):
+    """RLIMIT_AS (the soft limit) for the run only; the worker gets its own back after."""
+    if not limit_bytes:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    capped = limit_bytes if hard == resource.RLIM_INFINITY else min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (capped, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _result_reply(result: Any) -> bytes:
+    try:
+        return pickle.dumps(("done", result), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - pickling runs user classes' code
+        bad = _unpicklable(result)
+        names = ", ".join(repr(name) for name in bad) or "the result"
+        fields = {
+            "type": "UnpicklableResult",
+            "message": f"final var(s) {names} cannot be sent back from the worker process "
+            f"(results of isolation = 'process' runs must be picklable): "
+            f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        return pickle.dumps(("error", fields, True))
+
+
+def _unpicklable(result: Any) -> list[str]:
+    if not isinstance(result, dict):
+        return []
+    bad = []
+    for name, value in result.items():
+        try:
+            pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001
+            bad.append(str(name))
+    return bad
+
+
+def _worker_error(exc: BaseException, job: Job) -> dict[str, str]:
+    fields = error_fields(exc)
+    if isinstance(exc, MemoryError) and job.memory_limit_bytes:
+        said = f": {exc}" if str(exc) else ""
+        fields["message"] = (
+            f"the run went past its memory_limit of {format_bytes(job.memory_limit_bytes)} "
+            f"(the worker's address space, RLIMIT_AS){said}"
+        )
+    return fields
+
+
+# --------------------------------------------------------------------------- daemon side
+
+
+class _Run:
+    """The daemon's end of one job: routes the worker's messages, on the loop thread."""
+
+    def __init__(self, job: Job, attempts: Attempts, done: asyncio.Future):
+        self.job, self.attempts, self.done = job, attempts, done
+        self.context = contextvars.copy_context()  # the run's: run_id_var is set
+        self.keep_worker = True  # False: the worker's state is suspect, it must go
+
+    def handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "attempt":
+            self.attempts.count = message[1]
+        elif kind in ("log", "out", "cut"):
+            self.context.run(_EMITTERS[kind], self.job, *message[1:])
+        elif not self.done.done():
+            if kind == "done":
+                self.done.set_result(message[1])
+            elif kind == "error":
+                self.keep_worker = message[2]
+                self.done.set_exception(WorkerRunError(message[1]))
+            else:  # "died"
+                died = death_message(message[1], self.job.memory_limit_bytes)
+                self.done.set_exception(WorkerDied(died))
+
+
+def _emit_log(job: Job, created: float, levelno: int, name: str, text: str) -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": name,
+            "levelno": levelno,
+            "levelname": logging.getLevelName(levelno),
+            "msg": text,
+            "created": created,
+            "msecs": (created - int(created)) * 1000,
+            "processName": "flowerd-worker",
+        }
+    )
+    logging.getLogger(name).handle(record)  # filtered at the run's level in the worker
+
+
+def _emit_line(job: Job, created: float, stream: str, text: str) -> None:
+    logger = logging.getLogger(f"flowerd.{stream}")
+    if logger.isEnabledFor(logging.INFO):
+        _emit_log(job, created, logging.INFO, logger.name, text)
+
+
+def _emit_cut(job: Job, items: int, size: int, budget: int) -> None:
+    log.warning(
+        "output cut: the run's log lines and stdout/stderr past %s were not forwarded "
+        "from its worker (%d more line(s), %s)",
+        format_bytes(budget),
+        items,
+        format_bytes(size),
+    )
+
+
+_EMITTERS: dict[str, Callable[..., None]] = {"log": _emit_log, "out": _emit_line, "cut": _emit_cut}
+
+
+class _Worker:
+    """The daemon's handle on one worker process: a reader thread turns its messages
+    (and its death) into calls on the event loop."""
+
+    def __init__(self, process, conn: Connection, loop: asyncio.AbstractEventLoop):
+        self.process, self.conn, self.loop = process, conn, loop
+        self.pid: int = process.pid
+        self.run: _Run | None = None
+        self.ready: asyncio.Future = loop.create_future()
+        self.alive = True
+        self.reader = threading.Thread(
+            target=self._read, name=f"flowerd-worker-{self.pid}", daemon=True
+        )
+        self.reader.start()
+
+    def _read(self) -> None:
+        """The only thread that reads the pipe and joins the process, until it ends."""
+        exitcode = None
+        try:
+            self._read_until_exit()
+            self.process.join(5)
+            exitcode = self.process.exitcode
+        finally:
+            self._post(("died", exitcode))
+
+    def _read_until_exit(self) -> None:
+        while True:
+            ready = wait([self.conn, self.process.sentinel])
+            if self.conn in ready:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    return
+                except Exception as exc:  # noqa: BLE001 - unpickling a result ran its code
+                    message = ("error", _unreadable(exc), True)
+                self._post(message)
+            elif not self.conn.poll():
+                return
+
+    def _post(self, message: tuple) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self.loop.call_soon_threadsafe(self._handle, message)
+
+    def _handle(self, message: tuple) -> None:
+        if message[0] == "ready":
+            if not self.ready.done():
+                self.ready.set_result(message[1])
+            return
+        if message[0] == "died":
+            self.alive = False
+            if not self.ready.done():
+                self.ready.set_exception(WorkerDied(death_message(message[1], None)))
+        if self.run is not None:
+            self.run.handle(message)
+
+    def start(self, run: _Run) -> None:
+        self.run = run
+        try:
+            self.conn.send(run.job)
+        except (OSError, ValueError):
+            pass  # it died meanwhile: the reader reports how
+
+    def signal_group(self, signum: int) -> None:
+        """The worker and everything it started (its process group)."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # not (yet) a group of its own: the worker alone
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def reap(self, timeout_s: float) -> None:
+        """After the worker ended: its reader's last word, then its pipe closed."""
+        self.reader.join(timeout_s)
+        if not self.reader.is_alive():
+            self.conn.close()
+            with contextlib.suppress(ValueError):
+                self.process.close()
+
+
+def _unreadable(exc: Exception) -> dict[str, str]:
+    return {
+        "type": "UnpicklableResult",
+        "message": "the worker's result could not be unpickled in the daemon: "
+        f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _preload() -> list[str]:
+    """What the forkserver imports once, so a new worker is a fork away: Hamilton and the
+    pipeline layer -- and, under `flowerd`, the CLI: multiprocessing runs the main script
+    again in every new worker (as `__mp_main__`; `flowerd` guards its `main()`), and
+    that then finds its imports done (125 ms per worker otherwise)."""
+    return [__name__, *(["daemon.cli"] if "daemon.cli" in sys.modules else [])]
+
+
+class WorkerPool:
+    """Worker processes for `isolation = "process"` runs, started on first use and reused.
+    One run per worker at a time; at most `max_idle` idle workers are kept."""
+
+    def __init__(
+        self,
+        *,
+        base_dir: Path,
+        pipelines_dir: Path,
+        max_output_bytes: int = 1 << 20,
+        max_idle: int = MAX_IDLE_WORKERS,
+        kill_grace_s: float = KILL_GRACE_S,
+        start_method: str = START_METHOD,
+    ):
+        self.base_dir, self.pipelines_dir = str(base_dir), str(pipelines_dir)
+        self.max_output_bytes = max_output_bytes
+        self.max_idle = max_idle
+        self.kill_grace_s = kill_grace_s
+        self._context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            self._context.set_forkserver_preload(_preload())
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self.started = 0  # workers started so far (for tests and status)
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted(w.pid for w in self._all)
+
+    async def run(
+        self,
+        pipeline: str,
+        cfg: RunConfig,
+        attempts: Attempts,
+        *,
+        memory_limit_bytes: int | None = None,
+        timeout_s: float = 0,
+    ) -> dict[str, Any]:
+        """Run in a worker and return the result; raises WorkerRunError / WorkerDied, or
+        TimeoutError after `timeout_s` (0: none), counted from when a worker has the run
+        (starting one is not the run's time). Timed out or cancelled (the drain): the
+        worker's process group is killed before this returns."""
+        job = Job(
+            pipeline=pipeline,
+            cfg=cfg,
+            memory_limit_bytes=memory_limit_bytes,
+            log_level=logging.getLogger().getEffectiveLevel(),
+            max_output_bytes=self.max_output_bytes,
+        )
+        worker = await self._acquire()
+        run = _Run(job, attempts, asyncio.get_running_loop().create_future())
+        worker.start(run)
+        try:
+            async with asyncio.timeout(timeout_s or None):
+                result = await run.done
+        except (asyncio.CancelledError, TimeoutError):
+            await asyncio.shield(self._kill(worker))
+            raise
+        except WorkerRunError as exc:
+            if isinstance(exc, WorkerDied):
+                await self._kill(worker)  # what it started may live on in its group
+            elif run.keep_worker:
+                self._release(worker)
+            else:
+                await self._stop(worker)
+            raise
+        self._release(worker)
+        return result
+
+    async def _acquire(self) -> _Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            await self._stop(worker)
+        return await self._start()
+
+    async def _start(self) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child, self.base_dir, self.pipelines_dir),
+            name="flowerd-worker",
+        )
+        starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+        cancelled = None
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError as exc:  # a fork away: let it finish, then kill it
+            cancelled = exc
+            await starting
+        finally:
+            child.close()
+        worker = _Worker(process, parent, asyncio.get_running_loop())
+        self._all.add(worker)
+        self.started += 1
+        try:
+            if cancelled is not None:
+                raise cancelled
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await worker.ready
+        except BaseException as exc:
+            await asyncio.shield(self._kill(worker))
+            if isinstance(exc, TimeoutError):
+                raise WorkerDied(f"no worker process started in {START_TIMEOUT_S:g} s") from None
+            raise
+        log.debug("worker process %d started", worker.pid)
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        worker.run = None
+        if worker.alive and len(self._idle) < self.max_idle:
+            self._idle.append(worker)
+        else:
+            asyncio.get_running_loop().create_task(self._stop(worker))
+
+    async def _stop(self, worker: _Worker) -> None:
+        """An idle worker: asked to leave; killed if it does not."""
+        with contextlib.suppress(OSError, ValueError):
+            worker.conn.send(None)
+        await self._kill(worker, grace_s=self.kill_grace_s, polite=False)
+
+    async def _kill(self, worker: _Worker, *, grace_s: float | None = None, polite=True):
+        """SIGTERM to the worker's group, SIGKILL after the grace; then forget it."""
+        worker.run = None
+        grace_s = self.kill_grace_s if grace_s is None else grace_s
+        if polite:
+            worker.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while worker.group_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if worker.group_alive():
+            worker.signal_group(signal.SIGKILL)
+            deadline = time.monotonic() + 2  # until the group's members are reaped
+            while worker.group_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        await asyncio.to_thread(worker.reap, 5)
+        self._all.discard(worker)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(worker)
+
+    def close(self) -> None:
+        """Kill every worker and what it started (the daemon is stopping)."""
+        for worker in list(self._all):
+            worker.run = None
+            worker.signal_group(signal.SIGKILL)
+        for worker in list(self._all):
+            worker.reap(2)
+        self._all.clear()
+        self._idle.clear()
+
+
+__all__ = ["Job", "WorkerDied", "WorkerPool", "WorkerRunError", "error_fields"]
