@@ -70,7 +70,7 @@ class WorkerRunError(Exception):
     """A run in a worker ended with an error; `fields` is its row's error as the worker
     saw it ({type, message, traceback}), so the row names the pipeline's own exception."""
 
-    def __init__(self, fields: dict[str, str]):
+    def __init__(self, fields: dict[str, str | None]):
         super().__init__(fields["message"])
         self.fields = fields
 
@@ -79,10 +79,10 @@ class WorkerDied(WorkerRunError):
     """The worker process ended while running the run: a signal, os._exit, an OOM kill."""
 
     def __init__(self, message: str):
-        super().__init__({"type": "WorkerDied", "message": message, "traceback": ""})
+        super().__init__({"type": "WorkerDied", "message": message, "traceback": None})
 
 
-def error_fields(exc: BaseException) -> dict[str, str]:
+def error_fields(exc: BaseException) -> dict[str, str | None]:
     """An exception as a row's error: {type, message, traceback}. SystemExit and
     KeyboardInterrupt that pipeline code raised keep their own names."""
     if isinstance(exc, WorkerRunError):
@@ -377,7 +377,7 @@ def _unpicklable(result: Any) -> list[str]:
     return bad
 
 
-def _worker_error(exc: BaseException, job: Job) -> dict[str, str]:
+def _worker_error(exc: BaseException, job: Job) -> dict[str, str | None]:
     fields = error_fields(exc)
     if isinstance(exc, MemoryError) and job.memory_limit_bytes:
         said = f": {exc}" if str(exc) else ""
