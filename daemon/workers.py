@@ -690,7 +690,7 @@ class WorkerPool:
             await asyncio.sleep(0.02)
         if worker.group_alive():
             worker.signal_group(signal.SIGKILL)
-            deadline = time.monotonic() + 2  # until the group's members are reaped
+            deadline = time.monotonic() + 0.5  # they cannot survive it; reaped soon after
             while worker.group_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         await asyncio.to_thread(worker.reap, 5)

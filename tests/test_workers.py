@@ -200,7 +200,14 @@ def _every_tick_succeeded(base: Path, hostile: dict) -> None:
 
 def _report(rows: dict, base: Path) -> str:
     ticks = _rows(base, "tick")
-    lines = [f"tick: {len(ticks)} slots, all {ticks[0].status}"]
+    started = min(r.started_at for r in rows.values())
+    finished = max(r.finished_at for r in rows.values())
+    during = [t for t in ticks if started <= t.scheduled_at <= finished]
+    lines = [
+        f"tick: {len(ticks)} slots, statuses {sorted({t.status for t in ticks})}; "
+        f"{len(during)} slots while the hostile runs ran "
+        f"({sum(t.status == 'success' for t in during)} success)"
+    ]
     for name, row in rows.items():
         error = f"{row.error.type}: {row.error.message[:90]}" if row.error else ""
         beside = [
@@ -240,6 +247,29 @@ def test_sigterm_during_a_process_run_cancels_it_and_leaves_no_process(tmp_path:
     (row,) = _rows(base, "slow")
     assert (row.status, row.error.type) == ("cancelled", "Cancelled")
     assert wait_for(lambda: not marked(marker), timeout_s=5, what="no process left")
+
+
+def test_kill_9_of_the_daemon_takes_its_workers_along(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [slow]
+        pipeline = "hostile"
+        cron = "0 0 1 1 *"
+        isolation = "process"
+        final_vars = ["sleepy"]
+        async_driver = false
+        """,
+        hostile=HOSTILE,
+    )
+    marker = uuid.uuid4().hex
+    with Served(base, env={"FLOWERD_TEST_MARK": marker}) as served:
+        served.wait_ready()
+        served.ask("trigger", schedule="slow")
+        wait_for(lambda: _rows(base, "slow", "running"), what="the run in its worker")
+        assert len(marked(marker)) >= 3
+        served.kill()  # no drain: the forkserver sees EOF, the worker its parent's death
+    assert wait_for(lambda: not marked(marker), timeout_s=10, what="no orphan worker")
 
 
 # --------------------------------------------------------------------------- the runner
