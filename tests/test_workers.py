@@ -31,7 +31,7 @@ from tests.serve import Served, make_project, runs, wait_for
 REPO = Path(__file__).resolve().parent.parent
 
 HOSTILE = """
-import ctypes, logging, os, signal, subprocess, sys, threading
+import ctypes, logging, os, signal, subprocess, sys, threading, warnings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def loud() -> int:
 def pid() -> int:
     print("printed by", os.getpid())
     log.warning("logged by %d", os.getpid())
+    log.debug("debug by %d", os.getpid())
+    warnings.warn("warned by the pipeline")
     return os.getpid()
 
 def lock() -> object:
@@ -383,13 +385,16 @@ async def test_worker_logs_and_prints_come_back_under_the_run_id(tmp_path, caplo
     try:
         logs.run_id_var.set(42)
         with caplog.at_level(logging.INFO):  # prints come back at INFO
-            result = await pool.run("hostile", RunConfig(final_vars=["pid"]), Attempts())
+            cfg = RunConfig(final_vars=["pid"], log_level="DEBUG")
+            result = await pool.run("hostile", cfg, Attempts())
     finally:
         logging.getLogger().removeHandler(spy)
         pool.close()
     pid = result["pid"]
     assert ("flowerd_pipelines.hostile", 42, f"logged by {pid}") in seen
     assert ("flowerd.stdout", 42, f"printed by {pid}") in seen
+    assert ("flowerd_pipelines.hostile", 42, f"debug by {pid}") in seen  # the run's level
+    assert any(name == "py.warnings" and "warned by the pipeline" in text for name, _, text in seen)
     assert gone(pid)
 
 
