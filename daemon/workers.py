@@ -269,6 +269,7 @@ def _worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
     """A worker's life: its own process group, captured output, then jobs until EOF."""
     os.setpgid(0, 0)
     _set_up_process()
+    threading.Thread(target=_lifeline, args=(conn,), name="flowerd-lifeline", daemon=True).start()
     outbox = _Outbox(conn)
     pumps = [_Pump(1, "stdout", outbox), _Pump(2, "stderr", outbox)]
     for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -291,6 +292,20 @@ def _worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
             return
         if job is None or not _serve(job, pm, loop, outbox, pumps):
             return
+
+
+def _lifeline(conn: Connection) -> None:
+    """The daemon's end of the pipe closed -- it died, even by SIGKILL, with no drain:
+    the worker takes its whole process group along. (The forkserver cannot tell: every
+    worker holds its `alive` pipe open.)"""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLRDHUP)
+    while True:
+        for _, events in poller.poll():
+            if events & select.POLLNVAL:
+                return
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                os.killpg(0, signal.SIGKILL)
 
 
 def _set_up_process() -> None:
@@ -459,7 +474,9 @@ class _Worker:
         self.pid: int = process.pid
         self.run: _Run | None = None
         self.ready: asyncio.Future = loop.create_future()
+        self.ready.add_done_callback(_retrieved)  # its starter may have been cancelled
         self.alive = True
+        self.exited = threading.Event()  # set by the reader once the worker is reaped
         self.reader = threading.Thread(
             target=self._read, name=f"flowerd-worker-{self.pid}", daemon=True
         )
@@ -473,6 +490,8 @@ class _Worker:
             self.process.join(5)
             exitcode = self.process.exitcode
         finally:
+            if exitcode is not None:
+                self.exited.set()
             self._post(("died", exitcode))
 
     def _read_until_exit(self) -> None:
@@ -513,16 +532,17 @@ class _Worker:
             pass  # it died meanwhile: the reader reports how
 
     def signal_group(self, signum: int) -> None:
-        """The worker and everything it started (its process group)."""
-        try:
+        """The worker and everything it started (its process group); the worker itself
+        too, which may not have made its group yet (killed while starting)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # not (yet) a group of its own: the worker alone
+        if not self.exited.is_set():  # not reaped, so its pid is still its own
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
     def group_alive(self) -> bool:
+        if not self.exited.is_set():
+            return True
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -538,6 +558,11 @@ class _Worker:
             self.conn.close()
             with contextlib.suppress(ValueError):
                 self.process.close()
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _unreadable(exc: Exception) -> dict[str, str]:
