@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -454,5 +454,20 @@ async def test_a_worker_error_is_a_worker_run_error_with_the_pipelines_type(tmp_
     assert caught.value.fields["type"] == "PipelineNotFound"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+async def test_a_run_cancelled_while_its_worker_starts_leaves_no_worker(tmp_path):
+    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
+    cancelled = 0
+    for delay_s in (0.0, 0.002, 0.005, 0.01, 0.02):
+        pool = WorkerPool(base_dir=tmp_path, pipelines_dir=tmp_path / "pipelines")
+        task = asyncio.create_task(pool.run("hello_world", RunConfig(), Attempts()))
+        await asyncio.sleep(delay_s)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            cancelled += 1
+            assert pool.pids == []  # started (or not yet), then killed
+        else:
+            assert len(pool.pids) == 1  # it was quicker than the cancel: kept for reuse
+        pool.close()
+    assert cancelled >= 1
