@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -169,7 +169,8 @@ def _hostile_trial(tmp_path: Path, names: list[str]) -> None:
         wait_for(lambda: all(_done(base, name) for name in cases), timeout_s=40, what="every case")
         if "busy" in cases:  # its child ignored SIGTERM too: the group's SIGKILL got it
             wait_for(lambda: pidfile.exists() and gone(int(pidfile.read_text())), timeout_s=5)
-        time.sleep(1.2)  # one more tick after the last case ended
+        last = max(_done(base, name).finished_at for name in cases)
+        wait_for(lambda: _rows_after(base, last), timeout_s=15, what="a tick after the last case")
         assert served.stop() == 0
     rows = {name: _done(base, name) for name in cases}
     for name, row in rows.items():
@@ -199,6 +200,10 @@ def _rows(base: Path, schedule: str, status: str | None = None) -> list:
     return [
         r for r in runs(base) if r.schedule == schedule and (status is None or r.status == status)
     ]
+
+
+def _rows_after(base: Path, moment: datetime) -> list:
+    return [r for r in _rows(base, "tick") if r.scheduled_at > moment and r.finished_at]
 
 
 def _done(base: Path, schedule: str):
