@@ -14,7 +14,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-SUITES = ["bench_pipeline", "bench_history", "bench_runner", "bench_runlogs", "bench_backfill"]
+SUITES = [
+    "bench_pipeline",
+    "bench_history",
+    "bench_runner",
+    "bench_runlogs",
+    "bench_backfill",
+    "bench_isolation",
+]
 
 
 def main() -> None:

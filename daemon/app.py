@@ -135,6 +135,7 @@ class Daemon:
             threads=self.settings.threads,
             on_change=self.refresh_status,
             timezone=self.settings.timezone,
+            max_log_bytes=self.settings.max_log_bytes,
         )
         stack.callback(self.runner.close)
         await self._tell(stack)

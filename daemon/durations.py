@@ -1,4 +1,4 @@
-"""Durations and points in time as users write them: `30s`, `5m`, `2h`, `7d`, ISO-8601."""
+"""Durations, points in time and sizes as users write them: `30s`, `5m`, ISO-8601, `2GiB`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,48 @@ def parse_duration_s(text: str | int | float) -> float:
     if seconds < 0:
         raise ValueError(f"{text!r}: a duration cannot be negative")
     return seconds
+
+
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str | int) -> int:
+    """`2GiB`, `512MiB`, `1.5GB`, `4096B` or an integer number of bytes -> bytes.
+    ValueError names the text and the units."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    else:
+        match = _SIZE.match(str(text))
+        unit = _SIZE_UNITS.get(match[2].lower()) if match else None
+        if unit is None:
+            raise ValueError(
+                f"{text!r} is not a size; write a number and a unit: B, KiB, MiB, GiB, TiB "
+                "(powers of 1024) or KB, MB, GB, TB (powers of 1000), e.g. '2GiB'"
+            )
+        size = int(float(match[1]) * unit)
+    if size <= 0:
+        raise ValueError(f"{text!r}: a size must be more than 0 bytes")
+    return size
+
+
+def format_bytes(size: int) -> str:
+    """2147483648 -> '2GiB', 1500000 -> '1.43MiB', 100 -> '100B'."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        step = _SIZE_UNITS[unit.lower()]
+        if size >= step:
+            return f"{size / step:.3g}{unit}"
+    return f"{size}B"
 
 
 def parse_instant(text: str, *, now: datetime | None = None, zone: tzinfo = UTC) -> datetime:

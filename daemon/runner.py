@@ -22,7 +22,6 @@ import contextvars
 import logging
 import random
 import reprlib
-import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
 from daemon.schedule import SLOT_INPUTS, Schedule
+from daemon.workers import WorkerPool, error_fields
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class Runner:
         on_change: Callable[[], None] = lambda: None,
         events: Listeners | None = None,
         timezone: str = "UTC",
+        max_log_bytes: int = 1024 * 1024,
     ):
         self.pm = pm
         self.history = history
@@ -132,6 +133,8 @@ class Runner:
         self._on_change = on_change
         self.events = events if events is not None else Listeners()
         self.accepting = True
+        self._max_log_bytes = max_log_bytes
+        self._workers: WorkerPool | None = None  # isolation = "process": made on first use
 
     # -- entry points -----------------------------------------------------------------
     def fire(self, schedule: Schedule, scheduled_at: datetime, trigger: str = "schedule") -> None:
@@ -437,6 +440,8 @@ class Runner:
         return cfg.merged({"inputs": {**{k: values[k] for k in wanted}, **given}})
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
+        if active.spec is not None and active.spec.isolation == "process":
+            return await self._in_worker(active, pipeline, cfg, timeout_s)
         if cfg.async_driver is False:
             call = self._in_thread(active, pipeline, cfg)
         else:
@@ -471,6 +476,23 @@ class Runner:
                     active.run_id,
                 )
             raise
+
+    async def _in_worker(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s):
+        """Either driver in a worker process (daemon.workers): a timeout or cancel kills
+        its process group; its death fails only this run (WorkerDied)."""
+        if self._workers is None:
+            self._workers = WorkerPool(
+                base_dir=self.pm.base_dir,
+                pipelines_dir=self.pm.pipelines_dir,
+                max_output_bytes=self._max_log_bytes,
+            )
+        memory_limit = active.spec.memory_limit_bytes if active.spec else None
+        try:
+            return await self._workers.run(
+                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit, timeout_s=timeout_s
+            )
+        except TimeoutError:
+            raise _TimedOut() from None
 
     def _thread_done(self, _future) -> None:
         self._pool_busy -= 1
@@ -571,6 +593,8 @@ class Runner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.close()  # no worker (nor what it started) outlives the runner
 
 
 def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) -> None:
@@ -594,13 +618,7 @@ def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Att
 
 
 def _error_of(exc: BaseException) -> RunError:
-    cause = exc.__cause__ if isinstance(exc, PipelineError) and exc.__cause__ else None
-    shown = cause if isinstance(cause, KeyboardInterrupt | SystemExit) else exc
-    return RunError(
-        type=type(shown).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
-    )
+    return RunError(**error_fields(exc))  # a worker's error comes as the worker saw it
 
 
 def _late_error(schedule: Schedule, scheduled_at: datetime) -> RunError:

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from daemon.durations import parse_duration_s
+from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import ScheduleError, did_you_mean
 from daemon.notify import DEFAULT_NOTIFY_ON, check_states
 
@@ -43,8 +43,11 @@ __all__ = [
 
 Overlap = Literal["skip", "queue", "allow"]
 Catchup = Literal["none", "latest", "all"]
+Isolation = Literal["thread", "process"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
 CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
+ISOLATIONS: tuple[str, ...] = ("thread", "process")
+MIN_MEMORY_LIMIT = 16 * 1024**2  # below this no Python process can even start
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
@@ -96,6 +99,9 @@ class Schedule:
     # who is told (daemon/notify.py): Apprise URLs (None: the `notify` setting), and when
     notify: tuple[str, ...] | None = None
     notify_on: tuple[str, ...] = DEFAULT_NOTIFY_ON
+    # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
+    isolation: Isolation = "thread"
+    memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -103,6 +109,8 @@ class Schedule:
             raise ValueError(f"schedule {self.id!r}: give exactly one of cron, interval_s, at")
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
+        if self.memory_limit_bytes is not None and self.isolation != "process":
+            raise ValueError(f"schedule {self.id!r}: memory_limit needs isolation = 'process'")
         for name in ("inputs", "config", "with_adapter"):
             object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
         for name in ("cache", "executor"):
@@ -326,6 +334,8 @@ class _Table(BaseModel):
     jitter: float | str = 0
     notify: list[str] | None = None
     notify_on: list[str] = list(DEFAULT_NOTIFY_ON)
+    isolation: str | None = None
+    memory_limit: str | int | None = None
 
     @field_validator("pipeline")
     @classmethod
@@ -423,6 +433,23 @@ class _Table(BaseModel):
     def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_not_reserved(value)
         return value
+    @field_validator("isolation")
+    @classmethod
+    def _isolation(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of(value, ISOLATIONS)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str | int | None) -> int | None:
+        if value is None:
+            return None
+        size = parse_bytes(value)
+        if size < MIN_MEMORY_LIMIT:
+            raise ValueError(
+                f"{value!r} is too small for a worker process (at least 16MiB; the limit "
+                "is the worker's whole address space, Python and Hamilton included)"
+            )
+        return size
 
     @field_validator("retry_exceptions")
     @classmethod
@@ -496,13 +523,18 @@ def load_schedules(
     *,
     default_timezone: str = "UTC",
     pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
 ) -> list[Schedule]:
     """Every schedule in `directory/*.toml` (files sorted by name, tables in file order).
 
     Raises `ScheduleError` listing every problem in every file. A missing directory
-    holds no schedules. With `pipelines_dir`, each pipeline must be a module there."""
+    holds no schedules. With `pipelines_dir`, each pipeline must be a module there.
+    `default_timezone` and `default_isolation` apply where a schedule sets none."""
     schedules, problems = read_schedules(
-        directory, default_timezone=default_timezone, pipelines_dir=pipelines_dir
+        directory,
+        default_timezone=default_timezone,
+        pipelines_dir=pipelines_dir,
+        default_isolation=default_isolation,
     )
     if problems:
         raise ScheduleError(problems)
@@ -510,7 +542,11 @@ def load_schedules(
 
 
 def read_schedules(
-    directory: Path, *, default_timezone: str = "UTC", pipelines_dir: Path | None = None
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
 ) -> tuple[list[Schedule], list[str]]:
     """(the valid schedules, every problem): `flowerd validate` goes on to check the
     valid schedules' pipelines, so one run reports every problem of every phase."""
@@ -520,8 +556,9 @@ def read_schedules(
     schedules: list[Schedule] = []
     problems: list[str] = []
     ids: list[tuple[str, Path]] = []
+    defaults = _Defaults(timezone=default_timezone, isolation=default_isolation)
     for path in sorted(directory.glob("*.toml")):
-        found, file_problems, file_ids = _load_file(path, default_timezone)
+        found, file_problems, file_ids = _load_file(path, defaults)
         schedules += found
         problems += file_problems
         ids += [(schedule_id, path) for schedule_id in file_ids]
@@ -533,11 +570,20 @@ def read_schedules(
 
 
 def validate_schedule_dir(
-    directory: Path, *, default_timezone: str = "UTC", pipelines_dir: Path | None = None
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
 ) -> list[str]:
     """Every problem in the schedule files, as lines (empty: all valid)."""
     try:
-        load_schedules(directory, default_timezone=default_timezone, pipelines_dir=pipelines_dir)
+        load_schedules(
+            directory,
+            default_timezone=default_timezone,
+            pipelines_dir=pipelines_dir,
+            default_isolation=default_isolation,
+        )
     except ScheduleError as exc:
         return exc.problems
     return []
@@ -551,7 +597,15 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[str], list[str]]:
+@dataclass(frozen=True)
+class _Defaults:
+    """What a schedule gets for the fields it leaves out that come from settings."""
+
+    timezone: str = "UTC"
+    isolation: str = "thread"
+
+
+def _load_file(path: Path, defaults: _Defaults) -> tuple[list[Schedule], list[str], list[str]]:
     """(valid schedules, problems, every table id) of one file."""
     where = display_path(path)
     try:
@@ -563,7 +617,7 @@ def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[
     schedules: list[Schedule] = []
     problems: list[str] = []
     for schedule_id, table in document.items():
-        schedule, table_problems = _parse_table(path, schedule_id, table, default_timezone)
+        schedule, table_problems = _parse_table(path, schedule_id, table, defaults)
         problems += [f"{where}: {line}" for line in table_problems]
         if schedule is not None:
             schedules.append(schedule)
@@ -571,7 +625,7 @@ def _load_file(path: Path, default_timezone: str) -> tuple[list[Schedule], list[
 
 
 def _parse_table(
-    path: Path, schedule_id: str, table: object, default_timezone: str
+    path: Path, schedule_id: str, table: object, defaults: _Defaults
 ) -> tuple[Schedule | None, list[str]]:
     if not isinstance(table, dict):
         return None, [
@@ -586,12 +640,23 @@ def _parse_table(
     except ValidationError as exc:
         return None, problems + [f"{prefix} {line}" for line in _field_problems(exc)]
     try:
-        at = _localised_at(parsed, default_timezone)
+        at = _localised_at(parsed, defaults.timezone)
     except ValueError as exc:
         return None, [*problems, f"{prefix} field 'at': {exc}"]
+    isolation = parsed.isolation or defaults.isolation
+    if parsed.memory_limit is not None and isolation != "process":
+        problems.append(
+            f"{prefix} field 'memory_limit': only a schedule with isolation = \"process\" can "
+            f"have a memory limit (this one runs in a daemon thread{_isolation_source(parsed)}); "
+            'add isolation = "process" or remove memory_limit'
+        )
     if problems:
         return None, problems
-    return _schedule(path, schedule_id, parsed, at, default_timezone), []
+    return _schedule(path, schedule_id, parsed, at, defaults), []
+
+
+def _isolation_source(parsed: _Table) -> str:
+    return ": isolation = \"thread\"" if parsed.isolation else ", the isolation setting's default"
 
 
 def _shape_problems(schedule_id: str, table: dict) -> list[str]:
@@ -693,7 +758,7 @@ def _localised_at(parsed: _Table, default_timezone: str) -> datetime | None:
 
 
 def _schedule(
-    path: Path, schedule_id: str, parsed: _Table, at: datetime | None, default_timezone: str
+    path: Path, schedule_id: str, parsed: _Table, at: datetime | None, defaults: _Defaults
 ) -> Schedule:
     return Schedule(
         id=schedule_id,
@@ -702,7 +767,7 @@ def _schedule(
         cron=parsed.cron.strip() if parsed.cron is not None else None,
         interval_s=parsed.interval,  # type: ignore[arg-type]  # seconds after validation
         at=at,
-        timezone=parsed.timezone or default_timezone,
+        timezone=parsed.timezone or defaults.timezone,
         enabled=parsed.enabled,
         final_vars=tuple(parsed.final_vars),
         inputs=parsed.inputs,
@@ -724,6 +789,8 @@ def _schedule(
         jitter_s=float(parsed.jitter),
         notify=None if parsed.notify is None else tuple(parsed.notify),
         notify_on=tuple(parsed.notify_on),
+        isolation=parsed.isolation or defaults.isolation,  # type: ignore[arg-type]
+        memory_limit_bytes=parsed.memory_limit,  # type: ignore[arg-type]  # bytes by now
     )
 
 

@@ -237,7 +237,15 @@ def render_unit(
         "RestartSec=5",
         f"WatchdogSec={watchdog_s}",
         f"TimeoutStopSec={math.ceil(settings.shutdown_grace + STOP_MARGIN_S)}",
+        # Stop: SIGTERM to flowerd alone, which drains and kills its own workers (their
+        # runs recorded `cancelled`); SIGKILL to whatever is left in the cgroup after
+        # TimeoutStopSec. (control-group would SIGTERM every worker at once, so runs that
+        # could finish within the grace would die mid-run instead.)
         "KillMode=mixed",
+        # The kernel's OOM killer ending one run's worker (isolation = "process") fails
+        # that run (WorkerDied); it must not stop the whole service. Workers raise their
+        # own oom_score_adj, so the kernel picks them before flowerd.
+        "OOMPolicy=continue",
         "SyslogIdentifier=flowerd",
         "Environment=PYTHONUNBUFFERED=1",
         *_state_lines(settings, user=user),

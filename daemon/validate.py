@@ -30,6 +30,7 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         settings.schedules_dir,
         default_timezone=settings.timezone,
         pipelines_dir=settings.pipelines_dir,
+        default_isolation=settings.isolation,
     )
     checked, warnings = [], []
     for schedule in schedules:

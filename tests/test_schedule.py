@@ -289,6 +289,27 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
             'cron = "* * * * *"\nretry_exceptions = ["Flaky"]',
             "[s] field 'retry_exceptions': 'Flaky' is not a builtin exception",
         ),
+        (
+            'cron = "* * * * *"\nisolation = "proces"',
+            "[s] field 'isolation': 'proces' is not one of thread, process (did you mean",
+        ),
+        (
+            'cron = "* * * * *"\nisolation = "process"\nmemory_limit = "2G"',
+            "[s] field 'memory_limit': '2G' is not a size; write a number and a unit: B, KiB",
+        ),
+        (
+            'cron = "* * * * *"\nisolation = "process"\nmemory_limit = "1MiB"',
+            "[s] field 'memory_limit': '1MiB' is too small for a worker process",
+        ),
+        (
+            'cron = "* * * * *"\nmemory_limit = "2GiB"',
+            "[s] field 'memory_limit': only a schedule with isolation = \"process\" can have a "
+            "memory limit (this one runs in a daemon thread, the isolation setting's default)",
+        ),
+        (
+            'cron = "* * * * *"\nisolation = "thread"\nmemory_limit = "2GiB"',
+            "[s] field 'memory_limit': only a schedule with isolation = \"process\"",
+        ),
     ],
 )
 def test_each_problem_names_file_schedule_and_field(tmp_path, body, expected):
@@ -584,3 +605,26 @@ def test_executor_cache_and_adapters_are_run_config_fields_too(tmp_path: Path):
     assert kwargs["executor"] == {"type": "dask", "address": "tcp://10.0.0.5:8786"}
     assert kwargs["cache"] == {"path": "/var/cache/flowerd"}
     assert kwargs["with_adapter"] == {"progressbar": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GiB", 2 * 1024**3), ("512MiB", 512 * 1024**2), ("1.5GB", 1_500_000_000),
+     ("64 mib", 64 * 1024**2), (100_000_000, 100_000_000), ("3GB", 3_000_000_000)],
+)  # fmt: skip
+def test_isolation_and_memory_limit(tmp_path, text, size):
+    limit = f'"{text}"' if isinstance(text, str) else text
+    write(tmp_path, "a.toml", f'[p]\npipeline = "p"\ncron = "* * * * *"\nisolation = "process"\n'
+          f"memory_limit = {limit}\n[t]\npipeline = \"p\"\ncron = \"* * * * *\"\n")  # fmt: skip
+    process, thread = load_schedules(tmp_path)
+    assert (process.isolation, process.memory_limit_bytes) == ("process", size)
+    assert (thread.isolation, thread.memory_limit_bytes) == ("thread", None)
+
+
+def test_isolation_defaults_to_the_setting(tmp_path):
+    write(tmp_path, "a.toml", '[s]\npipeline = "p"\ncron = "* * * * *"\nmemory_limit = "1GiB"\n')
+    [s] = load_schedules(tmp_path, default_isolation="process")
+    assert (s.isolation, s.memory_limit_bytes) == ("process", 1024**3)
+    with pytest.raises(ValueError, match="memory_limit needs isolation"):
+        Schedule(id="a", file=Path("a.toml"), pipeline="p", cron="* * * * *",
+                 memory_limit_bytes=1024**3)  # fmt: skip

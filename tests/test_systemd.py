@@ -216,6 +216,8 @@ def test_system_unit(tmp_path):
     assert d["CapabilityBoundingSet"] == [""]
     assert "ReadWritePaths" not in d  # StateDirectory= is the only writable place
     assert d["WantedBy"] == ["multi-user.target"]
+    assert d["OOMPolicy"] == ["continue"]  # an OOM-killed worker fails one run only
+    assert d["KillMode"] == ["mixed"]  # SIGTERM to flowerd alone: it drains its workers
 
 
 def test_system_unit_defaults_to_a_dynamic_user(tmp_path):
@@ -230,6 +232,7 @@ def test_user_unit_keeps_only_what_a_user_manager_can_apply(tmp_path):
         assert system_only not in d
     assert d["NoNewPrivileges"] == ["yes"] and d["SystemCallFilter"][0] == "@system-service"
     assert d["WantedBy"] == ["default.target"]
+    assert d["OOMPolicy"] == ["continue"]
 
 
 def test_a_non_sqlite_database_stays_out_of_the_unit(tmp_path):

@@ -96,7 +96,11 @@ def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
     from daemon.backfill import find_schedule, parse_bound
     from daemon.schedule import load_schedules
 
-    schedules = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+    schedules = load_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        default_isolation=settings.isolation,
+    )
     spec = find_schedule({s.id: s for s in schedules}, schedule_id)
     now = datetime.now(UTC)
     start = parse_bound("--from", from_, spec.zone, now)
@@ -278,7 +282,11 @@ async def _local_rerun(settings: Settings, run_id: int):
         record = await history.get_run(run_id)
         schedules = {}
         with contextlib.suppress(FlowerdError, OSError):  # the run may outlive its file
-            found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+            found = load_schedules(
+                settings.schedules_dir,
+                default_timezone=settings.timezone,
+                default_isolation=settings.isolation,
+            )
             schedules = {s.id: s for s in found}
         schedule = schedules.get(record.schedule or "")
         cfg = rerun_config(record, schedule, pm)

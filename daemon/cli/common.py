@@ -64,7 +64,11 @@ def _configured_schedules(settings: Settings) -> dict:
     from daemon.schedule import load_schedules
 
     try:
-        found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+        found = load_schedules(
+            settings.schedules_dir,
+            default_timezone=settings.timezone,
+            default_isolation=settings.isolation,
+        )
     except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}

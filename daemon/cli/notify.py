@@ -61,8 +61,12 @@ def _targets(settings, schedule_id: str | None) -> tuple[list[str], str]:  # noq
         return list(settings.notify), "the default targets (setting `notify`)"
     from daemon.schedule import load_schedules
 
-    schedules = {s.id: s for s in load_schedules(settings.schedules_dir,
-                                                 default_timezone=settings.timezone)}  # fmt: skip
+    found = load_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        default_isolation=settings.isolation,
+    )
+    schedules = {s.id: s for s in found}
     found = schedules.get(schedule_id)
     if found is None:
         raise FlowerdError(

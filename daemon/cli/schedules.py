@@ -35,7 +35,11 @@ def schedules(
 
     settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
-    found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
+    found = load_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        default_isolation=settings.isolation,
+    )
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
     rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
     if as_json:
