@@ -414,9 +414,9 @@ async def test_worker_logs_and_prints_come_back_under_the_run_id(tmp_path, caplo
         logging.getLogger().removeHandler(spy)
         pool.close()
     pid = result["pid"]
-    assert ("flowerd_pipelines.hostile", 42, f"logged by {pid}") in seen
+    assert ("hostile", 42, f"logged by {pid}") in seen
     assert ("flowerd.stdout", 42, f"printed by {pid}") in seen
-    assert ("flowerd_pipelines.hostile", 42, f"debug by {pid}") in seen  # the run's level
+    assert ("hostile", 42, f"debug by {pid}") in seen  # the run's level
     assert any(name == "py.warnings" and "warned by the pipeline" in text for name, _, text in seen)
     assert gone(pid)
 
