@@ -30,6 +30,8 @@ from daemon import systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
+from daemon.http.address import parse_address
+from daemon.http.metrics import Metrics
 from daemon.pipeline import PipelineManager, RunConfig
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule, load_schedules
@@ -125,6 +127,8 @@ class Daemon:
         self.scheduler: Scheduler
         self._stop = _Stop(asyncio.Event())
         self._reload_lock = asyncio.Lock()
+        self.metrics = Metrics()
+        self.http = None  # daemon.http.server.HttpServer while it listens
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
@@ -144,6 +148,7 @@ class Daemon:
         )
         stack.callback(self.runner.close)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
+        self.runner.events.add(self.metrics.on_run_event)
         self.paused = await self.history.paused()
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
@@ -153,12 +158,21 @@ class Daemon:
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
+        await self._start_http(stack, schedules)
         log.info(
             "flowerd serving %d schedule(s) from %s; history in %s",
             len(schedules),
             self.settings.schedules_dir,
             self.settings.db_url,
         )
+
+    async def _start_http(self, stack: AsyncExitStack, schedules: list[Schedule]) -> None:
+        self.metrics.bind(self)
+        self.runner.spawn(self.metrics.seed(self.history, [s.id for s in schedules]))
+        if parse_address(self.settings.http) is not None:
+            from daemon.http import server
+
+            self.http = await server.start(self, stack)
 
     async def _reap(self) -> None:
         started = time.perf_counter()
@@ -251,8 +265,11 @@ class Daemon:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        self.runner.trigger(schedule)
-        return {"message": f"triggered {schedule.id} (pipeline {schedule.pipeline})"}
+        run_id = await self.runner.trigger(schedule, request.get("inputs"))
+        return {
+            "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
+            "run_id": run_id,
+        }
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
@@ -295,7 +312,7 @@ class Daemon:
             "database": self.settings.db_url,
             "daemon": self.instance_id,
             "health": self.health(),
-            "http": None,
+            "http": self.http.url if self.http else None,
         }
 
     def health(self) -> dict[str, str]:

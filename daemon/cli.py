@@ -66,12 +66,22 @@ def _global(
 
 
 @app.command()
-def serve(ctx: typer.Context) -> None:
+def serve(
+    ctx: typer.Context,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", help="HOST:PORT (port 0: any free port) or off; the setting."),
+    ] = None,
+) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
     from daemon import app as daemon_app
+    from daemon.http.address import parse_address
     from daemon.logs import log_config
 
     settings = settings_of(ctx)
+    if http is not None:
+        settings = settings.model_copy(update={"http": http})
+    parse_address(settings.http)  # a bad value is refused before anything starts
     log_config(settings.log_level, settings.log_format)
     code = asyncio.run(daemon_app.serve(settings))
     daemon_app.exit_past_stuck_threads(code)
@@ -168,12 +178,13 @@ def schedules(
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
     from daemon.schedule import load_schedules
+    from daemon.shapes import schedule_json
 
     settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
     found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
-    rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
+    rows = [schedule_json(s, s.id in paused, after, next_n) for s in found]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -187,23 +198,6 @@ async def _paused_schedules(db_url: str) -> set[str]:
     except FlowerdError as exc:  # the listing is still useful without the paused state
         typer.echo(f"warning: cannot read paused schedules from the history: {exc}", err=True)
         return set()
-
-
-def _schedule_row(schedule, paused: bool, after: datetime, next_n: int) -> dict:  # noqa: ANN001
-    from daemon.trigger import next_fire_times
-
-    fires = schedule.enabled and not paused
-    return {
-        "id": schedule.id,
-        "pipeline": schedule.pipeline,
-        "file": str(schedule.file),
-        "trigger": schedule.describe_trigger(),
-        "timezone": schedule.timezone,
-        "enabled": schedule.enabled,
-        "paused": paused,
-        "async_driver": schedule.async_driver,
-        "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
-    }
 
 
 def _print_schedules(rows: list[dict], settings: Settings) -> None:

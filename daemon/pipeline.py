@@ -488,6 +488,17 @@ class PipelineManager:
             raise PipelineError(f"pipeline {name!r}: {exc}") from None
         return self._warnings(plan, built)
 
+    def dag(self, name: str, run_config: RunConfig | Mapping | None = None) -> tuple[list, list]:
+        """The DAG a run would build, to draw it: nodes as (name, is_input) and edges as
+        (dependency, node). Raises PipelineError as `validate` does. Thread-safe."""
+        cfg = _as_run_config(run_config, {})
+        mode = "sync" if cfg.async_driver is False else "async"
+        plan = self._plan(name, cfg, mode)
+        built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
+        nodes = _nodes(built.driver)
+        edges = [(dep.name, node.name) for node in nodes for dep in node.dependencies]
+        return [(node.name, not _is_function(node)) for node in nodes], edges
+
     def typed_inputs(
         self, name: str, raw: Mapping[str, str], *, async_driver: bool = True
     ) -> dict[str, Any]:

@@ -173,28 +173,49 @@ class Runner:
         return run_id
 
     async def run_manual(
-        self, pipeline: str, cfg: RunConfig, *, schedule: Schedule | None = None
+        self,
+        pipeline: str,
+        cfg: RunConfig,
+        *,
+        schedule: Schedule | None = None,
+        claimed: asyncio.Future | None = None,
     ) -> Outcome:
         """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
-        trigger `manual`."""
+        trigger `manual`. `claimed` (if given) answers the run id once its row exists."""
         async_driver = cfg.async_driver is not False
-        run_id = await self.history.claim(
-            schedule=schedule.id if schedule else None,
-            pipeline=pipeline,
-            trigger="manual",
-            scheduled_at=utcnow() if schedule else None,
-            async_driver=async_driver,
-            final_vars=list(cfg.final_vars or ()),
-            inputs=dict(cfg.inputs or {}),
-        )
+        try:
+            run_id = await self.history.claim(
+                schedule=schedule.id if schedule else None,
+                pipeline=pipeline,
+                trigger="manual",
+                scheduled_at=utcnow() if schedule else None,
+                async_driver=async_driver,
+                final_vars=list(cfg.final_vars or ()),
+                inputs=dict(cfg.inputs or {}),
+            )
+        except Exception as exc:
+            if claimed is not None and not claimed.done():
+                claimed.set_exception(exc)
+            raise
+        if claimed is not None and not claimed.done():
+            claimed.set_result(run_id)
         active = self._track(run_id, pipeline, schedule, None, "manual")
         timeout_s = schedule.timeout_s if schedule else 0
         return await self._execute(active, pipeline, cfg, timeout_s=timeout_s)
 
-    def trigger(self, schedule: Schedule) -> asyncio.Task:
-        """Run a schedule now (control channel), in the background."""
-        cfg = RunConfig(**schedule.run_config_kwargs())
-        return self.spawn(self.run_manual(schedule.pipeline, cfg, schedule=schedule))
+    async def trigger(self, schedule: Schedule, inputs: dict | None = None) -> int:
+        """Run a schedule now (control channel, HTTP) in the background, `inputs` over
+        the schedule's own; returns the run's id once its row is claimed."""
+        kwargs = schedule.run_config_kwargs()
+        kwargs["inputs"] = {**(kwargs.get("inputs") or {}), **(inputs or {})}
+        claimed = asyncio.get_running_loop().create_future()
+        task = self.spawn(
+            self.run_manual(
+                schedule.pipeline, RunConfig(**kwargs), schedule=schedule, claimed=claimed
+            )
+        )
+        task.add_done_callback(_retrieved)  # a failed claim is answered through `claimed`
+        return await claimed
 
     # -- policies ---------------------------------------------------------------------
     @staticmethod
@@ -440,6 +461,11 @@ class Runner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Attempts):
