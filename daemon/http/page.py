@@ -105,7 +105,6 @@ class Page:
         return self._render(
             request,
             "runs.html",
-            status_code=400 if problem else 200,
             runs=records,
             query=query,
             problem=problem,
