@@ -330,3 +330,12 @@ def test_run_events_move_the_counters():
     assert found[("flowerd_run_duration_seconds_bucket", (("le", "2.5"), ("schedule", "")))] == 1
     assert found[("flowerd_notifications_total", (("result", "error"),))] == 1
     assert metrics.last_success == {}  # no schedule: nothing to alert on
+
+
+def test_the_unit_says_how_to_reach_the_page(tmp_path: Path):
+    base = make_project(tmp_path)
+    unit = cli(base, "service", "print", "--run-as", "nobody").stdout
+    assert "ssh -N -L 8787:127.0.0.1:8787" in unit and "/metrics" in unit
+    assert "need http_token" in unit
+    off = cli(base, "service", "print", "--run-as", "nobody", env={"FLOWERD_HTTP": "off"}).stdout
+    assert "HTTP (metrics, API, page) is off" in off

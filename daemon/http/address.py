@@ -36,3 +36,27 @@ def is_loopback(host: str) -> bool:
 def base_url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
+
+
+def unit_notes(http: str, has_token: bool) -> list[str]:
+    """Comment lines for `flowerd service print`: how to reach the page and metrics."""
+    try:
+        address = parse_address(http)
+    except SettingsError:
+        address = None
+    if address is None:
+        return ['# HTTP (metrics, API, page) is off: set http = "127.0.0.1:8787" to turn it on.']
+    host, port = address
+    url = base_url(host, port)
+    lines = [
+        f"# HTTP: {url}/ (page), /metrics (Prometheus), /healthz, /api/... (setting `http`).",
+    ]
+    if is_loopback(host):
+        lines += [
+            f"#   From your machine: ssh -N -L 8787:{url.removeprefix('http://')} THIS_HOST,",
+            "#   then open http://localhost:8787/ -- or put a reverse proxy with TLS and auth",
+            f"#   in front (nginx: location / {{ proxy_pass {url}; }}).",
+        ]
+    if not has_token:
+        lines.append("#   Run / pause / resume over HTTP need http_token (flowerd.toml).")
+    return lines
