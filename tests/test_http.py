@@ -327,7 +327,7 @@ def test_run_events_move_the_counters():
     )
     assert found[("flowerd_fire_lateness_seconds_bucket", (("le", "0.005"),))] == 1
     assert found[("flowerd_fire_lateness_seconds_bucket", (("le", "0.002"),))] == 0
-    assert found[("flowerd_run_duration_seconds_bucket", (("le", "2.5"), ("schedule", "")))] == 1
+    assert found[("flowerd_run_duration_seconds_bucket", (("le", "5.0"), ("schedule", "")))] == 1
     assert found[("flowerd_notifications_total", (("result", "error"),))] == 1
     assert metrics.last_success == {}  # no schedule: nothing to alert on
 

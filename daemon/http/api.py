@@ -91,7 +91,7 @@ class Api:
         self.daemon = daemon
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.daemon.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await self.daemon.metrics.render_async(), media_type=CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         reasons = [

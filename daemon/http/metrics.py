@@ -20,20 +20,32 @@ A run without a schedule (`flowerd run`, the Python API) has the label schedule=
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daemon.events import RunEvent
 
 log = logging.getLogger(__name__)
 
+# `_created` series double every counter's lines and Prometheus ignores them by default;
+# this process is the daemon's, so the switch (process-wide) is ours to turn.
+disable_created_metrics()
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# how long runs take: 10 ms .. 6 h
-DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600)
+# how long runs take: 50 ms .. 2 h (each bucket is a line per schedule on every scrape)
+DURATION_BUCKETS_S = (0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200)
 # how late a slot starts: the asyncio timer floor is ~1 ms; misfire_grace defaults to 60 s
 LATENESS_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
 
@@ -80,6 +92,7 @@ class Metrics:
         )
         self.last_success: dict[str, float] = {}
         self._daemon: Any = None
+        self._scraped: list = []
         r.register(_ScrapeTime(self))
 
     def bind(self, daemon: Any) -> None:
@@ -119,12 +132,28 @@ class Metrics:
             if found and found[0].finished_at is not None:
                 self.success_at(schedule, found[0].finished_at.timestamp())
 
+    def snapshot(self) -> None:
+        """Read the scrape-time gauges now (on the event loop: the daemon's state is the
+        loop's); `render` writes them out with the rest."""
+        families = [_last_successes(self.last_success)]
+        if self._daemon is not None:
+            families += _daemon_gauges(self._daemon)
+        self._scraped = families
+
     def render(self) -> bytes:
+        self.snapshot()
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """A scrape: the gauges read on the loop, the text written in a thread (many
+        schedules make many lines; a slot must not wait for them)."""
+        self.snapshot()
+        return await asyncio.to_thread(generate_latest, self.registry)
 
 
 class _ScrapeTime:
-    """The gauges read when Prometheus scrapes."""
+    """The gauges read when Prometheus scrapes: taken on the event loop (`snapshot`),
+    written out by generate_latest in a thread."""
 
     def __init__(self, metrics: Metrics):
         self._metrics = metrics
@@ -133,24 +162,23 @@ class _ScrapeTime:
         return []
 
     def collect(self):
-        daemon = self._metrics._daemon
-        last = GaugeMetricFamily(
-            "flowerd_schedule_last_success_timestamp_seconds",
-            "When each schedule's newest successful run finished (Unix time)",
-            labels=["schedule"],
-        )
-        for schedule, timestamp_s in sorted(self._metrics.last_success.items()):
-            last.add_metric([schedule], timestamp_s)
-        yield last
-        if daemon is None:
-            return
-        yield from _daemon_gauges(daemon)
+        yield from self._metrics._scraped
 
 
-def _daemon_gauges(daemon: Any):
+def _last_successes(last_success: dict[str, float]) -> GaugeMetricFamily:
+    last = GaugeMetricFamily(
+        "flowerd_schedule_last_success_timestamp_seconds",
+        "When each schedule's newest successful run finished (Unix time)",
+        labels=["schedule"],
+    )
+    for schedule, timestamp_s in sorted(last_success.items()):
+        last.add_metric([schedule], timestamp_s)
+    return last
+
+
+def _daemon_gauges(daemon: Any) -> list:
     running = GaugeMetricFamily("flowerd_runs_running", "Runs being carried out now")
     running.add_metric([], len(daemon.runner.active))
-    yield running
     nxt = GaugeMetricFamily(
         "flowerd_schedule_next_fire_timestamp_seconds",
         "Each firing schedule's next slot (Unix time); absent while paused or disabled",
@@ -160,14 +188,12 @@ def _daemon_gauges(daemon: Any):
         when = daemon.scheduler.next_fire(schedule)
         if when is not None:
             nxt.add_metric([schedule], when.timestamp())
-    yield nxt
     lag = GaugeMetricFamily(
         "flowerd_event_loop_lag_seconds", "How late the daemon's last timer probe fired"
     )
     lag.add_metric([], daemon.loop_lag_s)
-    yield lag
     errors = CounterMetricFamily(
         "flowerd_history_write_errors", "History writes that failed (and were retried)"
     )
     errors.add_metric([], float(getattr(daemon.history, "write_errors", 0)))
-    yield errors
+    return [running, nxt, lag, errors]

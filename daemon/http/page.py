@@ -15,15 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
 from daemon.http.api import parse_run_filters, read_logs
+from daemon.http.cells import RecentRuns
 
 HERE = Path(__file__).resolve().parent
 CELLS = 30
@@ -52,12 +53,13 @@ def routes(daemon: Any) -> list:
     ]
 
 
-def _templates() -> Jinja2Templates:
+def _templates() -> Environment:
     from daemon.cli import ago
     from daemon.durations import iso
 
-    templates = Jinja2Templates(directory=HERE / "templates")
-    env = templates.env
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+    )
     env.filters["ago"] = ago
     env.filters["iso"] = iso
     env.filters["seconds"] = lambda s: (
@@ -65,7 +67,7 @@ def _templates() -> Jinja2Templates:
     )
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=repr)
     env.globals.update(legend=LEGEND, statuses=STATUSES, triggers=TRIGGERS)
-    return templates
+    return env
 
 
 class Page:
@@ -73,27 +75,31 @@ class Page:
         self.daemon = daemon
         self.templates = _templates()
         self._dags: dict[tuple, bytes] = {}
+        self.recent = RecentRuns(daemon.history, per_schedule=CELLS)
+        daemon.runner.events.add(self.recent.on_run_event)
 
-    def _render(self, request: Request, name: str, status_code: int = 200, **context):
+    async def _render(self, name: str, status_code: int = 200, **context) -> HTMLResponse:
+        """Rendered in a thread: 30 cells of many schedules is real work, and a slot must
+        not wait for it (Jinja templates are safe to render from threads)."""
         context.update(now=datetime.now(UTC), http_token_set=bool(self.daemon.settings.http_token))
-        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+        template = self.templates.get_template(name)
+        html = await asyncio.to_thread(template.render, context)
+        return HTMLResponse(html, status_code=status_code)
 
     async def schedules(self, request: Request) -> Response:
         daemon = self.daemon
         schedules = list(daemon.scheduler.schedules.values())
-        recent = await asyncio.gather(
-            *(daemon.history.list_runs(schedule=s.id, limit=CELLS) for s in schedules)
-        )
+        cells = await self.recent.of([s.id for s in schedules])
         rows = [
             {
                 "schedule": s,
                 "paused": s.id in daemon.paused,
                 "next": daemon.scheduler.next_fire(s.id),
-                "cells": list(reversed(runs)),  # oldest first, newest at the right
+                "cells": cells[s.id],  # oldest first, newest at the right
             }
-            for s, runs in zip(schedules, recent, strict=True)
+            for s in schedules
         ]
-        return self._render(request, "schedules.html", rows=rows, refresh_s=10)
+        return await self._render("schedules.html", rows=rows, refresh_s=10)
 
     async def runs(self, request: Request) -> Response:
         query = dict(request.query_params)
@@ -102,8 +108,7 @@ class Page:
             problem = None
         except FlowerdError as exc:
             records, problem = [], str(exc)
-        return self._render(
-            request,
+        return await self._render(
             "runs.html",
             runs=records,
             query=query,
@@ -117,11 +122,10 @@ class Page:
         try:
             record = await self.daemon.history.get_run(run_id)
         except RunNotFound as exc:
-            return self._render(request, "missing.html", status_code=404, message=str(exc))
+            return await self._render("missing.html", status_code=404, message=str(exc))
         logs = await read_logs(self.daemon.history, run_id)
         live = record.status in ("queued", "running")
-        return self._render(
-            request,
+        return await self._render(
             "run.html",
             run=record,
             logs=logs,
