@@ -272,6 +272,8 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         f"flowerd pid {answer['pid']}, up {answer['uptime_s']:.0f} s, "
         f"loop lag {answer['loop_lag_ms']:.1f} ms, {len(answer['running'])} running"
     )
+    if answer.get("http"):
+        typer.echo(f"  page, API and metrics: {answer['http']}/")
     for sched in answer["schedules"]:
         state = "paused" if sched["paused"] else ("enabled" if sched["enabled"] else "disabled")
         typer.echo(f"  {sched['id']:<24} {state:<8} next {sched['next'] or '-'}")

@@ -183,20 +183,15 @@ class Runner:
         """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
         trigger `manual`. `claimed` (if given) answers the run id once its row exists."""
         async_driver = cfg.async_driver is not False
-        try:
-            run_id = await self.history.claim(
-                schedule=schedule.id if schedule else None,
-                pipeline=pipeline,
-                trigger="manual",
-                scheduled_at=utcnow() if schedule else None,
-                async_driver=async_driver,
-                final_vars=list(cfg.final_vars or ()),
-                inputs=dict(cfg.inputs or {}),
-            )
-        except Exception as exc:
-            if claimed is not None and not claimed.done():
-                claimed.set_exception(exc)
-            raise
+        run_id = await self.history.claim(
+            schedule=schedule.id if schedule else None,
+            pipeline=pipeline,
+            trigger="manual",
+            scheduled_at=utcnow() if schedule else None,
+            async_driver=async_driver,
+            final_vars=list(cfg.final_vars or ()),
+            inputs=dict(cfg.inputs or {}),
+        )
         if claimed is not None and not claimed.done():
             claimed.set_result(run_id)
         active = self._track(run_id, pipeline, schedule, None, "manual")
@@ -214,7 +209,7 @@ class Runner:
                 schedule.pipeline, RunConfig(**kwargs), schedule=schedule, claimed=claimed
             )
         )
-        task.add_done_callback(_retrieved)  # a failed claim is answered through `claimed`
+        task.add_done_callback(lambda task: _answer_unclaimed(task, claimed))
         return await claimed
 
     # -- policies ---------------------------------------------------------------------
@@ -463,9 +458,16 @@ class Runner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _retrieved(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()
+def _answer_unclaimed(task: asyncio.Task, claimed: asyncio.Future) -> None:
+    """A trigger whose run ended before its row was claimed (history error, stop)."""
+    error = None if task.cancelled() else task.exception()  # retrieved: answered or logged
+    if claimed.done():
+        if error is not None:
+            log.error("triggered run failed outside its pipeline", exc_info=error)
+    elif error is None:
+        claimed.cancel()
+    else:
+        claimed.set_exception(error)
 
 
 def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Attempts):

@@ -131,7 +131,7 @@ def test_metrics_api_and_tokens_of_a_real_daemon(tmp_path: Path):
         assert fetch(f"{url}/healthz")[:3:2] == (200, b"ok\n")
         assert served.stop() == 0
     # a restart knows the last success from the history alone
-    with serve_http(base) as served:  # and no http_token this time
+    with serve_http(base, FLOWERD_SHUTDOWN_GRACE="1") as served:  # and no http_token
         url = served.wait_ready()["http"]
         samples = wait_for(
             lambda: (s := scrape(url)) and (LAST, (("schedule", "ok_once"),)) in s and s,
