@@ -228,7 +228,7 @@ def _check_tokens(url: str, base: Path) -> None:
     )[0]
     assert run.trigger == "manual" and run.schedule == "daily"
     assert run.inputs == {"name": "API"} and "Hello, API!" in run.result_summary
-    for bad in ({"inputs": [1]}, {"input": {}}):
+    for bad in ({"inputs": [1]}, {"input": {}}, {"inputs": {"name": "x" * 70_000}}):
         assert fetch(trigger, method="POST", token=TOKEN, body=bad)[0] == 400
     assert fetch(f"{url}/api/schedules/nope/trigger", method="POST", token=TOKEN)[0] == 404
     assert fetch(f"{url}/api/schedules/daily/explode", method="POST", token=TOKEN)[0] == 404

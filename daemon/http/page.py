@@ -135,7 +135,10 @@ class Page:
 
     async def dag(self, request: Request) -> Response:
         """The run's pipeline (with its schedule's modules and config) drawn as SVG."""
-        record = await self.daemon.history.get_run(request.path_params["run_id"])
+        try:
+            record = await self.daemon.history.get_run(request.path_params["run_id"])
+        except RunNotFound as exc:
+            return Response(_note_svg(str(exc)), status_code=404, media_type="image/svg+xml")
         spec = self.daemon.scheduler.schedules.get(record.schedule or "")
         kwargs = spec.run_config_kwargs() if spec and spec.pipeline == record.pipeline else {}
         modules = [record.pipeline, *kwargs.get("additional_modules", [])]
