@@ -339,3 +339,40 @@ def test_the_unit_says_how_to_reach_the_page(tmp_path: Path):
     assert "need http_token" in unit
     off = cli(base, "service", "print", "--run-as", "nobody", env={"FLOWERD_HTTP": "off"}).stdout
     assert "HTTP (metrics, API, page) is off" in off
+
+
+async def test_cells_follow_run_events_over_what_the_history_said(db_url: str):
+    from daemon.history import History
+    from daemon.http.cells import RecentRuns
+    from daemon.schedule import Schedule
+
+    slot = datetime(2026, 12, 1, tzinfo=UTC)
+    async with History.open(db_url) as history:
+        for i in range(4):
+            await history.record_slot(
+                schedule="s", pipeline="p", scheduled_at=slot + timedelta(minutes=i),
+                status="missed",
+            )  # fmt: skip
+        recent = RecentRuns(history, per_schedule=3)
+        first = await recent.of(["s", "never_ran"])
+        assert [c.status for c in first["s"]] == ["missed"] * 3 and first["never_ran"] == []
+        newest = slot + timedelta(minutes=9)
+        for status in ("running", "failed"):
+            recent.on_run_event(
+                RunEvent(
+                    kind="finished",
+                    run_id=99,
+                    schedule=None,
+                    pipeline="p",
+                    trigger="schedule",
+                    status=status,
+                    scheduled_at=newest,
+                )
+            )  # no schedule id: not a cell
+        event = dict(run_id=99, pipeline="p", trigger="schedule", scheduled_at=newest)
+        schedule = Schedule(id="s", file=Path("s.toml"), pipeline="p", interval_s=60)
+        recent.on_run_event(RunEvent(kind="started", schedule=schedule, status="running", **event))
+        assert [c.status for c in (await recent.of(["s"]))["s"]] == ["missed", "missed", "running"]
+        recent.on_run_event(RunEvent(kind="finished", schedule=schedule, status="failed", **event))
+        cells = (await recent.of(["s"]))["s"]
+        assert [(c.run_id, c.status) for c in cells][-1] == (99, "failed") and len(cells) == 3
