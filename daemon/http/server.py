@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 64  # beyond it uvicorn answers 503 at once
 SHUTDOWN_S = 2.0
 STOP_WAIT_S = 5.0
+TICK_S = 1.0
 
 
 class _Server(uvicorn.Server):
@@ -40,6 +41,21 @@ class _Server(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # older uvicorn
         pass
+
+    async def main_loop(self) -> None:
+        """uvicorn wakes ten times a second to refresh its Date header and look at
+        should_exit; once a second, and at once on `stop()`, is plenty for an idle daemon."""
+        self._wake = asyncio.Event()
+        while not await self.on_tick(0):  # counter 0: the Date header on every tick
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    await self._wake.wait()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
 
 
 class HttpServer:
@@ -53,7 +69,7 @@ class HttpServer:
         self._task.add_done_callback(self._ended)
 
     async def stop(self) -> None:
-        self._server.should_exit = True
+        self._server.stop()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
         except TimeoutError:
