@@ -72,23 +72,15 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 
 def soon(seconds: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0).isoformat()
+    """At least `seconds` from now, in whole seconds."""
+    moment = datetime.now(UTC) + timedelta(seconds=seconds + 1)
+    return moment.replace(microsecond=0).isoformat()
 
 
-def project(tmp_path: Path, at: str) -> Path:
+def project(tmp_path: Path) -> Path:
     return make_project(
         tmp_path,
-        f"""
-        [ok_once]
-        pipeline = "hello_world"
-        at = "{at}"
-        final_vars = ["full_greeting"]
-
-        [bad_once]
-        pipeline = "boom"
-        at = "{at}"
-        final_vars = ["kaput"]
-
+        """
         [daily]
         pipeline = "hello_world"
         interval = "1d"
@@ -103,6 +95,17 @@ def project(tmp_path: Path, at: str) -> Path:
     )
 
 
+def add_one_shots(served: Served, base: Path, at: str) -> None:
+    """Two slots a moment from now, added by a reload once the daemon is up (a slot that
+    passes while it starts would be neither run nor recorded: no earlier slot to catch
+    up from)."""
+    (base / "schedules" / "once.toml").write_text(
+        f'[ok_once]\npipeline = "hello_world"\nat = "{at}"\nfinal_vars = ["full_greeting"]\n'
+        f'[bad_once]\npipeline = "boom"\nat = "{at}"\nfinal_vars = ["kaput"]\n'
+    )
+    assert served.ask("reload")["ok"]
+
+
 def serve_http(base: Path, **env: str) -> Served:
     return Served(base, env={"FLOWERD_HTTP": "127.0.0.1:0", **env})
 
@@ -111,11 +114,12 @@ def serve_http(base: Path, **env: str) -> Served:
 
 
 def test_metrics_api_and_tokens_of_a_real_daemon(tmp_path: Path):
-    base = project(tmp_path, soon(3))
+    base = project(tmp_path)
     with serve_http(base, FLOWERD_HTTP_TOKEN=TOKEN) as served:
         status = served.wait_ready()
         url = status["http"]
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        add_one_shots(served, base, soon(4))
         wait_for(
             lambda: (
                 rows_where(base, schedule="ok_once", status="success")

@@ -121,10 +121,9 @@ class Api:
         except ValueError as exc:
             raise UsageError(f"from: {exc}") from None
         paused = self.daemon.paused
-        rows = [
-            schedule_json(s, s.id in paused, after, int(next_n))
-            for s in self.daemon.scheduler.schedules.values()
-        ]
+        # the CLI's order: files by name, then (as loaded) the tables in each file
+        found = sorted(self.daemon.scheduler.schedules.values(), key=lambda s: str(s.file))
+        rows = [schedule_json(s, s.id in paused, after, int(next_n)) for s in found]
         return JSONResponse(rows)
 
     @answers_errors
