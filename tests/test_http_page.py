@@ -138,6 +138,7 @@ def test_the_page_in_chromium(tmp_path: Path, browser):
         page.goto(f"{url}/runs?status=failed&schedule=broken")
         statuses = page.locator("table.runs span.status").all_inner_texts()
         assert statuses and set(statuses) == {"failed"}
+        page.screenshot(path=str(shots / "runs.png"))
         page.goto(f"{url}/runs?since=yesterday")
         assert "since" in page.locator(".problem").inner_text()
 
