@@ -21,6 +21,7 @@ SUITES = [
     "bench_runlogs",
     "bench_backfill",
     "bench_isolation",
+    "bench_http",
 ]
 
 

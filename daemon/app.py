@@ -32,6 +32,8 @@ from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
+from daemon.http.address import parse_address
+from daemon.http.metrics import Metrics
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager
 from daemon.runlogs import RunLogs
@@ -111,6 +113,8 @@ class Daemon:
         self._stop = _Stop(asyncio.Event())
         self._reload_lock = asyncio.Lock()
         self._status_due = False
+        self.metrics = Metrics()
+        self.http = None  # daemon.http.server.HttpServer while it listens
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
@@ -140,6 +144,7 @@ class Daemon:
         stack.callback(self.runner.close)
         await self._tell(stack)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
+        self.runner.events.add(self.metrics.on_run_event)
         by_id = {schedule.id: schedule for schedule in schedules}
         for record in crashed:
             self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
@@ -152,12 +157,24 @@ class Daemon:
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
+        await self._start_http(stack, schedules)
         log.info(
             "flowerd serving %d schedule(s) from %s; history in %s",
             len(schedules),
             self.settings.schedules_dir,
             self.settings.db_url,
         )
+
+    async def _start_http(self, stack: AsyncExitStack, schedules: list[Schedule]) -> None:
+        self.metrics.bind(self)
+        self.runner.spawn(self.metrics.seed(self.history, [s.id for s in schedules]))
+        if parse_address(self.settings.http) is not None:
+            from daemon.http import server
+
+            self.http = await server.start(self, stack)
+            if self.http is not None:  # port 0 is known only now
+                base = self.http.url
+                self.notifications.page_url = lambda run_id: f"{base}/runs/{run_id}"
 
     async def _close_history(self) -> None:
         """Write what is held; a database still unavailable gets HISTORY_CLOSE_S, then
@@ -201,6 +218,7 @@ class Daemon:
             page_url=page_url_for(self.settings.http),
         )
         stack.push_async_callback(self.notifications.close)
+        self.notifications.counts.on_result(self.metrics.count_notification)
         keeper.attach(self.runner.events)  # first: a notification quotes the run's log
         self.notifications.attach(self.runner.events)
 
@@ -309,8 +327,11 @@ class Daemon:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        self.runner.trigger(schedule)
-        return {"message": f"triggered {schedule.id} (pipeline {schedule.pipeline})"}
+        run_id = await self.runner.trigger(schedule, request.get("inputs"))
+        return {
+            "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
+            "run_id": run_id,
+        }
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
@@ -353,7 +374,7 @@ class Daemon:
             "database": self.settings.db_url,
             "daemon": self.instance_id,
             "health": self.health(),
-            "http": None,
+            "http": self.http.url if self.http else None,
         }
 
     def health(self) -> dict[str, str]:

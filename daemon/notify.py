@@ -356,7 +356,7 @@ class Notifier:
         self.default_targets = tuple(default_targets)
         self.sender = sender if sender is not None else Sender()
         self._tail = tail
-        self._page_url = page_url
+        self.page_url = page_url  # the HTTP server sets it once it knows its address
         self.coalesce_s = coalesce_s
         self._bursts: dict[str, _Burst] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -454,7 +454,7 @@ class Notifier:
 
     async def _tell(self, event: RunEvent, word: str) -> None:
         lines = await self._last_lines(event.run_id)
-        page = self._page_url(event.run_id) if self._page_url else None
+        page = self.page_url(event.run_id) if self.page_url else None
         targets = self.targets(event.schedule)
         self.sender.send(compose(event, word, targets=targets, lines=lines, page_url=page))
 

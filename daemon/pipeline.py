@@ -296,6 +296,14 @@ class PipelineManager:
         built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
         return plan, built
 
+    def dag(self, name: str, run_config: RunConfig | Mapping | None = None) -> tuple[list, list]:
+        """The DAG a run would build, to draw it: nodes as (name, is_input) and edges as
+        (dependency, node). Raises PipelineError as `validate` does. Thread-safe."""
+        _, built = self._plan_and_describe(name, _as_run_config(run_config, {}))
+        nodes = _nodes(built.driver)
+        edges = [(dep.name, node.name) for node in nodes for dep in node.dependencies]
+        return [(node.name, not _is_function(node)) for node in nodes], edges
+
     # -- execution with retries (the runner calls these too) ------------------------
     def execute_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict[str, Any]:
         mode = "async" if cfg.async_driver else "sync"

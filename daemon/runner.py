@@ -196,10 +196,15 @@ class Runner:
         return run_id
 
     async def run_manual(
-        self, pipeline: str, cfg: RunConfig, *, schedule: Schedule | None = None
+        self,
+        pipeline: str,
+        cfg: RunConfig,
+        *,
+        schedule: Schedule | None = None,
+        claimed: asyncio.Future | None = None,
     ) -> Outcome:
         """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
-        trigger `manual`."""
+        trigger `manual`. `claimed` (if given) answers the run id once its row exists."""
         async_driver = cfg.async_driver is not False
         asked_at = utcnow()
         run_id = await self.history.claim(
@@ -211,6 +216,8 @@ class Runner:
             final_vars=list(cfg.final_vars or ()),
             inputs=dict(cfg.inputs or {}),
         )
+        if claimed is not None and not claimed.done():
+            claimed.set_result(run_id)
         active = self._track(run_id, pipeline, schedule, None, "manual")
         active.asked_at = asked_at
         timeout_s = schedule.timeout_s if schedule else 0
@@ -281,10 +288,19 @@ class Runner:
                 )
             raise
 
-    def trigger(self, schedule: Schedule) -> asyncio.Task:
-        """Run a schedule now (control channel), in the background."""
-        cfg = RunConfig(**schedule.run_config_kwargs())
-        return self.spawn(self.run_manual(schedule.pipeline, cfg, schedule=schedule))
+    async def trigger(self, schedule: Schedule, inputs: dict | None = None) -> int:
+        """Run a schedule now (control channel, HTTP) in the background, `inputs` over
+        the schedule's own; returns the run's id once its row is claimed."""
+        kwargs = schedule.run_config_kwargs()
+        kwargs["inputs"] = {**(kwargs.get("inputs") or {}), **(inputs or {})}
+        claimed = asyncio.get_running_loop().create_future()
+        task = self.spawn(
+            self.run_manual(
+                schedule.pipeline, RunConfig(**kwargs), schedule=schedule, claimed=claimed
+            )
+        )
+        task.add_done_callback(lambda task: _answer_unclaimed(task, claimed))
+        return await claimed
 
     # -- policies ---------------------------------------------------------------------
     @staticmethod
@@ -608,6 +624,18 @@ def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) ->
         active.attempts.count,
         f": {error.type}: {error.message}" if error else "",
     )
+
+
+def _answer_unclaimed(task: asyncio.Task, claimed: asyncio.Future) -> None:
+    """A trigger whose run ended before its row was claimed (history error, stop)."""
+    error = None if task.cancelled() else task.exception()  # retrieved: answered or logged
+    if claimed.done():
+        if error is not None:
+            log.error("triggered run failed outside its pipeline", exc_info=error)
+    elif error is None:
+        claimed.cancel()
+    else:
+        claimed.set_exception(error)
 
 
 def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Attempts):

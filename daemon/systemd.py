@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from daemon.errors import FlowerdError
+from daemon.http.address import unit_notes
 from daemon.settings import Settings, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ def render_unit(
     exe = flowerd_path or flowerd_executable()
     lines = [
         f"# {UNIT_NAME} for {base}, written by `flowerd service print`.",
+        *unit_notes(settings.http, bool(settings.http_token)),
         "[Unit]",
         f"Description=flowerd scheduled pipelines ({_value(str(base))})",
     ]

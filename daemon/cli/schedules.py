@@ -32,6 +32,7 @@ def schedules(
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
     from daemon.schedule import load_schedules
+    from daemon.shapes import schedule_json
 
     settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
@@ -41,7 +42,7 @@ def schedules(
         default_isolation=settings.isolation,
     )
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
-    rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
+    rows = [schedule_json(s, s.id in paused, after, next_n) for s in found]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -55,23 +56,6 @@ async def _paused_schedules(db_url: str) -> set[str]:
     except FlowerdError as exc:  # the listing is still useful without the paused state
         typer.echo(f"warning: cannot read paused schedules from the history: {exc}", err=True)
         return set()
-
-
-def _schedule_row(schedule, paused: bool, after: datetime, next_n: int) -> dict:  # noqa: ANN001
-    from daemon.trigger import next_fire_times
-
-    fires = schedule.enabled and not paused
-    return {
-        "id": schedule.id,
-        "pipeline": schedule.pipeline,
-        "file": str(schedule.file),
-        "trigger": schedule.describe_trigger(),
-        "timezone": schedule.timezone,
-        "enabled": schedule.enabled,
-        "paused": paused,
-        "async_driver": schedule.async_driver,
-        "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
-    }
 
 
 def _print_schedules(rows: list[dict], settings: Settings) -> None:

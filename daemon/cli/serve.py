@@ -15,12 +15,22 @@ from daemon.settings import Settings
 
 
 @app.command()
-def serve(ctx: typer.Context) -> None:
+def serve(
+    ctx: typer.Context,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", help="HOST:PORT (port 0: any free port) or off; the setting."),
+    ] = None,
+) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
     from daemon import app as daemon_app
+    from daemon.http.address import parse_address
     from daemon.logs import log_config
 
     settings = settings_of(ctx)
+    if http is not None:
+        settings = settings.model_copy(update={"http": http})
+    parse_address(settings.http)  # a bad value is refused before anything starts
     log_config(settings.log_level, settings.log_format)
     try:
         code = asyncio.run(daemon_app.serve(settings))

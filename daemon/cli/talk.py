@@ -61,6 +61,8 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         f"flowerd pid {answer['pid']}, up {answer['uptime_s']:.0f} s, "
         f"loop lag {answer['loop_lag_ms']:.1f} ms, {len(answer['running'])} running"
     )
+    if answer.get("http"):
+        typer.echo(f"  page, API and metrics: {answer['http']}/")
     for part, health in (answer.get("health") or {}).items():
         if health != "ok":
             typer.echo(f"  {part}: {health}")

@@ -1,0 +1,210 @@
+"""The web page: schedules with their last 30 outcomes, the runs, one run.
+
+Server-rendered (Jinja2, autoescaped); static/page.js only refreshes the page and sends
+the token-guarded POSTs; no CDN, nothing to build. Every history read is History's
+reader (a thread for SQLite); the DAG picture is built in a thread and drawn by
+graphviz's `dot` in a subprocess, cached per pipeline files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from daemon.errors import FlowerdError, RunNotFound
+from daemon.history import STATUSES, TRIGGERS
+from daemon.http.api import parse_run_filters, read_logs
+from daemon.http.cells import RecentRuns
+
+HERE = Path(__file__).resolve().parent
+CELLS = 30
+DOT_TIMEOUT_S = 10.0
+LEGEND = (
+    "success",
+    "failed",
+    "timed_out",
+    "crashed",
+    "cancelled",
+    "skipped",
+    "missed",
+    "running",
+    "queued",
+)
+
+
+def routes(daemon: Any) -> list:
+    page = Page(daemon)
+    return [
+        Route("/", page.schedules),
+        Route("/runs", page.runs),
+        Route("/runs/{run_id:int}", page.run),
+        Route("/runs/{run_id:int}/dag.svg", page.dag),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+
+def _templates() -> Environment:
+    from daemon.cli import ago
+    from daemon.durations import iso
+
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+    )
+    env.filters["ago"] = ago
+    env.filters["iso"] = iso
+    env.filters["seconds"] = lambda s: (
+        "-" if s is None else (f"{s:.3f} s" if s < 10 else f"{s:.1f} s")
+    )
+    env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=repr)
+    env.globals.update(legend=LEGEND, statuses=STATUSES, triggers=TRIGGERS)
+    return env
+
+
+class Page:
+    def __init__(self, daemon: Any):
+        self.daemon = daemon
+        self.templates = _templates()
+        self._dags: dict[tuple, bytes] = {}
+        self.recent = RecentRuns(daemon.history, per_schedule=CELLS)
+        daemon.runner.events.add(self.recent.on_run_event)
+
+    async def _render(self, name: str, status_code: int = 200, **context) -> HTMLResponse:
+        """Rendered in a thread: 30 cells of many schedules is real work, and a slot must
+        not wait for it (Jinja templates are safe to render from threads)."""
+        context.update(now=datetime.now(UTC), http_token_set=bool(self.daemon.settings.http_token))
+        template = self.templates.get_template(name)
+        html = await asyncio.to_thread(template.render, context)
+        return HTMLResponse(html, status_code=status_code)
+
+    async def schedules(self, request: Request) -> Response:
+        daemon = self.daemon
+        schedules = list(daemon.scheduler.schedules.values())
+        cells = await self.recent.of([s.id for s in schedules])
+        rows = [
+            {
+                "schedule": s,
+                "paused": s.id in daemon.paused,
+                "next": daemon.scheduler.next_fire(s.id),
+                "cells": cells[s.id],  # oldest first, newest at the right
+            }
+            for s in schedules
+        ]
+        return await self._render("schedules.html", rows=rows, refresh_s=10)
+
+    async def runs(self, request: Request) -> Response:
+        query = dict(request.query_params)
+        try:
+            records = await self.daemon.history.list_runs(**parse_run_filters(query))
+            problem = None
+        except FlowerdError as exc:
+            records, problem = [], str(exc)
+        return await self._render(
+            "runs.html",
+            runs=records,
+            query=query,
+            problem=problem,
+            refresh_s=10,
+            schedules=sorted(self.daemon.scheduler.schedules),
+        )
+
+    async def run(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            record = await self.daemon.history.get_run(run_id)
+        except RunNotFound as exc:
+            return await self._render("missing.html", status_code=404, message=str(exc))
+        logs = await read_logs(self.daemon.history, run_id)
+        live = record.status in ("queued", "running")
+        return await self._render(
+            "run.html",
+            run=record,
+            logs=logs,
+            dot=shutil.which("dot") is not None,
+            refresh_s=2 if live else 0,
+        )
+
+    async def dag(self, request: Request) -> Response:
+        """The run's pipeline (with its schedule's modules and config) drawn as SVG."""
+        try:
+            record = await self.daemon.history.get_run(request.path_params["run_id"])
+        except RunNotFound as exc:
+            return Response(_note_svg(str(exc)), status_code=404, media_type="image/svg+xml")
+        spec = self.daemon.scheduler.schedules.get(record.schedule or "")
+        kwargs = spec.run_config_kwargs() if spec and spec.pipeline == record.pipeline else {}
+        modules = [record.pipeline, *kwargs.get("additional_modules", [])]
+        key = (
+            record.pipeline,
+            json.dumps(kwargs, sort_keys=True, default=repr),
+            self._stamp(modules),
+        )
+        if key not in self._dags:
+            try:
+                nodes, edges = await asyncio.to_thread(self.daemon.pm.dag, record.pipeline, kwargs)
+                self._dags[key] = await _draw(nodes, edges)
+            except (FlowerdError, OSError, TimeoutError, ValueError) as exc:
+                return Response(
+                    _note_svg(f"cannot draw the DAG: {exc}"), media_type="image/svg+xml"
+                )
+        return Response(self._dags[key], media_type="image/svg+xml")
+
+    def _stamp(self, modules: list[str]) -> tuple:
+        stamps = []
+        for name in modules:
+            path = self.daemon.pm.pipelines_dir / f"{name}.py"
+            stamps.append(path.stat().st_mtime_ns if path.exists() else 0)
+        return tuple(stamps)
+
+
+def to_dot(nodes: list[tuple[str, bool]], edges: list[tuple[str, str]]) -> str:
+    lines = [
+        "digraph pipeline {",
+        '  rankdir=LR; bgcolor="transparent";',
+        '  node [fontname="sans-serif", fontsize=11, shape=box, style="rounded,filled", '
+        'fillcolor="#eef3fb", color="#5b7db1"];',
+    ]
+    for name, is_input in nodes:
+        style = ' [shape=parallelogram, fillcolor="#fff7e0", color="#b08a2e"]' if is_input else ""
+        lines.append(f"  {json.dumps(name)}{style};")
+    lines += [f"  {json.dumps(a)} -> {json.dumps(b)};" for a, b in edges]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+async def _draw(nodes: list, edges: list) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        "dot",
+        "-Tsvg",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(
+            proc.communicate(to_dot(nodes, edges).encode()), DOT_TIMEOUT_S
+        )
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise ValueError(f"dot exited {proc.returncode}: {err.decode(errors='replace')[:200]}")
+    return out
+
+
+def _note_svg(text: str) -> bytes:
+    from html import escape
+
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="30">'
+        '<text x="4" y="20" font-family="sans-serif" font-size="13">'
+        f"{escape(text[:150])}</text></svg>"
+    ).encode()

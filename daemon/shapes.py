@@ -1,0 +1,28 @@
+"""JSON shapes shared by the CLI's `--json` and the HTTP API, so both print the same.
+
+A run's JSON is `RunRecord.to_json()` (daemon.history); a schedule's is built here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def schedule_json(schedule: Any, paused: bool, after: datetime, next_n: int) -> dict:
+    """`flowerd schedules --json` (and `GET /api/schedules`): one schedule, its state and
+    its next `next_n` fire times after `after` (none while paused or disabled)."""
+    from daemon.trigger import next_fire_times
+
+    fires = schedule.enabled and not paused
+    return {
+        "id": schedule.id,
+        "pipeline": schedule.pipeline,
+        "file": str(schedule.file),
+        "trigger": schedule.describe_trigger(),
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+        "paused": paused,
+        "async_driver": schedule.async_driver,
+        "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
+    }
