@@ -79,7 +79,9 @@ def runs_show(
         _read_history(url, lambda h: _run_reruns_and_tail(h, run_id))
     )
     if as_json:
-        typer.echo(json.dumps({**record.to_json(), "reruns": reruns}, indent=2))
+        from daemon.shapes import run_detail_json
+
+        typer.echo(json.dumps(run_detail_json(record, reruns), indent=2))
         return
     _print_run(record)
     chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from daemon.errors import FlowerdError, RunNotFound, UsageError
 from daemon.http.metrics import CONTENT_TYPE
-from daemon.shapes import schedule_json
+from daemon.shapes import run_detail_json, schedule_json
 
 LAG_LIMIT_S = 1.0  # /healthz: a loop this late fires slots late (the daemon warns too)
 RUN_FILTERS = ("schedule", "pipeline", "status", "trigger", "since", "until", "limit")
@@ -134,8 +134,9 @@ class Api:
 
     @answers_errors
     async def run(self, request: Request) -> Response:
-        record = await self.daemon.history.get_run(request.path_params["run_id"])
-        return JSONResponse(record.to_json())
+        history, run_id = self.daemon.history, request.path_params["run_id"]
+        record = await history.get_run(run_id)
+        return JSONResponse(run_detail_json(record, await history.reruns_of(run_id)))
 
     @answers_errors
     async def logs(self, request: Request) -> Response:
