@@ -176,6 +176,7 @@ runs = sa.Table(
     sa.Index(None, "schedule", "status", "run_at"),
     sa.Index(None, "pipeline", "run_at"),
     sa.Index(None, "status", "run_at"),
+    sqlite_autoincrement=True,  # a run id is never given out again (20261130_02)
 )
 
 paused_schedules = sa.Table(

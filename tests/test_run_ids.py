@@ -1,0 +1,72 @@
+"""Run ids are never reused, and pruning keeps what catch-up needs (issue 15, items 2-3)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from daemon import history
+from daemon.history import SCHEMA_REVISION, History
+
+T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
+
+
+def indexes(path: Path) -> set[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        found = {
+            (row[0], row[1])
+            for row in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='runs'"
+            )
+        }
+    conn.close()
+    return found
+
+
+async def finished_runs(h: History, count: int, *, schedule: str = "s", start: int = 0) -> list:
+    ids = []
+    for minute in range(start, start + count):
+        run_id = await h.claim(
+            pipeline="p",
+            trigger="schedule",
+            schedule=schedule,
+            scheduled_at=T0 + timedelta(minutes=minute),
+            async_driver=True,
+        )
+        await h.finish(run_id, status="success", finished_at=T0, attempts=1)
+        ids.append(run_id)
+    return ids
+
+
+async def test_upgrade_with_rows_keeps_them_and_ids_continue_past_the_max(
+    db_url: str, db_path: Path
+):
+    await history.upgrade(db_url, "20261130_01")
+    before_indexes = indexes(db_path)
+    async with History.open(db_url, migrate=False) as h:
+        ids = await finished_runs(h, 5)
+    assert await history.upgrade(db_url) == SCHEMA_REVISION
+    with sqlite3.connect(db_path) as conn:
+        assert (
+            "AUTOINCREMENT"
+            in conn.execute("SELECT sql FROM sqlite_master WHERE name='runs'").fetchone()[0]
+        )
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 5
+        conn.execute("DELETE FROM runs")  # every row gone, as after `db prune --older-than 0`
+    conn.close()
+    # the same indexes, the unique slot key among them (the autoindex of the constraint)
+    assert {name for name, _ in indexes(db_path)} == {name for name, _ in before_indexes}
+    async with History.open(db_url) as h:
+        [new_id] = await finished_runs(h, 1, start=100)
+    assert new_id == max(ids) + 1
+    assert await history.downgrade(db_url, "20261130_01") == "20261130_01"
+    assert await history.upgrade(db_url) == SCHEMA_REVISION
+
+
+async def test_a_new_database_never_reuses_an_id(db_url: str):
+    async with History.open(db_url) as h:
+        ids = await finished_runs(h, 3)
+        assert await h.prune(before=T0 + timedelta(days=1)) >= 2
+        [new_id] = await finished_runs(h, 1, start=10)
+    assert new_id == max(ids) + 1
