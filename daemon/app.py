@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import systemd
+from daemon import retention, systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
@@ -505,6 +505,9 @@ async def serve(settings: Settings) -> int:
             asyncio.create_task(daemon.measure_lag(), name="flowerd:lag"),
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
         ]
+        if settings.retention:
+            pruning = retention.prune_forever(daemon.history, settings.retention)
+            background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)
         notifier.ready(daemon.status_line())

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history import spool
+from daemon.history import prune, spool
 from daemon.history.engine import (
     describe,
     is_sqlite,
@@ -69,8 +69,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
-
-PRUNE_CHUNK_ROWS = 5_000
 
 
 class _Opening:
@@ -453,16 +451,33 @@ class History(Reader):
             stmt = sa.delete(paused_schedules).where(paused_schedules.c.schedule == schedule)
         await await_write(self._submit("call", lambda conn: conn.execute(stmt)))
 
-    async def prune(self, *, before: datetime) -> int:
-        """Delete terminal rows finished before `before`, a few thousand per transaction
-        so a running daemon's writer is never held up for long. Returns the count."""
+    async def prune(
+        self, *, before: datetime, chunk_rows: int = prune.CHUNK_ROWS, pause_s: float = 0.0
+    ) -> int:
+        """Delete terminal rows finished before `before` (each schedule's newest slot
+        stays: catch-up starts from it), `chunk_rows` per transaction and `pause_s`
+        between them, so a running daemon's writer is never held up for long."""
         aware(before, "before")
+        kept = await self._kept_ids()
         deleted = 0
         while True:
-            count = await await_write(self._submit("call", lambda c: _prune_chunk(c, before)))
-            deleted += count
-            if count < PRUNE_CHUNK_ROWS:
+            chunk = await await_write(
+                self._submit("call", lambda c: prune.prune_chunk(c, before, kept, chunk_rows))
+            )
+            deleted += chunk
+            if chunk < chunk_rows:
                 return deleted
+            await asyncio.sleep(pause_s)
+
+    async def prune_preview(self, *, before: datetime) -> list[tuple[str | None, str, int]]:
+        """What `prune(before=...)` would delete: (schedule, status, count) rows."""
+        aware(before, "before")
+        rows = await self._rows(prune.preview_stmt(before, await self._kept_ids()))
+        return [(row.schedule, row.status, row.count) for row in rows]
+
+    async def _kept_ids(self) -> set[int]:
+        """The rows no prune deletes: each schedule's newest slot (read once per prune)."""
+        return {row.id for row in await self._rows(prune.kept_ids_stmt())}
 
 
 def spool_path_for(url: str) -> Path | None:
@@ -521,16 +536,6 @@ async def _reap(conn: AsyncConnection, now: datetime, live: list[tuple[str, int]
         status="crashed", finished_at=now, error_type="Crashed", error_message=message
     ).returning(*runs.c)
     return [row._mapping for row in (await conn.execute(stmt)).all()]
-
-
-async def _prune_chunk(conn: AsyncConnection, before: datetime) -> int:
-    doomed = (
-        sa.select(runs.c.id)
-        .where(runs.c.status.in_(TERMINAL), runs.c.finished_at < before)
-        .limit(PRUNE_CHUNK_ROWS)
-    )
-    result = await conn.execute(sa.delete(runs).where(runs.c.id.in_(doomed.scalar_subquery())))
-    return result.rowcount
 
 
 __all__ = [
