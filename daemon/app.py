@@ -31,6 +31,7 @@ from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
 from daemon.pipeline import PipelineManager, RunConfig
+from daemon.project import project_lock
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule, load_schedules
 from daemon.scheduler import Scheduler
@@ -134,6 +135,7 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
         stack.enter_context(exclusive_lock(self.settings.state_dir, self.settings.db_url))
+        stack.enter_context(project_lock(self.settings.base_dir, self.settings.db_url))
         schedules, warnings = load_and_validate(self.settings, self.pm)
         for warning in warnings:
             log.warning("%s", warning)

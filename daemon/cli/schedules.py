@@ -33,8 +33,8 @@ def schedules(
     """The schedules, their state, and their next fire times after --from."""
     from daemon.schedule import load_schedules
 
-    settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
+    settings = settings_of(ctx)
     found = load_schedules(settings.schedules_dir, default_timezone=settings.timezone)
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
     rows = [_schedule_row(s, s.id in paused, after, next_n) for s in found]
