@@ -6,8 +6,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 
 from daemon.settings import Settings, load_settings
+
+
+def _flag_without_type(display_type_rich):
+    """Typer's help shows a type for every option; a flag (`--json`) has no value to type."""
+
+    def display(self, ctx):  # noqa: ANN001, ANN202
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+
+    return display
+
+
+TyperOption.display_type_rich = _flag_without_type(TyperOption.display_type_rich)
 
 app = typer.Typer(
     name="flowerd",
@@ -48,11 +61,23 @@ def _global(
         str | None,
         typer.Option("--db", envvar="FLOWERD_DATABASE_URL", help="Database URL or SQLite path."),
     ] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="DEBUG | INFO | WARNING | ERROR (also: run --log-level).",
+        ),
+    ] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text | json")] = None,
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print it."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = None,
 ) -> None:
     """Global options come before the command."""
