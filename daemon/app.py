@@ -59,7 +59,7 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         default_timezone=settings.timezone,
         pipelines_dir=settings.pipelines_dir,
     )
-    problems, warnings = [], []
+    problems, warnings = [], {}
     for schedule in schedules:
         where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
         try:
@@ -67,10 +67,20 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         except (FlowerdError, ImportError, ValueError, TypeError) as exc:
             problems.append(f"{where} pipeline {schedule.pipeline!r}: {exc}")
             continue
-        warnings.extend(f"{where} {w}" for w in found)
+        for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
+            warnings.setdefault(warning, []).append(where)
     if problems:
         raise ScheduleError(problems)
-    return schedules, warnings
+    return schedules, [f"{'; '.join(wheres)} {w}" for w, wheres in warnings.items()]
+
+
+def _past_at(schedule: Schedule) -> list[str]:
+    if schedule.at is None or schedule.at > utcnow():
+        return []
+    return [
+        f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
+        "fires again (catch-up runs only slots after the last one recorded)"
+    ]
 
 
 def _display(path: Path, base: Path) -> str:
@@ -303,6 +313,9 @@ class Daemon:
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
+        if schedule.id in self.paused:
+            return {"message": f"{schedule.id} was paused already"}
+        log.info("paused %s: it fires no slots until `flowerd resume %s`", schedule.id, schedule.id)
         await self.history.set_paused(schedule.id, True)
         self.paused.add(schedule.id)
         self.scheduler.pause(schedule.id)
@@ -311,6 +324,9 @@ class Daemon:
 
     async def resume(self, request: dict) -> dict:
         schedule = self._schedule(request)
+        if schedule.id not in self.paused:
+            return {"message": f"{schedule.id} is not paused"}
+        log.info("resumed %s: it fires again from its next slot", schedule.id)
         await self.history.set_paused(schedule.id, False)
         self.paused.discard(schedule.id)
         self.scheduler.resume(schedule.id)
@@ -328,6 +344,7 @@ class Daemon:
                     "trigger": schedule.describe_trigger(),
                     "enabled": schedule.enabled,
                     "paused": schedule.id in self.paused,
+                    "timezone": schedule.timezone,
                     "next": nxt.astimezone(UTC).isoformat() if nxt else None,
                 }
             )

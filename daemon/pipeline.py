@@ -27,7 +27,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +434,7 @@ class Attempts:
     records `attempts` even when the run is cancelled or times out)."""
 
     count: int = 0
+    errors: list[dict] = field(default_factory=list)  # of the attempts that were retried
 
 
 # --------------------------------------------------------------------------- manager
@@ -566,6 +567,7 @@ class PipelineManager:
             return False  # a missing module or bad final var will not fix itself
         if not isinstance(exc, retry_on):
             return False
+        attempts.errors.append({"type": type(exc).__name__, "message": str(exc)[:2000]})
         log.warning(
             "attempt %d of %d failed (%s: %s); retrying",
             attempts.count,
@@ -720,8 +722,9 @@ class PipelineManager:
         if nodes and not any(_is_async(n) for n in nodes):
             return [
                 f"pipeline {plan.name!r} has only sync functions: under the async driver "
-                "they run on the daemon's event loop and stall it while they run; set "
-                "async_driver = false to run it in the thread pool"
+                "(the default) they run on the daemon's event loop and stall it while they "
+                "run; add the line `async_driver = false` to its schedules to run it in the "
+                "thread pool"
             ]
         return []
 

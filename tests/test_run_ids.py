@@ -6,8 +6,11 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from daemon import history
 from daemon.history import SCHEMA_REVISION, History
+from tests.test_postgres import ADMIN_URL, pg_url  # noqa: F401 - the fixture
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
 
@@ -70,3 +73,17 @@ async def test_a_new_database_never_reuses_an_id(db_url: str):
         assert await h.prune(before=T0 + timedelta(days=1)) >= 2
         [new_id] = await finished_runs(h, 1, start=10)
     assert new_id == max(ids) + 1
+
+
+@pytest.mark.skipif(not ADMIN_URL, reason="FLOWERD_TEST_POSTGRES_URL is not set")
+async def test_postgres_upgrade_with_rows_and_ids_are_not_reused(pg_url: str):  # noqa: F811
+    await history.upgrade(pg_url, "20261130_01")
+    async with History.open(pg_url, migrate=False) as h:
+        ids = await finished_runs(h, 3)
+    assert await history.upgrade(pg_url) == SCHEMA_REVISION
+    async with History.open(pg_url) as h:
+        assert await h.prune(before=T0 + timedelta(days=1)) == 2
+        [new_id] = await finished_runs(h, 1, start=10)
+        assert (await h.get_run(new_id)).attempt_errors == []
+    assert new_id == max(ids) + 1
+    assert await history.downgrade(pg_url, "20261130_01") == "20261130_01"

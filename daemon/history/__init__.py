@@ -404,6 +404,7 @@ class History(Reader):
         error: RunError | None = None,
         result_summary: str | None = None,
         result: Any = None,
+        attempt_errors: list[dict] | None = None,
     ) -> None:
         """The terminal row. Queued before the first await, so it lands even when the
         calling task is cancelled (the CancelledError is re-raised after the commit)."""
@@ -417,6 +418,7 @@ class History(Reader):
             "b_attempts": attempts,
             "b_result_summary": clip(result_summary, SUMMARY_MAX_CHARS),
             "b_result": self._stored_result(result),
+            "b_attempt_errors": list(attempt_errors) if attempt_errors else None,
         }
         values.update({f"b_{k}": v for k, v in error_columns(error).items()})
         await await_write(self._submit("finish", without_none(values)))

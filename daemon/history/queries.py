@@ -67,6 +67,11 @@ class Reader:
         # max() on SQLite returns the raw text, without the column's type: parse it here
         return {row.schedule: _as_utc(row.last) for row in rows}
 
+    async def schedule_names(self) -> set[str]:
+        """Every schedule the history has a row of."""
+        stmt = sa.select(runs.c.schedule).where(runs.c.schedule.is_not(None)).distinct()
+        return {row.schedule for row in await self._rows(stmt)}
+
     async def paused(self) -> set[str]:
         return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
 

@@ -69,6 +69,7 @@ class RunRecord:
     pid: int = 0
     instance_id: str | None = None
     rerun_of: int | None = None
+    attempt_errors: list = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:
@@ -111,6 +112,7 @@ class RunRecord:
             "daemon": self.instance_id,
             "result": self.result if self.status == "success" else None,
             "rerun_of": self.rerun_of,
+            "attempt_errors": list(self.attempt_errors),
         }
 
 
@@ -170,6 +172,8 @@ runs = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("instance_id", sa.String(64)),
+    # the errors of the attempts before the last (retries): [{type, message}], or NULL
+    sa.Column("attempt_errors", sa.JSON),
     sa.UniqueConstraint("schedule", "scheduled_at"),  # the slot key
     sa.Index(None, "run_at"),
     sa.Index(None, "schedule", "run_at"),
@@ -257,6 +261,7 @@ def record_of(row: Mapping) -> RunRecord:
         host=row["host"],
         pid=row["pid"],
         instance_id=row["instance_id"],
+        attempt_errors=list(row.get("attempt_errors") or []),
     )
 
 

@@ -8,6 +8,10 @@ it to an existing table, so the table is rebuilt (batch mode, every index and th
 unique slot key kept; the copied rows set the sequence to the largest id present).
 PostgreSQL's serial sequence never reuses a value anyway: nothing to do there.
 
+Also runs.attempt_errors (JSON, nullable): when a run succeeds after retries, the errors
+of its earlier attempts were lost; `error` stays null for a success (the contract), and
+this list keeps them ([{type, message}], one per failed attempt before the last).
+
 Revision ID: 20261130_02
 Revises: 20261130_01
 Create Date: 2026-11-30
@@ -15,6 +19,7 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_02"
@@ -23,18 +28,21 @@ branch_labels = None
 depends_on = None
 
 
-def _rebuild(autoincrement: bool) -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        return
-    with op.batch_alter_table(
-        "runs", recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}
-    ):
-        pass
-
-
 def upgrade() -> None:
-    _rebuild(True)
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table(
+            "runs", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        ) as batch:
+            batch.add_column(sa.Column("attempt_errors", sa.JSON, nullable=True))
+    else:
+        op.add_column("runs", sa.Column("attempt_errors", sa.JSON, nullable=True))
 
 
 def downgrade() -> None:
-    _rebuild(False)
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table(
+            "runs", recreate="always", table_kwargs={"sqlite_autoincrement": False}
+        ) as batch:
+            batch.drop_column("attempt_errors")
+    else:
+        op.drop_column("runs", "attempt_errors")
