@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from daemon.history import History
 from daemon.settings import load_settings
 from tests.serve import Served, cli, make_project, runs, wait_for
@@ -72,6 +74,7 @@ def test_prune_refuses_to_guess_on_a_pipe_and_deletes_with_yes(tmp_path: Path):
     assert kept.scheduled_at == OLD + timedelta(minutes=4)
 
 
+@pytest.mark.slow  # sized down: tests/test_history.py, last_slots after a prune
 def test_catch_up_still_knows_the_last_slot_after_a_prune(tmp_path: Path):
     base = make_project(tmp_path / "p", EVERY_SECOND)
     with Served(base) as served:
