@@ -4,6 +4,9 @@ daemon (issue 15, item 3)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 
 from daemon.history import History
 from daemon.settings import load_settings
+from tests.contract import FLOWERD
 from tests.serve import Served, cli, make_project, runs, wait_for
 
 EVERY_SECOND = """
@@ -105,3 +109,28 @@ def test_retention_setting_prunes_in_the_daemon(tmp_path: Path):
         assert served.stop() == 0
     assert {r.schedule for r in left} == {"tick", "gone"}
     assert "retention: pruned 7 finished run(s) older than 1d" in served.log
+
+
+def test_prune_asks_on_a_terminal(tmp_path: Path):
+    """A real pseudo-terminal as stdin: the question is asked; 'n' deletes nothing."""
+    base = make_project(tmp_path / "p", YEARLY)
+    seed(base, 3)
+    answers = {"n\n": 3, "y\n": 1}
+    for answer, left in answers.items():
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [FLOWERD, "--base-dir", str(base), "db", "prune", "--older-than", "1d"],
+                stdin=follower,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            os.write(leader, answer.encode())
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert proc.returncode == 0, err
+        assert "delete these 2 run(s)?" in out
+        assert len(runs(base)) == left
