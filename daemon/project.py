@@ -85,6 +85,24 @@ def project_lock(base_dir: Path, database: str) -> Iterator[None]:
         os.close(fd)
 
 
+def prepare_lock(base_dir: Path, *, for_anyone: bool) -> Path:
+    """`service install`: create the lock file before the service starts, since a
+    hardened unit sees the base dir read-only and cannot create it (it can still lock it:
+    flock needs only a read-only descriptor). Owned by the base dir's owner; readable by
+    anyone (`for_anyone`) when the service runs as a DynamicUser."""
+    path = lock_path(base_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    owner = Path(base_dir).stat()
+    if os.geteuid() == 0:
+        for made in (path.parent, path):
+            os.chown(made, owner.st_uid, owner.st_gid)
+    if for_anyone:
+        path.parent.chmod(path.parent.stat().st_mode | 0o111)
+        path.chmod(path.stat().st_mode | 0o444)
+    return path
+
+
 def _open_lock(path: Path) -> int | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

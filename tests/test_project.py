@@ -109,5 +109,6 @@ def test_service_install_records_its_database_so_the_cli_reads_it(tmp_path):
     assert toml.startswith('timezone = "UTC"\n')
     assert f'database_url = "sqlite+aiosqlite:///{service_db}"' in toml
     assert f"FLOWERD_DATABASE_URL=sqlite+aiosqlite:///{service_db}" in unit.read_text()
+    assert (base / ".flowerd" / "project.lock").is_file()  # the read-only service can lock it
     runs = cli(base, "runs")  # no flags: the service's history, not .flowerd/history.db
     assert runs.stderr.strip() == f"flowerd: no such history: {service_db}"

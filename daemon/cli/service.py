@@ -67,10 +67,32 @@ def service_install(
         hint = "" if user else "; run it as root, or use --user"
         raise FlowerdError(f"cannot write {target}: {exc.strerror or exc}{hint}") from None
     typer.echo(f"wrote {target}")
+    _prepare_lock(settings_of(ctx).base_dir, dynamic=not user and _dynamic(ctx, run_as))
     typer.echo(f"enable and start it:\n  {systemd.enable_commands(user=user)}")
     db = systemd.database_hint(settings_of(ctx), user=user)
     if db:
         _record_database(settings_of(ctx), db)
+
+
+def _dynamic(ctx: typer.Context, run_as: str | None) -> bool:
+    from daemon import systemd
+
+    if run_as is None:
+        return systemd.default_run_as(settings_of(ctx).base_dir) is None
+    return run_as == "dynamic"
+
+
+def _prepare_lock(base: Path, *, dynamic: bool) -> None:
+    from daemon.project import prepare_lock
+
+    try:
+        prepare_lock(base, for_anyone=dynamic)
+    except OSError as exc:
+        typer.echo(
+            f"warning: cannot create the project lock under {base}: {exc}; the service "
+            "then relies on its database lock alone",
+            err=True,
+        )
 
 
 def _record_database(settings: Settings, db: str) -> None:
