@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 from daemon import history
 from daemon.history import SCHEMA_REVISION, History
+from tests.contract import flowerd as cli
 from tests.test_postgres import ADMIN_URL, pg_url  # noqa: F401 - the fixture
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
@@ -87,3 +90,17 @@ async def test_postgres_upgrade_with_rows_and_ids_are_not_reused(pg_url: str):  
         assert (await h.get_run(new_id)).attempt_errors == []
     assert new_id == max(ids) + 1
     assert await history.downgrade(pg_url, "20261130_01") == "20261130_01"
+
+
+async def test_reading_an_older_schema_says_to_upgrade(base_dir: Path, db_url: str):
+    await history.upgrade(db_url, "20261130_01")
+    async with History.open(db_url, migrate=False) as h:
+        await finished_runs(h, 1)
+    done = await asyncio.to_thread(cli, base_dir, "runs")
+    assert done.returncode == 1
+    assert "older than this flowerd's" in done.stderr and "flowerd db upgrade" in done.stderr
+    assert (await asyncio.to_thread(cli, base_dir, "db", "upgrade")).returncode == 0
+    done = await asyncio.to_thread(cli, base_dir, "runs", "--json")
+    assert done.returncode == 0, done.stderr
+    [run] = json.loads(done.stdout)
+    assert run["attempt_errors"] == []

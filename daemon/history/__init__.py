@@ -93,6 +93,8 @@ class _Opening:
 class History(Reader):
     """The run history. Build with `await History.open(url)`; `close()` when done."""
 
+    schema_revision: str | None = None  # readers: the database's alembic revision
+
     def __init__(
         self,
         url: str,
@@ -191,6 +193,7 @@ class History(Reader):
                 f"{', '.join(sorted(tables))})"
             )
         check_revision(current, self.label)
+        self.schema_revision = current
 
     async def _replay_spool(self) -> None:
         """Rows a stop left in the spool are written before anything else happens."""
