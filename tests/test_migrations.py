@@ -25,7 +25,10 @@ def script() -> ScriptDirectory:
 def tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
         names = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
         }
     conn.close()
     return names
