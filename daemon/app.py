@@ -106,6 +106,7 @@ class Daemon:
         self.instance_id = uuid.uuid4().hex[:12]
         self.pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
+        self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.loop_lag_s = 0.0
         self.paused: set[str] = set()
         self.history: History
@@ -152,9 +153,12 @@ class Daemon:
             self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
         self.paused = await self.history.paused()
         caught_up_to = utcnow()
-        await self._catch_up(schedules, caught_up_to)
+        new = await self._catch_up(schedules, caught_up_to)
         self.scheduler = Scheduler(on_slot=self.runner.fire)
-        self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
+        # a schedule the history has never seen fires its slots since this process
+        # started too: start-up takes a moment, and no slot falls into it unrecorded
+        first = {schedule_id: self.started_at for schedule_id in new}
+        self.scheduler.start(schedules, paused=self.paused, since=caught_up_to, first=first)
         stack.callback(self.scheduler.shutdown)
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
@@ -236,13 +240,15 @@ class Daemon:
         return crashed
 
     # -- catch-up ---------------------------------------------------------------------
-    async def _catch_up(self, schedules: list[Schedule], now: datetime) -> None:
+    async def _catch_up(self, schedules: list[Schedule], now: datetime) -> set[str]:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
         last_slots = await self.history.last_slots()
-        writes = []
+        writes, new = [], set()
         for schedule in schedules:
             last = last_slots.get(schedule.id)
+            if last is None:
+                new.add(schedule.id)
             if last is None or not schedule.enabled or schedule.id in self.paused:
                 continue
             slots = slots_between(schedule, last, now, limit=MAX_MISSED_ROWS + 1)
@@ -250,6 +256,7 @@ class Daemon:
             if slots:
                 writes.extend(self._catch_up_schedule(schedule, slots, last))
         await asyncio.gather(*writes)
+        return new
 
     def _catch_up_schedule(self, schedule: Schedule, slots: list[datetime], last: datetime):
         """`slots` holds at most MAX_MISSED_ROWS + 1 of the newest slots of the outage; if
