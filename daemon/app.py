@@ -30,6 +30,7 @@ from daemon import systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
+from daemon.lease import Lease
 from daemon.pipeline import PipelineManager
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule
@@ -123,6 +124,14 @@ class Daemon:
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
+        self.lease = Lease(
+            self.history,
+            lease_s=self.settings.lease_s,
+            on_paused=self._paused_elsewhere,
+            on_reload=self._reload_elsewhere,
+        )
+        await self.lease.register()
+        stack.push_async_callback(self.lease.close)
         await self._reap()
         self.runner = Runner(
             pm=self.pm,
@@ -139,6 +148,7 @@ class Daemon:
         self.scheduler = Scheduler(on_slot=self.runner.fire)
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
         stack.callback(self.scheduler.shutdown)
+        self.lease.start(self.watch_part)
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
@@ -179,7 +189,7 @@ class Daemon:
 
     async def _reap(self) -> None:
         started = time.perf_counter()
-        crashed = await self.history.reap_crashed(now=utcnow())
+        crashed = await self.history.reap_crashed(now=utcnow(), lease_s=self.settings.lease_s)
         if crashed:
             log.warning(
                 "%d run(s) left unfinished by a daemon that died are now 'crashed' (%.0f ms)",
@@ -191,6 +201,12 @@ class Daemon:
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> None:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
+        others = await self.lease.others_alive()
+        if others:  # their slots are theirs: they fired (and recorded) them all along
+            log.info(
+                "%d other daemon(s) hold a live lease on this history: no catch-up", len(others)
+            )
+            return
         last_slots = await self.history.last_slots()
         writes = []
         for schedule in schedules:
@@ -316,6 +332,7 @@ class Daemon:
             "schedules": schedules,
             "database": self.settings.db_url,
             "daemon": self.instance_id,
+            "daemons": await self.lease.listing(),
             "health": self.health(),
             "http": None,
         }
@@ -329,8 +346,34 @@ class Daemon:
             "history": self.history.health(),
         }
 
-    async def reload(self, request: dict | None = None) -> dict:
-        """Validate everything first; apply the difference only if all of it is valid."""
+    def _paused_elsewhere(self, paused: frozenset[str]) -> None:
+        """A pause or resume sent to another daemon on this history (read at renewal)."""
+        for schedule_id in sorted(paused ^ self.paused):
+            if schedule_id not in self.scheduler.schedules:
+                continue
+            if schedule_id in paused:
+                self.scheduler.pause(schedule_id)
+            else:
+                self.scheduler.resume(schedule_id)
+            log.info(
+                "%s %s (by another daemon)",
+                "paused" if schedule_id in paused else "resumed",
+                schedule_id,
+            )
+        if paused != self.paused:
+            self.paused = set(paused)
+            self.refresh_status()
+
+    def _reload_elsewhere(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ScheduleError):
+                await self.reload(propagate=False)
+
+        self.runner.spawn(reload())
+
+    async def reload(self, request: dict | None = None, *, propagate: bool = True) -> dict:
+        """Validate everything first; apply the difference only if all of it is valid.
+        A reload asked of this daemon reaches the others on the same history too."""
         async with self._reload_lock:
             self.notifier.reloading()
             try:
@@ -351,7 +394,9 @@ class Daemon:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
             self.refresh_status()
-            return {"message": f"reloaded: {summary}", "warnings": warnings}
+        if propagate:
+            await self.lease.ask_others_to_reload()
+        return {"message": f"reloaded: {summary}", "warnings": warnings}
 
     def _apply(self, new: dict[str, Schedule]) -> str:
         old = self.scheduler.schedules
@@ -518,9 +563,7 @@ def exit_past_stuck_threads(code: int) -> None:
     thread may still wait out a lock; Python joins such threads at exit -- so they would
     hold up the stop until systemd kills us. Exit without them."""
     deadline = time.monotonic() + EXIT_JOIN_S
-    others = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
-    ]
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in others:  # idle workers leave at once after the pool's shutdown
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     stuck = [t.name for t in others if t.is_alive()]

@@ -176,8 +176,8 @@ class Runner:
             final_vars=list(schedule.final_vars),
             inputs=dict(schedule.inputs),
         )
-        if run_id is None:
-            log.info(
+        if run_id is None:  # a restart, a reload -- or another daemon on this history won it
+            log.debug(
                 "slot %s@%s is already in the history; not run again",
                 schedule.id,
                 scheduled_at.isoformat(),
