@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import systemd
+from daemon import cluster, systemd
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History, RunError
@@ -141,6 +141,7 @@ class Daemon:
             on_change=self.refresh_status,
         )
         stack.callback(self.runner.close)
+        stack.callback(cluster.close_all)  # the Dask clients runs made (if any)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.paused = await self.history.paused()
         caught_up_to = utcnow()

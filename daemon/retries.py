@@ -66,6 +66,7 @@ class Attempts:
     records `attempts` even when the run is cancelled or times out)."""
 
     count: int = 0
+    where: str | None = None  # where it ran, if not here (the Dask cluster and dashboard)
 
 
 def no_reload(cfg: RunConfig) -> RunConfig:

@@ -328,7 +328,10 @@ class Runner:
         except Exception as exc:
             await self._finish(active, "failed", _error_of(exc))
             return Outcome(run_id=active.run_id, error=exc)
-        await self._finish(active, "success", None, _summary.repr(result), result=result)
+        summary = _summary.repr(result)
+        if active.attempts.where:  # say where it ran: the Dask cluster and its dashboard
+            summary = f"{summary} (ran on {active.attempts.where})"
+        await self._finish(active, "success", None, summary, result=result)
         return Outcome(run_id=active.run_id, result=result)
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
