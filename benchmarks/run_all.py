@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-SUITES = ["bench_pipeline", "bench_history", "bench_runner"]
+SUITES = ["bench_pipeline", "bench_history", "bench_runner", "bench_scale"]
 
 
 def main() -> None:

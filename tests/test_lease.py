@@ -36,6 +36,10 @@ interval = "1s"
 pipeline = "slow"
 interval = "1s"
 overlap = "allow"
+
+[spare]
+pipeline = "quick"
+cron = "0 0 1 1 *"
 """
 QUICK = """
 def answer() -> int:
@@ -159,6 +163,25 @@ def _instance(served: Served) -> str:
     return served.ask("status")["daemon"]
 
 
+def _pause_and_reload_reach_the_others(daemons: list[Served]) -> None:
+    daemons[0].ask("pause", schedule="spare")
+
+    def paused_everywhere() -> bool:
+        for served in daemons[1:]:
+            (spare,) = [s for s in served.ask("status")["schedules"] if s["id"] == "spare"]
+            if not spare["paused"]:
+                return False
+        return True
+
+    wait_for(paused_everywhere, timeout_s=LEASE_S * 2, what="the pause on every daemon")
+    daemons[0].ask("reload")
+    wait_for(
+        lambda: all("another daemon reloaded" in served.log for served in daemons[1:]),
+        timeout_s=LEASE_S * 2,
+        what="the reload on every daemon",
+    )
+
+
 def _kill_one_running(url: str, daemons: list[Served]) -> tuple[Served, set[int], float]:
     """kill -9 a daemon that has a run going; its running run ids and the kill time."""
     by_id = {_instance(d): d for d in daemons}
@@ -187,7 +210,8 @@ def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, cou
         listed = daemons[0].ask("status")["daemons"]
         assert {d["id"] for d in listed} == {_instance(d) for d in daemons}
         assert {"id", "host", "pid", "last_seen"} <= set(listed[0])
-        time.sleep(TRIAL_S * 0.4)
+        _pause_and_reload_reach_the_others(daemons)
+        time.sleep(TRIAL_S * 0.3)
 
         victim, run_ids, killed_at = _kill_one_running(pg_url, daemons)
 

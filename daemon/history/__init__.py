@@ -447,6 +447,8 @@ class History(Reader):
         terminal) are left alone, and, given `lease_s`, so are the rows of every daemon
         whose lease is live (several daemons on one PostgreSQL)."""
         aware(now, "now")
+        if is_sqlite(self.url):
+            lease_s = None  # one daemon per file: no other lease is live
         live = await self._live_writers()
         reap = functools.partial(_reap, now=now, live=live, lease_s=lease_s)
         rows = await await_write(self._submit("call", reap))
@@ -457,8 +459,22 @@ class History(Reader):
         return {"id": self.instance_id, "host": self.host, "pid": self.pid}
 
     async def register_daemon(self) -> None:
+        """Take a lease. Lease rows this one outlives are dropped first, so the start-up
+        reap takes their runs at once: on SQLite every other row (one daemon per file,
+        the lock file says so), elsewhere those of dead processes on this host."""
         me = self._me()
-        await await_write(self._submit("call", lambda conn: leases.register(conn, me)))
+        if is_sqlite(self.url):
+            dead = None
+        else:
+            rows = await self.daemons(lease_s=0)
+            dead = [
+                row["id"]
+                for row in rows
+                if row["host"] == self.host
+                and row["pid"] != self.pid
+                and not _pid_alive(row["pid"])
+            ]
+        await await_write(self._submit("call", lambda conn: leases.register(conn, me, dead)))
 
     async def unregister_daemon(self) -> None:
         me = self.instance_id

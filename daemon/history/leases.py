@@ -66,9 +66,14 @@ def crash(stmt: sa.Update, now: datetime | sa.ColumnElement) -> sa.Update:
     ).returning(*runs.c)
 
 
-async def register(conn: AsyncConnection, me: dict) -> None:
+async def register(conn: AsyncConnection, me: dict, dead: list[str] | None = ()) -> None:
+    """Our lease row; first drop the rows of `dead` daemons (None: every other row)."""
     now = _now(conn)
-    await conn.execute(sa.delete(daemons).where(daemons.c.id == me["id"]))
+    gone = [me["id"], *(dead or ())]
+    if dead is None:
+        await conn.execute(sa.delete(daemons))
+    else:
+        await conn.execute(sa.delete(daemons).where(daemons.c.id.in_(gone)))
     await conn.execute(sa.insert(daemons).values(**me, started=now, last_seen=now))
 
 
@@ -83,7 +88,7 @@ async def renew(conn: AsyncConnection, me: dict, lease_s: float) -> Renewal:
     )
     lost = touched.rowcount == 0
     if lost:
-        await register(conn, me)
+        await register(conn, me, [])
     asked = await conn.execute(
         sa.update(daemons)
         .where(daemons.c.id == me["id"], daemons.c.reload_requested.is_not(None))
