@@ -564,7 +564,9 @@ def exit_past_stuck_threads(code: int) -> None:
     thread may still wait out a lock; Python joins such threads at exit -- so they would
     hold up the stop until systemd kills us. Exit without them."""
     deadline = time.monotonic() + EXIT_JOIN_S
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    others = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
     for thread in others:  # idle workers leave at once after the pool's shutdown
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     stuck = [t.name for t in others if t.is_alive()]

@@ -69,3 +69,10 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         typer.echo(f"  {sched['id']:<24} {state:<8} next {sched['next'] or '-'}")
     for run in answer["running"]:
         typer.echo(f"  running: run {run['id']} {run['pipeline']} since {run['started_at']}")
+    daemons = answer.get("daemons") or []
+    for other in daemons if len(daemons) > 1 else ():  # several daemons share the history
+        state = "" if other.get("alive", True) else " (lease expired)"
+        typer.echo(
+            f"  daemon {other['id']} on {other['host']} pid {other['pid']}, "
+            f"last seen {other['last_seen']}{state}"
+        )
