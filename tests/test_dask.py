@@ -210,6 +210,20 @@ def test_the_daemons_row_says_where_the_run_ran(project: Path, dask_cluster: Clu
     assert f"executing on Dask cluster {dask_cluster.address}" in served.log
 
 
+def _wait_until_busy(address: str, name: str) -> None:
+    """Until the worker `name` is computing one of the run's tasks (bounded)."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as probe:
+
+        def busy() -> bool:
+            workers = probe.scheduler_info()["workers"]
+            (where,) = [a for a, w in workers.items() if w["name"] == name]
+            return bool(probe.processing().get(where))
+
+        wait_for(busy, timeout_s=60, interval_s=0.05, what=f"worker {name} at work")
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_dask_reruns_its_work(project: Path, tmp_path: Path):
     """Dask, not flowerd, handles a lost worker: the scheduler gives the dead worker's
@@ -224,7 +238,7 @@ def test_a_worker_killed_mid_run_dask_reruns_its_work(project: Path, tmp_path: P
                 executor=_executor(own.address),
                 inputs={"pause_s": 0.5},
             )
-            time.sleep(2.0)  # both workers are busy with items
+            _wait_until_busy(own.address, "w2")
             own.workers["w2"].send_signal(signal.SIGKILL)
             result = running.result(timeout=120)
     finally:
