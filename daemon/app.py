@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import retention, systemd
+from daemon import cluster, retention, systemd
 from daemon.backfill import Jobs
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
@@ -34,6 +34,7 @@ from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
+from daemon.lease import Lease
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager
 from daemon.project import project_lock
@@ -134,6 +135,14 @@ class Daemon:
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
+        self.lease = Lease(
+            self.history,
+            lease_s=self.settings.lease_s,
+            on_paused=self._paused_elsewhere,
+            on_reload=self._reload_elsewhere,
+        )
+        await self.lease.register()
+        stack.push_async_callback(self.lease.close)
         crashed = await self._reap()
         self.runner = Runner(
             pm=self.pm,
@@ -146,6 +155,7 @@ class Daemon:
         )
         stack.callback(self.runner.close)
         await self._tell(stack)
+        stack.callback(cluster.close_all)  # the Dask clients runs made (if any)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.runner.events.add(self.metrics.on_run_event)
         by_id = {schedule.id: schedule for schedule in schedules}
@@ -160,6 +170,7 @@ class Daemon:
         first = {schedule_id: self.started_at for schedule_id in new}
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to, first=first)
         stack.callback(self.scheduler.shutdown)
+        self.lease.start(self.watch_part)
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
@@ -230,7 +241,7 @@ class Daemon:
 
     async def _reap(self) -> list:
         started = time.perf_counter()
-        crashed = await self.history.reap_crashed(now=utcnow())
+        crashed = await self.history.reap_crashed(now=utcnow(), lease_s=self.settings.lease_s)
         if crashed:
             log.warning(
                 "%d run(s) left unfinished by a daemon that died are now 'crashed' (%.0f ms)",
@@ -243,6 +254,12 @@ class Daemon:
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> set[str]:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
+        others = await self.lease.others_alive()
+        if others:  # their slots are theirs: they fired (and recorded) them all along
+            log.info(
+                "%d other daemon(s) hold a live lease on this history: no catch-up", len(others)
+            )
+            return set()
         last_slots = await self.history.last_slots()
         writes, new = [], set()
         for schedule in schedules:
@@ -389,6 +406,7 @@ class Daemon:
             "schedules": schedules,
             "database": self.settings.db_url,
             "daemon": self.instance_id,
+            "daemons": await self.lease.listing(),
             "health": self.health(),
             "http": self.http.url if self.http else None,
         }
@@ -402,8 +420,34 @@ class Daemon:
             "history": self.history.health(),
         }
 
-    async def reload(self, request: dict | None = None) -> dict:
-        """Validate everything first; apply the difference only if all of it is valid."""
+    def _paused_elsewhere(self, paused: frozenset[str]) -> None:
+        """A pause or resume sent to another daemon on this history (read at renewal)."""
+        for schedule_id in sorted(paused ^ self.paused):
+            if schedule_id not in self.scheduler.schedules:
+                continue
+            if schedule_id in paused:
+                self.scheduler.pause(schedule_id)
+            else:
+                self.scheduler.resume(schedule_id)
+            log.info(
+                "%s %s (by another daemon)",
+                "paused" if schedule_id in paused else "resumed",
+                schedule_id,
+            )
+        if paused != self.paused:
+            self.paused = set(paused)
+            self.refresh_status()
+
+    def _reload_elsewhere(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ScheduleError):
+                await self.reload(propagate=False)
+
+        self.runner.spawn(reload())
+
+    async def reload(self, request: dict | None = None, *, propagate: bool = True) -> dict:
+        """Validate everything first; apply the difference only if all of it is valid.
+        A reload asked of this daemon reaches the others on the same history too."""
         async with self._reload_lock:
             self.notifier.reloading()
             try:
@@ -424,7 +468,9 @@ class Daemon:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
             self.refresh_status()
-            return {"message": f"reloaded: {summary}", "warnings": warnings}
+        if propagate:
+            await self.lease.ask_others_to_reload()
+        return {"message": f"reloaded: {summary}", "warnings": warnings}
 
     def _apply(self, new: dict[str, Schedule]) -> str:
         old = self.scheduler.schedules

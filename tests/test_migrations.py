@@ -180,3 +180,18 @@ async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path:
             pass
     conn.close()
     assert await history.upgrade(db_url) == SCHEMA_REVISION
+
+
+async def test_daemon_leases_upgrade_keeps_the_rows(db_url: str, db_path: Path):
+    """20261130_05 adds the `daemons` lease table to a history that has runs."""
+    async with History.open(db_url) as h:
+        run_id = await h.claim(
+            pipeline="p", trigger="schedule", schedule="s", scheduled_at=T0, async_driver=True
+        )
+    assert await history.downgrade(db_url, "20261130_01") == "20261130_01"
+    assert "daemons" not in tables(db_path)
+    assert await history.upgrade(db_url) == SCHEMA_REVISION
+    async with History.open(db_url, instance_id="d1") as h:
+        assert (await h.get_run(run_id)).status == "queued"
+        await h.register_daemon()
+        assert [d["id"] for d in await h.daemons(30.0)] == ["d1"]
