@@ -134,8 +134,10 @@ class Api:
 
     @answers_errors
     async def run(self, request: Request) -> Response:
-        record = await self.daemon.history.get_run(request.path_params["run_id"])
-        return JSONResponse(record.to_json())
+        history = self.daemon.history
+        record = await history.get_run(request.path_params["run_id"])
+        # the same JSON as `flowerd runs show ID --json` (DESIGN.md), reruns included
+        return JSONResponse({**record.to_json(), "reruns": await history.reruns_of(record.id)})
 
     @answers_errors
     async def logs(self, request: Request) -> Response:
