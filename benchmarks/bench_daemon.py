@@ -402,7 +402,7 @@ def main(
 ) -> list[dict]:
     if quick:
         figures = measure(
-            sizes=(1, 4), seconds=seconds or 1.5, idle_n=20, rows=rows or 2000, warm_s=1
+            sizes=(4,), seconds=seconds or 1.5, idle_n=20, rows=rows or 2000, warm_s=1
         )
     else:
         figures = measure(
