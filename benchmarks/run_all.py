@@ -23,6 +23,7 @@ SUITES = [
     "bench_isolation",
     "bench_http",
     "bench_scale",
+    "bench_daemon",
 ]
 
 

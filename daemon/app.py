@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -606,6 +607,7 @@ async def serve(settings: Settings) -> int:
             background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)
+        gc.freeze()  # start-up's objects (modules, drivers, graphs) leave the collector's walk
         notifier.ready(daemon.status_line())
         await daemon.wait_for_stop()
         log.info(

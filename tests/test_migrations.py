@@ -195,3 +195,42 @@ async def test_daemon_leases_upgrade_keeps_the_rows(db_url: str, db_path: Path):
         assert (await h.get_run(run_id)).status == "queued"
         await h.register_daemon()
         assert [d["id"] for d in await h.daemons(30.0)] == ["d1"]
+
+
+async def test_run_duration_is_backfilled_and_kept_with_rows(db_url: str, db_path: Path):
+    """20261130_03 -> 20261130_07 with rows: each ended run gets finished_at - started_at,
+    a run that never started none; stats read them; new rows store theirs; down again."""
+    assert await history.upgrade(db_url, "20261130_03") == "20261130_03"
+    with sqlite3.connect(db_path) as conn:
+        for minute in range(3):
+            _insert_old_row(conn, "schedule", minute)
+        conn.execute(
+            "UPDATE runs SET started_at = run_at, finished_at = datetime(run_at, '+2 seconds') "
+            "WHERE id < 3"
+        )
+        conn.execute("ANALYZE")  # a database analyzed before: statistics are redone
+    conn.close()
+    assert await history.upgrade(db_url, "20261130_07") == "20261130_07"
+    with sqlite3.connect(db_path) as conn:
+        durations = [row[0] for row in conn.execute("SELECT duration_s FROM runs ORDER BY id")]
+        assert durations == [2.0, 2.0, None]
+        stats = {row[1] for row in conn.execute("SELECT * FROM sqlite_stat1")}
+        assert "ix_runs_schedule_duration_s" in stats
+    conn.close()
+    async with History.open(db_url) as h:
+        run_id = await h.claim(
+            pipeline="p", trigger="schedule", schedule="s", scheduled_at=T0, async_driver=True
+        )
+        await h.mark_running(run_id, started_at=T0)
+        await h.finish(run_id, status="success", finished_at=T0.replace(second=5), attempts=1)
+        assert (await h.stats())[0]["p95_s"] == 5.0
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT duration_s FROM runs WHERE id = ?", (run_id,)).fetchone() == (
+            5.0,
+        )
+    conn.close()
+    assert await history.downgrade(db_url, "20261130_03") == "20261130_03"
+    with sqlite3.connect(db_path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    conn.close()
+    assert "duration_s" not in columns

@@ -436,6 +436,7 @@ class History(Reader, RunLogRows):
             "b_status": status,
             "b_started_at": started_at,
             "b_finished_at": finished_at,
+            "b_duration_s": (finished_at - started_at).total_seconds() if started_at else None,
             "b_attempts": attempts,
             "b_result_summary": clip(result_summary, SUMMARY_MAX_CHARS),
             "b_result": self._stored_result(result),

@@ -154,35 +154,19 @@ class Reader:
     async def stats(self, *, since: datetime | None = None) -> list[dict]:
         """Per schedule (kind 'schedule') and per pipeline (kind 'pipeline', manual runs
         included): runs, successes, failures, success_rate, p50_s, p95_s, last_status,
-        last_at. `runs` counts terminal rows that ran (not skipped / missed)."""
+        last_at. `runs` counts terminal rows that ran (not skipped / missed). Counts come
+        from (name, status) index scans and the percentiles off the (name, duration_s)
+        index one row each: no row's data is pulled into Python."""
         aware(since, "since")
-        out = []
-        durations = await self._durations(since)
-        for kind, column in (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline)):
-            for row in await self._rows(_count_stmt(column, since)):
-                last = await self._last(column, row.name, since)
-                out.append(_stats_row(kind, row, last, durations.get((kind, row.name), [])))
-        return out
-
-    async def _durations(self, since: datetime | None) -> dict[tuple[str, str], list[float]]:
         if self._reader is None or self._empty:
-            return {}
-        seconds = _duration_sql(self._reader.dialect.name)
-        stmt = sa.select(runs.c.schedule, runs.c.pipeline, seconds.label("s")).where(
-            runs.c.status.in_(TERMINAL), runs.c.started_at.is_not(None)
-        )
-        stmt = stmt.where(runs.c.finished_at.is_not(None))
-        if since is not None:
-            stmt = stmt.where(runs.c.run_at >= since)
-        found: dict[tuple[str, str], list[float]] = {}
-        for row in await self._rows(stmt):
-            # julianday() arithmetic is good to about 0.1 ms; PostgreSQL's EXTRACT(EPOCH)
-            # returns numeric, i.e. Decimal, which JSON cannot encode
-            seconds = round(float(row.s), 3)
-            if row.schedule is not None:
-                found.setdefault(("schedule", row.schedule), []).append(seconds)
-            found.setdefault(("pipeline", row.pipeline), []).append(seconds)
-        return found
+            return []
+        out = []
+        for kind, column in (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline)):
+            found = await self._read(lambda conn, c=column: _stats_of(conn, c, since))
+            for name, counts, percentiles in found:
+                last = await self._last(column, name, since)
+                out.append(_stats_row(kind, name, counts, last, percentiles))
+        return out
 
     async def _last(self, column, name: str, since: datetime | None):
         stmt = sa.select(runs.c.status, runs.c.run_at, runs.c.pipeline).where(column == name)
@@ -195,41 +179,62 @@ class Reader:
 FIRED_TRIGGERS = tuple(t for t in SLOT_TRIGGERS if t != "backfill")
 
 
-def _count_stmt(column, since: datetime | None):
-    def count_of(statuses) -> sa.ColumnElement:
-        return sa.func.sum(sa.case((runs.c.status.in_(statuses), 1), else_=0))
+def _stats_of(conn: sa.Connection, column, since: datetime | None) -> list[tuple]:
+    """[(name, {status: count}, (p50_s, p95_s))] of every name of `column`, by name."""
+    window = [column.is_not(None)] + ([runs.c.run_at >= since] if since is not None else [])
+    counts: dict[str, dict[str, int]] = {}
+    by_status = sa.select(column, runs.c.status, sa.func.count()).where(*window)
+    for name, status, count in conn.execute(by_status.group_by(column, runs.c.status)):
+        counts.setdefault(name, {})[status] = count
+    timed = sa.select(column, sa.func.count(runs.c.duration_s)).where(*window).group_by(column)
+    sizes = dict(conn.execute(timed).all())
+    return [
+        (
+            name,
+            counts[name],
+            tuple(
+                _nth_duration(conn, column == name, window, sizes.get(name, 0), pct)
+                for pct in (50, 95)
+            ),
+        )
+        for name in sorted(counts)
+    ]
 
-    ran = TERMINAL - {"skipped", "missed"}
-    stmt = sa.select(
-        column.label("name"),
-        count_of(ran).label("runs"),
-        count_of({"success"}).label("successes"),
-        count_of(FAILURES).label("failures"),
-        count_of({"cancelled"}).label("cancelled"),
-        count_of({"skipped"}).label("skipped"),
-        count_of({"missed"}).label("missed"),
-    ).where(column.is_not(None))
-    if since is not None:
-        stmt = stmt.where(runs.c.run_at >= since)
-    return stmt.group_by(column).order_by(column)
+
+def _nth_duration(conn: sa.Connection, match, window: list, n: int, pct: float) -> float | None:
+    """The nearest-rank `pct` percentile of n durations: one index row, read from the
+    nearer end of (name, duration_s)."""
+    if not n:
+        return None
+    rank = max(1, -(-n * pct // 100))  # ceil without floats
+    ascending = rank <= n - rank + 1
+    order = runs.c.duration_s if ascending else runs.c.duration_s.desc()
+    stmt = sa.select(runs.c.duration_s).where(match, runs.c.duration_s.is_not(None), *window[1:])
+    stmt = stmt.order_by(order).limit(1).offset(int(rank - 1 if ascending else n - rank))
+    # PostgreSQL's numeric would be a Decimal, which JSON cannot encode
+    return round(float(conn.execute(stmt).scalar_one()), 3)
 
 
-def _stats_row(kind: str, counts, last, durations: list[float]) -> dict:
-    durations = sorted(durations)
+def _stats_row(kind: str, name: str, counts: dict, last, percentiles: tuple) -> dict:
+    def count_of(statuses) -> int:
+        return sum(counts.get(status, 0) for status in statuses)
+
+    ran = count_of(TERMINAL - {"skipped", "missed"})
+    successes = count_of({"success"})
     return {
         "kind": kind,
-        "name": counts.name,
-        "schedule": counts.name if kind == "schedule" else None,
+        "name": name,
+        "schedule": name if kind == "schedule" else None,
         "pipeline": last.pipeline,
-        "runs": counts.runs,
-        "successes": counts.successes,
-        "failures": counts.failures,
-        "cancelled": counts.cancelled,
-        "skipped": counts.skipped,
-        "missed": counts.missed,
-        "success_rate": counts.successes / counts.runs if counts.runs else None,
-        "p50_s": percentile(durations, 50),
-        "p95_s": percentile(durations, 95),
+        "runs": ran,
+        "successes": successes,
+        "failures": count_of(FAILURES),
+        "cancelled": count_of({"cancelled"}),
+        "skipped": count_of({"skipped"}),
+        "missed": count_of({"missed"}),
+        "success_rate": successes / ran if ran else None,
+        "p50_s": percentiles[0],
+        "p95_s": percentiles[1],
         "last_status": last.status,
         "last_at": iso(last.run_at),
     }
@@ -241,14 +246,6 @@ def percentile(ordered: list[float], pct: float) -> float | None:
         return None
     rank = max(1, -(-len(ordered) * pct // 100))  # ceil without floats
     return ordered[int(rank) - 1]
-
-
-def _duration_sql(dialect: str) -> sa.ColumnElement:
-    if dialect == "sqlite":
-        return (sa.func.julianday(runs.c.finished_at) - sa.func.julianday(runs.c.started_at)) * (
-            86400.0
-        )
-    return sa.extract("epoch", runs.c.finished_at - runs.c.started_at)
 
 
 def _as_utc(value: datetime | str) -> datetime:

@@ -1,0 +1,33 @@
+"""The real-daemon benchmark's smoke mode: it runs end to end against a real `flowerd
+serve` and writes well-formed results. Timings are never asserted (a noisy shared VM)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.serve import REPO
+
+KEYS = {"figure", "value", "unit", "baseline", "ratio", "goal", "date"}
+
+
+def test_bench_daemon_quick_mode_writes_well_formed_results(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_daemon.py"), "--quick"]
+        + ["--rows", "300", "--out", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "load average" in done.stdout
+    results = json.loads(out.read_text())
+    assert len(results["load_average"]) == 3
+    figures = results["figures"]
+    assert {f["figure"].split(":")[0] for f in figures} >= {"burst 4", "burst 4 async"}
+    for figure in figures:
+        assert set(figure) == KEYS
+        assert isinstance(figure["value"], int | float)
+        assert figure["figure"] in done.stdout
+    once = [f for f in figures if "every slot once" in f["figure"]]
+    assert once and all(f["value"] == 1 for f in once)  # correctness, not timing
