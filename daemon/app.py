@@ -218,7 +218,7 @@ class Daemon:
             page_url=page_url_for(self.settings.http),
         )
         stack.push_async_callback(self.notifications.close)
-        self.notifications.counts.on_result(self.metrics.count_notification)
+        self.notifications.sender.counts.on_result(self.metrics.count_notification)
         keeper.attach(self.runner.events)  # first: a notification quotes the run's log
         self.notifications.attach(self.runner.events)
 
