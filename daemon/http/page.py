@@ -54,7 +54,7 @@ def routes(daemon: Any) -> list:
 
 
 def _templates() -> Environment:
-    from daemon.cli import ago
+    from daemon.cli.render import ago
     from daemon.durations import iso
 
     env = Environment(
