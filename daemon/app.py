@@ -29,16 +29,22 @@ from pathlib import Path
 from daemon import systemd
 from daemon.backfill import Jobs
 from daemon.control import ControlServer
-from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
+from daemon.errors import (
+    DaemonAlreadyRunning,
+    FlowerdError,
+    ScheduleError,
+    UsageError,
+    did_you_mean,
+)
 from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.notify import Notifier, page_url_for
-from daemon.pipeline import PipelineManager
+from daemon.pipeline import PipelineManager, RunConfig
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
-from daemon.schedule import Schedule
+from daemon.schedule import Schedule, check_not_reserved
 from daemon.scheduler import Scheduler
 from daemon.settings import Settings
 from daemon.trigger import count_slots, slots_between
@@ -327,11 +333,27 @@ class Daemon:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        run_id = await self.runner.trigger(schedule, request.get("inputs"))
+        inputs = await self._trigger_inputs(schedule, request.get("inputs") or {})
+        run_id = await self.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
             "run_id": run_id,
         }
+
+    async def _trigger_inputs(self, schedule: Schedule, raw: dict) -> dict:
+        """A trigger's inputs as a schedule file's are: reserved names refused, values
+        converted to the types the DAG declares (a name it lacks is refused)."""
+        if not raw:
+            return {}
+        try:
+            check_not_reserved(raw)
+        except ValueError as exc:
+            raise UsageError(f"inputs: {exc}") from None
+        cfg = RunConfig(**schedule.run_config_kwargs())
+        return await asyncio.to_thread(
+            self.pm.typed_inputs, schedule.pipeline, raw,
+            async_driver=schedule.async_driver, run_config=cfg,
+        )  # fmt: skip
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
