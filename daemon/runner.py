@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from daemon import logs
+from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.errors import HistoryError, PipelineError
 from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
@@ -159,6 +160,11 @@ class Runner:
             log.exception("slot %s@%s could not be run", schedule.id, scheduled_at.isoformat())
 
     async def _run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
+        excluded = excluded_reason(schedule, scheduled_at)
+        if excluded is not None:
+            why = RunError(type=EXCLUDED, message=excluded)
+            await self._record(schedule, scheduled_at, "skipped", why)
+            return
         if trigger == "schedule" and self._too_late(schedule, scheduled_at):
             await self._record(
                 schedule, scheduled_at, "missed", _late_error(schedule, scheduled_at)
@@ -580,7 +586,7 @@ class Runner:
         return self._pool_busy
 
     def health(self) -> str:
-        """"ok", or why sync-driver runs cannot start: every pool thread is held by a run
+        """ "ok", or why sync-driver runs cannot start: every pool thread is held by a run
         that ignored its timeout (use isolation = "process" for such pipelines)."""
         stuck = len(self._abandoned)
         if stuck and stuck >= self._threads:

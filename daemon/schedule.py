@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from daemon.calendars import check_holidays, parse_date
 from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import ScheduleError, did_you_mean
 from daemon.notify import DEFAULT_NOTIFY_ON, check_states
@@ -102,6 +103,9 @@ class Schedule:
     # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
     isolation: Isolation = "thread"
     memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
+    # across schedules (DESIGN.md "Across schedules"): calendars (daemon.calendars)
+    exclude: tuple[date, ...] = ()
+    holidays: str | None = None
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -118,7 +122,13 @@ class Schedule:
                 object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
         if self.notify is not None:
             object.__setattr__(self, "notify", tuple(self.notify))
-        for name in ("final_vars", "additional_modules", "retry_exceptions", "notify_on"):
+        for name in (
+            "final_vars",
+            "additional_modules",
+            "retry_exceptions",
+            "notify_on",
+            "exclude",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
@@ -336,6 +346,8 @@ class _Table(BaseModel):
     notify_on: list[str] = list(DEFAULT_NOTIFY_ON)
     isolation: str | None = None
     memory_limit: str | int | None = None
+    exclude: list[Any] = []
+    holidays: str | None = None
 
     @field_validator("pipeline")
     @classmethod
@@ -433,6 +445,7 @@ class _Table(BaseModel):
     def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_not_reserved(value)
         return value
+
     @field_validator("isolation")
     @classmethod
     def _isolation(cls, value: str | None) -> str | None:
@@ -450,6 +463,16 @@ class _Table(BaseModel):
                 "is the worker's whole address space, Python and Hamilton included)"
             )
         return size
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: list[Any]) -> list[date]:
+        return [parse_date(day) for day in value]
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        return None if value is None else check_holidays(value)
 
     @field_validator("retry_exceptions")
     @classmethod
@@ -656,7 +679,7 @@ def _parse_table(
 
 
 def _isolation_source(parsed: _Table) -> str:
-    return ": isolation = \"thread\"" if parsed.isolation else ", the isolation setting's default"
+    return ': isolation = "thread"' if parsed.isolation else ", the isolation setting's default"
 
 
 def _shape_problems(schedule_id: str, table: dict) -> list[str]:
@@ -791,6 +814,8 @@ def _schedule(
         notify_on=tuple(parsed.notify_on),
         isolation=parsed.isolation or defaults.isolation,  # type: ignore[arg-type]
         memory_limit_bytes=parsed.memory_limit,  # type: ignore[arg-type]  # bytes by now
+        exclude=tuple(parsed.exclude),
+        holidays=parsed.holidays,
     )
 
 

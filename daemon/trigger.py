@@ -57,11 +57,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from daemon.calendars import excluded_reason
 from daemon.schedule import CronSpec, Schedule, parse_cron
 
 __all__ = ["SlotTrigger", "make_trigger", "next_fire_times", "slots_between", "wall_to_instant"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_EXCLUDED_SKIPS = 100_000  # `--next` past excluded dates: an every-second schedule's day
 ONE_US = timedelta(microseconds=1)
 
 
@@ -107,10 +109,15 @@ def next_fire_times(schedule: Schedule, after: datetime, n: int) -> list[datetim
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     slots: list[datetime] = []
     slot: datetime | None = _utc(after)
-    while len(slots) < n and slot is not None:
+    skips = MAX_EXCLUDED_SKIPS  # excluded dates (daemon.calendars) are left out, bounded
+    while len(slots) < n and slot is not None and skips:
         slot = rule.first_slot(slot, inclusive=False)
-        if slot is not None:
+        if slot is None:
+            break
+        if excluded_reason(schedule, slot) is None:
             slots.append(slot.astimezone(zone))
+        else:
+            skips -= 1
     return slots
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,69 @@ def test_trigger_with_inputs_overrides_for_that_run_only(tmp_path: Path):
         bad = cli(base, "trigger", "double", "--input", "n=abc")
         assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
         assert served.stop() == 0
+
+
+def test_holidays_and_exclude_leave_slots_out(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [payroll]
+        pipeline = "hello_world"
+        cron = "0 9 * * *"
+        timezone = "Europe/Berlin"
+        holidays = "DE"
+        exclude = ["2026-12-28"]
+        """,
+    )
+    listed = cli(base, "schedules", "--next", "3", "--from", "2026-12-23T12:00:00+00:00", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (payroll,) = json.loads(listed.stdout)
+    assert [t[:10] for t in payroll["next"]] == ["2026-12-24", "2026-12-27", "2026-12-29"]
+
+
+def test_an_excluded_slot_is_a_skipped_row_naming_the_date(tmp_path: Path):
+    today = datetime.now(UTC).date().isoformat()
+    base = make_project(
+        tmp_path,
+        f"""
+        [every]
+        pipeline = "hello_world"
+        interval = "1s"
+        exclude = ["{today}"]
+        """,
+    )
+    with Served(base) as served:
+        served.wait_ready()
+        row = wait_for(lambda: rows_where(base, schedule="every", status="skipped"))[0]
+        assert served.stop() == 0
+    assert row.error.type == "Excluded" and today in row.error.message
+    assert not rows_where(base, schedule="every", status="success")
+
+
+def test_calendar_mistakes_are_named(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [a]
+        pipeline = "hello_world"
+        cron = "0 9 * * *"
+        holidays = "DX"
+        exclude = ["2026-13-01"]
+
+        [b]
+        pipeline = "hello_world"
+        cron = "0 9 * * *"
+        holidays = "DE-BZ"
+
+        [c]
+        pipeline = "hello_world"
+        cron = "0 9 * * *"
+        holidays = "de-by"
+        """,
+    )
+    found = cli(base, "validate")
+    assert found.returncode == 1 and "Traceback" not in found.stderr
+    assert "[a] field 'holidays'" in found.stderr and "'DX'" in found.stderr
+    assert "[a] field 'exclude" in found.stderr and "2026-13-01" in found.stderr
+    assert "[b] field 'holidays'" in found.stderr and "'BZ'" in found.stderr
+    assert "[c] field 'holidays'" in found.stderr and "did you mean 'DE'?" in found.stderr
