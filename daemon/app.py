@@ -37,6 +37,7 @@ from daemon.errors import (
     did_you_mean,
 )
 from daemon.events import RunEvent, finished_event
+from daemon.failures import FailurePolicy
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
@@ -113,6 +114,7 @@ class Daemon:
         self.started_monotonic = time.monotonic()
         self.loop_lag_s = 0.0
         self.paused: set[str] = set()
+        self.paused_reasons: dict[str, str | None] = {}  # why each paused (None: by hand)
         self.history: History
         self.runner: Runner
         self.scheduler: Scheduler
@@ -154,7 +156,10 @@ class Daemon:
         by_id = {schedule.id: schedule for schedule in schedules}
         for record in crashed:
             self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
-        self.paused = await self.history.paused()
+        self.paused_reasons = await self.history.paused_reasons()
+        self.paused = set(self.paused_reasons)
+        self.failures = FailurePolicy(self)
+        self.runner.events.add(self.failures.on_event)
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
         self.scheduler = Scheduler(on_slot=self.runner.fire)
@@ -357,16 +362,23 @@ class Daemon:
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        await self.history.set_paused(schedule.id, True)
+        await self.pause_schedule(schedule)
+        return {"message": f"paused {schedule.id}"}
+
+    async def pause_schedule(self, schedule: Schedule, reason: str | None = None) -> None:
+        """Persist the pause (with why, when it paused itself) and stop firing."""
+        await self.history.set_paused(schedule.id, True, reason)
         self.paused.add(schedule.id)
+        self.paused_reasons.setdefault(schedule.id, reason)
         self.scheduler.pause(schedule.id)
         self.refresh_status()
-        return {"message": f"paused {schedule.id}"}
 
     async def resume(self, request: dict) -> dict:
         schedule = self._schedule(request)
         await self.history.set_paused(schedule.id, False)
         self.paused.discard(schedule.id)
+        self.paused_reasons.pop(schedule.id, None)
+        self.failures.resumed(schedule.id)
         self.scheduler.resume(schedule.id)
         self.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -382,6 +394,7 @@ class Daemon:
                     "trigger": schedule.describe_trigger(),
                     "enabled": schedule.enabled,
                     "paused": schedule.id in self.paused,
+                    "paused_reason": self.paused_reasons.get(schedule.id),
                     "next": nxt.astimezone(UTC).isoformat() if nxt else None,
                 }
             )
@@ -597,9 +610,7 @@ def exit_past_stuck_threads(code: int) -> None:
     thread may still wait out a lock; Python joins such threads at exit -- so they would
     hold up the stop until systemd kills us. Exit without them."""
     deadline = time.monotonic() + EXIT_JOIN_S
-    others = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
-    ]
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in others:  # idle workers leave at once after the pool's shutdown
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     stuck = [t.name for t in others if t.is_alive()]

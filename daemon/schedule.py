@@ -106,6 +106,7 @@ class Schedule:
     # across schedules (DESIGN.md "Across schedules"): calendars (daemon.calendars)
     exclude: tuple[date, ...] = ()
     holidays: str | None = None
+    pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -348,6 +349,7 @@ class _Table(BaseModel):
     memory_limit: str | int | None = None
     exclude: list[Any] = []
     holidays: str | None = None
+    pause_after_failures: int = 0
 
     @field_validator("pipeline")
     @classmethod
@@ -468,6 +470,13 @@ class _Table(BaseModel):
     @classmethod
     def _exclude(cls, value: list[Any]) -> list[date]:
         return [parse_date(day) for day in value]
+
+    @field_validator("pause_after_failures")
+    @classmethod
+    def _pause_after(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"{value} must be 0 (never) or more")
+        return value
 
     @field_validator("holidays")
     @classmethod
@@ -816,6 +825,7 @@ def _schedule(
         memory_limit_bytes=parsed.memory_limit,  # type: ignore[arg-type]  # bytes by now
         exclude=tuple(parsed.exclude),
         holidays=parsed.holidays,
+        pause_after_failures=parsed.pause_after_failures,
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,3 +116,39 @@ def test_calendar_mistakes_are_named(tmp_path: Path):
     assert "[a] field 'exclude" in found.stderr and "2026-13-01" in found.stderr
     assert "[b] field 'holidays'" in found.stderr and "'BZ'" in found.stderr
     assert "[c] field 'holidays'" in found.stderr and "did you mean 'DE'?" in found.stderr
+
+
+FAILS = """
+def broken(x: int = 1) -> int:
+    raise ValueError("always")
+"""
+
+
+def test_pause_after_failures_stops_at_n_and_says_why(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [flaky]
+        pipeline = "fails"
+        interval = "1s"
+        async_driver = false
+        pause_after_failures = 2
+        """,
+        fails=FAILS,
+    )
+    with Served(base) as served:
+        served.wait_ready()
+        wait_for(lambda: served.ask("status")["schedules"][0]["paused"], what="self-pause")
+        time.sleep(2.5)  # more slots would have come
+        assert len(rows_where(base, schedule="flaky", status="failed")) == 2
+        (status,) = served.ask("status")["schedules"]
+        assert "2 runs in a row" in status["paused_reason"]
+        assert "paused itself" in served.log
+        listed = json.loads(cli(base, "schedules", "--json").stdout)
+        assert listed[0]["paused"] and "2 runs in a row" in listed[0]["paused_reason"]
+        assert cli(base, "resume", "flaky").returncode == 0
+        (status,) = served.ask("status")["schedules"]
+        assert not status["paused"] and status["paused_reason"] is None
+        wait_for(lambda: served.ask("status")["schedules"][0]["paused"], what="second pause")
+        assert len(rows_where(base, schedule="flaky", status="failed")) == 4  # 2 fresh tries
+        assert served.stop() == 0

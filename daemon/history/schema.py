@@ -200,6 +200,7 @@ paused_schedules = sa.Table(
     metadata,
     sa.Column("schedule", sa.String(200), primary_key=True),
     sa.Column("paused_at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),  # why it paused itself; null: `flowerd pause`
 )
 
 # each run's log (daemon/runlogs.py): one row per line, in the order the run wrote them;
@@ -214,6 +215,7 @@ run_logs = sa.Table(
     sa.Column("logger", sa.String(200), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
 )
+
 
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}
