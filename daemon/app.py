@@ -29,6 +29,7 @@ from pathlib import Path
 from daemon import systemd
 from daemon.backfill import Jobs
 from daemon.control import ControlServer
+from daemon.deadlines import Deadlines
 from daemon.errors import (
     DaemonAlreadyRunning,
     FlowerdError,
@@ -162,7 +163,10 @@ class Daemon:
         self.runner.events.add(self.failures.on_event)
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
-        self.scheduler = Scheduler(on_slot=self.runner.fire)
+        self.deadlines = Deadlines(waiting=self._slot_waiting, on_late=self._late)
+        stack.callback(self.deadlines.close)
+        self.runner.events.add(self.deadlines.on_event)
+        self.scheduler = Scheduler(on_slot=self._on_slot)
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
         stack.callback(self.scheduler.shutdown)
         control = ControlServer(self.settings.control_socket, self._handlers())
@@ -313,6 +317,21 @@ class Daemon:
                          scheduled_at=slot, finished_at=utcnow(), error=error)
             )  # fmt: skip
         return row
+
+    # -- across schedules: deadlines ---------------------------------------------------
+    def _on_slot(self, schedule: Schedule, slot: datetime) -> None:
+        self.deadlines.arm(schedule, slot)
+        self.runner.fire(schedule, slot)
+
+    def _slot_waiting(self, schedule_id: str, slot: datetime) -> bool:
+        """The slot's run is still queued or running (or about to be claimed)."""
+        active = self.runner.active.values()
+        mine = any(run.schedule == schedule_id and run.scheduled_at == slot for run in active)
+        return mine or self.runner.claiming(schedule_id)
+
+    def _late(self, schedule: Schedule, slot: datetime, message: str) -> None:
+        self.metrics.runs_late.labels(schedule.id).inc()
+        self.notifications.notify_state(schedule, "late", message)
 
     # -- control commands -------------------------------------------------------------
     def _handlers(self):

@@ -316,6 +316,10 @@ class Runner:
     def busy(self, schedule_id: str) -> bool:
         return self._busy(schedule_id)
 
+    def claiming(self, schedule_id: str) -> bool:
+        """A slot of the schedule is being claimed (its row not yet written)."""
+        return bool(self._claiming[schedule_id])
+
     def _busy(self, schedule_id: str) -> bool:
         """A run of the schedule is going (backfill runs do not count: a scheduled slot
         neither waits nor skips for them)."""

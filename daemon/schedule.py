@@ -107,6 +107,7 @@ class Schedule:
     exclude: tuple[date, ...] = ()
     holidays: str | None = None
     pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
+    deadline_s: float = 0  # daemon.deadlines: told `late` once past slot + deadline (0: none)
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -350,6 +351,7 @@ class _Table(BaseModel):
     exclude: list[Any] = []
     holidays: str | None = None
     pause_after_failures: int = 0
+    deadline: float | str = 0
 
     @field_validator("pipeline")
     @classmethod
@@ -477,6 +479,14 @@ class _Table(BaseModel):
         if value < 0:
             raise ValueError(f"{value} must be 0 (never) or more")
         return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: float | str) -> float:
+        seconds = parse_duration_s(value)
+        if seconds < 0:
+            raise ValueError(f"{value!r}: a deadline is 0 (none) or more")
+        return seconds
 
     @field_validator("holidays")
     @classmethod
@@ -826,6 +836,7 @@ def _schedule(
         exclude=tuple(parsed.exclude),
         holidays=parsed.holidays,
         pause_after_failures=parsed.pause_after_failures,
+        deadline_s=float(parsed.deadline),
     )
 
 

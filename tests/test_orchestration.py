@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.test_notify import Hook
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,3 +154,46 @@ def test_pause_after_failures_stops_at_n_and_says_why(tmp_path: Path):
         wait_for(lambda: served.ask("status")["schedules"][0]["paused"], what="second pause")
         assert len(rows_where(base, schedule="flaky", status="failed")) == 4  # 2 fresh tries
         assert served.stop() == 0
+
+
+SLOW = """
+import time
+
+def slow(seconds: float = 3.0) -> float:
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+def test_deadline_tells_late_once_before_the_run_ends(tmp_path: Path):
+    hook = Hook()
+    try:
+        base = make_project(
+            tmp_path,
+            f"""
+            [load]
+            pipeline = "slow"
+            cron = "*/5 * * * * *"
+            async_driver = false
+            deadline = "1s"
+            notify = ["{hook.url}"]
+            notify_on = ["late"]
+            """,
+            slow=SLOW,
+        )
+        with Served(base, env={"FLOWERD_HTTP": "127.0.0.1:0"}) as served:
+            url = served.wait_ready()["http"]
+            wait_for(lambda: hook.received, timeout_s=15, what="a late notification")
+            running = served.ask("status")["running"]
+            assert running and running[0]["pipeline"] == "slow"  # the run goes on
+            metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+            assert 'flowerd_runs_late_total{schedule="load"} 1.0' in metrics
+            row = wait_for(lambda: rows_where(base, schedule="load", status="success"))[0]
+            assert served.stop() == 0
+        late = [m for m in hook.received if "late" in m["title"]]
+        assert len(late) >= 1 and "deadline" in late[0]["message"]
+        slots = {m["message"].split("slot ")[1].split(" ")[0] for m in late}
+        assert len(slots) == len(late)  # once per slot
+        assert row.finished_at is not None
+    finally:
+        hook.close()

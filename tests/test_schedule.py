@@ -500,6 +500,7 @@ def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
         "timezone": "Europe/Berlin",
         "enabled": True,
         "paused": False,
+        "paused_reason": None,
         "async_driver": False,
         "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
     }
