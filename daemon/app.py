@@ -44,6 +44,7 @@ from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pools import Pools
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule, check_not_reserved
@@ -151,6 +152,7 @@ class Daemon:
             max_log_bytes=self.settings.max_log_bytes,
         )
         stack.callback(self.runner.close)
+        self.runner.pools = Pools(self.settings.pools, on_waiting=self._pool_waiting)
         await self._tell(stack)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.runner.events.add(self.metrics.on_run_event)
@@ -328,6 +330,9 @@ class Daemon:
         active = self.runner.active.values()
         mine = any(run.schedule == schedule_id and run.scheduled_at == slot for run in active)
         return mine or self.runner.claiming(schedule_id)
+
+    def _pool_waiting(self, pool: str, count: int) -> None:
+        self.metrics.pool_waiting.labels(pool).set(count)
 
     def _late(self, schedule: Schedule, slot: datetime, message: str) -> None:
         self.metrics.runs_late.labels(schedule.id).inc()

@@ -35,6 +35,7 @@ from daemon.errors import HistoryError, PipelineError
 from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
+from daemon.pools import Pools
 from daemon.schedule import SLOT_INPUTS, Schedule
 from daemon.workers import WorkerPool, error_fields
 
@@ -136,6 +137,7 @@ class Runner:
         self.accepting = True
         self._max_log_bytes = max_log_bytes
         self._workers: WorkerPool | None = None  # isolation = "process": made on first use
+        self.pools = Pools({})  # the app sets the `pools` setting's limits
 
     # -- entry points -----------------------------------------------------------------
     def fire(self, schedule: Schedule, scheduled_at: datetime, trigger: str = "schedule") -> None:
@@ -387,8 +389,16 @@ class Runner:
     async def _start_when_allowed(self, active: ActiveRun, schedule: Schedule, trigger) -> None:
         if schedule.jitter_s:
             await asyncio.sleep(random.uniform(0, schedule.jitter_s))
-        await self._limit.acquire()
-        active.release = self._limit.release
+        release_pool = None
+        if schedule.pool is not None:  # a queued row while it waits; fair across schedules
+            release_pool = await self.pools.acquire(schedule.pool, active.scheduled_at)
+        try:
+            await self._limit.acquire()
+        except BaseException:
+            if release_pool is not None:
+                release_pool()
+            raise
+        active.release = _both(self._limit.release, release_pool)
         try:
             if trigger == "schedule" and self._too_late(schedule, active.scheduled_at):
                 await self._finish(active, "missed", _late_error(schedule, active.scheduled_at))
@@ -634,6 +644,17 @@ def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) ->
         active.attempts.count,
         f": {error.type}: {error.message}" if error else "",
     )
+
+
+def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    if second is None:
+        return first
+
+    def release() -> None:
+        first()
+        second()
+
+    return release
 
 
 def _answer_unclaimed(task: asyncio.Task, claimed: asyncio.Future) -> None:

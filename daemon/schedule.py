@@ -108,6 +108,7 @@ class Schedule:
     holidays: str | None = None
     pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
     deadline_s: float = 0  # daemon.deadlines: told `late` once past slot + deadline (0: none)
+    pool: str | None = None  # daemon.pools: a limit shared with the pool's other schedules
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
@@ -352,6 +353,7 @@ class _Table(BaseModel):
     holidays: str | None = None
     pause_after_failures: int = 0
     deadline: float | str = 0
+    pool: str | None = None
 
     @field_validator("pipeline")
     @classmethod
@@ -837,6 +839,7 @@ def _schedule(
         holidays=parsed.holidays,
         pause_after_failures=parsed.pause_after_failures,
         deadline_s=float(parsed.deadline),
+        pool=parsed.pool,
     )
 
 

@@ -26,6 +26,7 @@ def schedule_json(
         "enabled": schedule.enabled,
         "paused": paused,
         "paused_reason": paused_reason if paused else None,
+        "pool": schedule.pool,
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
     }

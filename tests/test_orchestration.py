@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.pools import Pools
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 from tests.test_notify import Hook
 
@@ -197,3 +199,72 @@ def test_deadline_tells_late_once_before_the_run_ends(tmp_path: Path):
         assert row.finished_at is not None
     finally:
         hook.close()
+
+
+NAP = """
+import time
+
+def napped(seconds: float = 0.4) -> float:
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+def test_a_pool_of_one_never_runs_two_at_once(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [hourly]
+        pipeline = "nap"
+        interval = "1s"
+        async_driver = false
+        pool = "warehouse"
+        overlap = "queue"
+
+        [daily]
+        pipeline = "nap"
+        interval = "1s"
+        async_driver = false
+        pool = "warehouse"
+        overlap = "queue"
+        """,
+        nap=NAP,
+    )
+    (base / "flowerd.toml").write_text("pools = { warehouse = 1 }\nthreads = 4\n")
+    with Served(base) as served:
+        served.wait_ready()
+        wait_for(lambda: len(rows_where(base, status="success")) >= 6, what="six runs")
+        assert served.stop() == 0
+    done = sorted(rows_where(base, status="success"), key=lambda r: r.started_at)
+    assert {r.schedule for r in done} == {"hourly", "daily"}
+    for before, after in zip(done, done[1:], strict=False):
+        assert after.started_at >= before.finished_at, (before, after)
+
+
+def test_an_unknown_pool_is_named(tmp_path: Path):
+    table = '[a]\npipeline = "hello_world"\ncron = "0 9 * * *"\npool = "wh"\n'
+    base = make_project(tmp_path, table)
+    (base / "flowerd.toml").write_text("pools = { warehouse = 1 }\n")
+    found = cli(base, "validate")
+    assert found.returncode == 1 and "Traceback" not in found.stderr
+    assert "[a] field 'pool': no pool 'wh'" in found.stderr
+
+
+async def test_pool_gives_a_free_place_to_the_oldest_waiting_slot():
+    seen = []
+    pools = Pools({"wh": 1}, on_waiting=lambda pool, count: seen.append(count))
+    t0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    release = await pools.acquire("wh", t0)
+    order = []
+
+    async def wait(minute: int):
+        done = await pools.acquire("wh", t0.replace(minute=minute))
+        order.append(minute)
+        done()
+
+    tasks = [asyncio.create_task(wait(m)) for m in (30, 10, 20)]
+    await asyncio.sleep(0.01)
+    assert pools.waiting("wh") == 3 and max(seen) == 3
+    release()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    assert order == [10, 20, 30] and pools.running("wh") == 0 and seen[-1] == 0

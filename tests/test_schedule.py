@@ -501,6 +501,7 @@ def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
         "enabled": True,
         "paused": False,
         "paused_reason": None,
+        "pool": None,
         "async_driver": False,
         "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
     }
