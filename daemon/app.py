@@ -51,6 +51,8 @@ from daemon.schedule import Schedule, check_not_reserved
 from daemon.scheduler import Scheduler
 from daemon.settings import Settings
 from daemon.trigger import count_slots, slots_between
+from daemon.upstream import SLOT_TRIGGERS as UPSTREAM_TRIGGERS
+from daemon.upstream import Upstream
 from daemon.validate import load_and_validate
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,7 @@ class Daemon:
         self.scheduler = Scheduler(on_slot=self._on_slot)
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
         stack.callback(self.scheduler.shutdown)
+        await self._start_upstream()
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
@@ -331,6 +334,24 @@ class Daemon:
         mine = any(run.schedule == schedule_id and run.scheduled_at == slot for run in active)
         return mine or self.runner.claiming(schedule_id)
 
+    async def _start_upstream(self) -> None:
+        """`after` schedules: seeded from the history, then told of every run's end."""
+        self.upstream = Upstream(
+            schedules=lambda: self.scheduler.schedules,
+            fire=self._on_upstream,
+            paused=lambda: self.paused,
+        )
+        self.upstream.seed(
+            await self.history.newest_slots(triggers=UPSTREAM_TRIGGERS, status="success"),
+            await self.history.newest_slots(triggers=("upstream",)),
+        )
+        self.runner.events.add(self.upstream.on_event)
+        self.upstream.evaluate()  # upstreams that succeeded while no daemon ran
+
+    def _on_upstream(self, schedule: Schedule, slot: datetime) -> None:
+        self.deadlines.arm(schedule, slot)
+        self.runner.fire(schedule, slot, "upstream")
+
     def _pool_waiting(self, pool: str, count: int) -> None:
         self.metrics.pool_waiting.labels(pool).set(count)
 
@@ -403,6 +424,7 @@ class Daemon:
         self.paused.discard(schedule.id)
         self.paused_reasons.pop(schedule.id, None)
         self.failures.resumed(schedule.id)
+        self.upstream.evaluate()
         self.scheduler.resume(schedule.id)
         self.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -466,6 +488,7 @@ class Daemon:
             for warning in warnings:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
+            self.upstream.evaluate()  # a new or changed `after` schedule may be due now
             self.refresh_status()
             return {"message": f"reloaded: {summary}", "warnings": warnings}
 

@@ -165,7 +165,7 @@ class Runner:
         excluded = excluded_reason(schedule, scheduled_at)
         if excluded is not None:
             why = RunError(type=EXCLUDED, message=excluded)
-            await self._record(schedule, scheduled_at, "skipped", why)
+            await self._record(schedule, scheduled_at, "skipped", why, trigger)
             return
         if trigger == "schedule" and self._too_late(schedule, scheduled_at):
             await self._record(
@@ -340,9 +340,12 @@ class Runner:
             "(overlap = 'skip')",
         )
 
-    async def _record(self, schedule: Schedule, scheduled_at: datetime, status: str, error):
+    async def _record(
+        self, schedule: Schedule, scheduled_at: datetime, status: str, error, trigger="schedule"
+    ):
         finished_at = utcnow()
         row = await self.history.record_slot(
+            trigger="schedule" if trigger == "catchup" else trigger,
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=scheduled_at,
@@ -365,7 +368,7 @@ class Runner:
                         run_id=row,
                         schedule=schedule,
                         pipeline=schedule.pipeline,
-                        trigger="schedule",
+                        trigger="schedule" if trigger == "catchup" else trigger,
                         status=status,
                         scheduled_at=scheduled_at,
                         finished_at=finished_at,

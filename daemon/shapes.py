@@ -27,6 +27,7 @@ def schedule_json(
         "paused": paused,
         "paused_reason": paused_reason if paused else None,
         "pool": schedule.pool,
+        "after": list(schedule.after),
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
     }

@@ -268,3 +268,96 @@ async def test_pool_gives_a_free_place_to_the_oldest_waiting_slot():
     release()
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
     assert order == [10, 20, 30] and pools.running("wh") == 0 and seen[-1] == 0
+
+
+GRAPH = """
+[extract]
+pipeline = "hello_world"
+interval = "1s"
+
+[prices]
+pipeline = "hello_world"
+interval = "2s"
+
+[report]
+pipeline = "hello_world"
+after = ["extract", "prices"]
+
+[bad]
+pipeline = "fails"
+interval = "1s"
+async_driver = false
+
+[held]
+pipeline = "hello_world"
+after = ["bad", "extract"]
+"""
+
+
+def test_after_runs_once_per_slot_after_every_upstream_succeeded(tmp_path: Path):
+    base = make_project(tmp_path, GRAPH, fails=FAILS)
+    with Served(base) as served:
+        served.wait_ready()
+        wait_for(lambda: len(rows_where(base, schedule="report")) >= 3, what="three reports")
+        listed = cli(base, "schedules").stdout
+        assert "after extract, prices" in listed
+        assert served.stop() == 0
+    reports = sorted(rows_where(base, schedule="report"), key=lambda r: r.scheduled_at)
+    assert all(r.trigger == "upstream" and r.status == "success" for r in reports)
+    slots = [r.scheduled_at for r in reports]
+    assert len(set(slots)) == len(slots)  # never twice per slot
+    ups = {
+        name: [r for r in rows_where(base, schedule=name, status="success")]
+        for name in ("extract", "prices")
+    }
+    previous = None
+    for report in reports:
+        for name, done in ups.items():
+            newer = [
+                r for r in done
+                if (previous is None or r.scheduled_at > previous)
+                and r.scheduled_at <= report.scheduled_at
+                and r.finished_at <= report.started_at
+            ]  # fmt: skip
+            assert newer, f"report {report.scheduled_at} ran without a newer {name}"
+        assert report.scheduled_at in {r.scheduled_at for d in ups.values() for r in d}
+        previous = report.scheduled_at
+    assert rows_where(base, schedule="bad", status="failed")
+    assert not rows_where(base, schedule="held")  # a failing upstream holds it
+
+
+def test_after_graph_mistakes_are_named(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [a]
+        pipeline = "hello_world"
+        after = ["c"]
+
+        [b]
+        pipeline = "hello_world"
+        after = ["a"]
+
+        [c]
+        pipeline = "hello_world"
+        after = ["b"]
+
+        [d]
+        pipeline = "hello_world"
+        after = ["extrct"]
+
+        [extract]
+        pipeline = "hello_world"
+        cron = "0 9 * * *"
+        after = ["a"]
+        """,
+    )
+    found = cli(base, "validate")
+    assert found.returncode == 1 and "Traceback" not in found.stderr
+    assert "a cycle: a -> c -> b -> a" in found.stderr or "a cycle: a -> b" in found.stderr
+    cycle_line = next(line for line in found.stderr.splitlines() if "a cycle" in line)
+    assert all(f" {name} " in cycle_line + " " for name in ("a", "b", "c"))
+    assert "[d] field 'after': no schedule 'extrct' (did you mean 'extract'?)" in found.stderr
+    assert "[extract] fields 'after' and 'cron'" in found.stderr
+    refused = cli(base, "backfill", "a", "--from", "1d", "--to", "now")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr

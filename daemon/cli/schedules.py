@@ -71,6 +71,8 @@ def _print_schedules(rows: list[dict], settings: Settings) -> None:
     for row in rows:
         state = "paused" if row["paused"] else ("enabled" if row["enabled"] else "disabled")
         upcoming = "\n".join(row["next"]) or "-"
+        if row["after"]:  # no fire times of its own: when its upstreams succeed
+            upcoming = "after " + ", ".join(row["after"])
         cells = (row["id"], row["pipeline"], row["trigger"], row["timezone"], state, upcoming)
         table.add_row(*cells, Path(row["file"]).name)
     console = Console()

@@ -69,6 +69,21 @@ class Reader:
         # max() on SQLite returns the raw text, without the column's type: parse it here
         return {row.schedule: _as_utc(row.last) for row in rows}
 
+    async def newest_slots(
+        self, *, triggers: tuple[str, ...], status: str | None = None
+    ) -> dict[str, datetime]:
+        """The newest slot per schedule among rows of `triggers` (and `status`):
+        daemon.upstream's memory of who succeeded when, seeded at start."""
+        stmt = (
+            sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at).label("last"))
+            .where(runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None))
+            .where(runs.c.trigger.in_(triggers))
+            .group_by(runs.c.schedule)
+        )
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        return {row.schedule: _as_utc(row.last) for row in await self._rows(stmt)}
+
     async def slot_runs(
         self, schedule: str, start: datetime, end: datetime
     ) -> dict[datetime, RunRecord]:
