@@ -135,8 +135,10 @@ class Api:
 
     @answers_errors
     async def run(self, request: Request) -> Response:
-        record = await self.daemon.history.get_run(request.path_params["run_id"])
-        return JSONResponse(record.to_json())
+        history = self.daemon.history
+        record = await history.get_run(request.path_params["run_id"])
+        reruns = await history.reruns_of(record.id)  # as `flowerd runs show --json`
+        return JSONResponse({**record.to_json(), "reruns": reruns})
 
     @answers_errors
     async def logs(self, request: Request) -> Response:
