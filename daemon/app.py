@@ -27,32 +27,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import systemd
+from daemon.across import Across
 from daemon.backfill import Jobs
+from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.control import ControlServer
-from daemon.deadlines import Deadlines
-from daemon.errors import (
-    DaemonAlreadyRunning,
-    FlowerdError,
-    ScheduleError,
-    UsageError,
-    did_you_mean,
-)
+from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.events import RunEvent, finished_event
-from daemon.failures import FailurePolicy
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.notify import Notifier, page_url_for
-from daemon.pipeline import PipelineManager, RunConfig
-from daemon.pools import Pools
+from daemon.pipeline import PipelineManager
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
-from daemon.schedule import Schedule, check_not_reserved
+from daemon.schedule import Schedule
 from daemon.scheduler import Scheduler
 from daemon.settings import Settings
 from daemon.trigger import count_slots, slots_between
-from daemon.upstream import SLOT_TRIGGERS as UPSTREAM_TRIGGERS
-from daemon.upstream import Upstream
 from daemon.validate import load_and_validate
 
 log = logging.getLogger(__name__)
@@ -154,7 +145,6 @@ class Daemon:
             max_log_bytes=self.settings.max_log_bytes,
         )
         stack.callback(self.runner.close)
-        self.runner.pools = Pools(self.settings.pools, on_waiting=self._pool_waiting)
         await self._tell(stack)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.runner.events.add(self.metrics.on_run_event)
@@ -163,17 +153,13 @@ class Daemon:
             self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
         self.paused_reasons = await self.history.paused_reasons()
         self.paused = set(self.paused_reasons)
-        self.failures = FailurePolicy(self)
-        self.runner.events.add(self.failures.on_event)
+        self.across = Across(self, stack)  # pools, deadlines, failures, `after`
         caught_up_to = utcnow()
         await self._catch_up(schedules, caught_up_to)
-        self.deadlines = Deadlines(waiting=self._slot_waiting, on_late=self._late)
-        stack.callback(self.deadlines.close)
-        self.runner.events.add(self.deadlines.on_event)
-        self.scheduler = Scheduler(on_slot=self._on_slot)
+        self.scheduler = Scheduler(on_slot=self.across.on_slot)
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
         stack.callback(self.scheduler.shutdown)
-        await self._start_upstream()
+        await self.across.start_upstream()
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
@@ -306,11 +292,14 @@ class Daemon:
             await self.runner.run_slot(schedule, slot, "catchup")
 
     async def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
+        status, excluded = "missed", excluded_reason(schedule, slot)
+        if excluded is not None:  # it would not have run anyway (daemon.calendars)
+            status, error = "skipped", RunError(type=EXCLUDED, message=excluded)
         row = await self.history.slot_write(
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=slot,
-            status="missed",
+            status=status,
             trigger="catchup",
             async_driver=schedule.async_driver,
             error=error,
@@ -318,46 +307,10 @@ class Daemon:
         if row is not None:  # told like the runner's rows (notifications coalesce them)
             self.runner.events.emit(
                 RunEvent(kind="finished", run_id=row, schedule=schedule,
-                         pipeline=schedule.pipeline, trigger="catchup", status="missed",
+                         pipeline=schedule.pipeline, trigger="catchup", status=status,
                          scheduled_at=slot, finished_at=utcnow(), error=error)
             )  # fmt: skip
         return row
-
-    # -- across schedules: deadlines ---------------------------------------------------
-    def _on_slot(self, schedule: Schedule, slot: datetime) -> None:
-        self.deadlines.arm(schedule, slot)
-        self.runner.fire(schedule, slot)
-
-    def _slot_waiting(self, schedule_id: str, slot: datetime) -> bool:
-        """The slot's run is still queued or running (or about to be claimed)."""
-        active = self.runner.active.values()
-        mine = any(run.schedule == schedule_id and run.scheduled_at == slot for run in active)
-        return mine or self.runner.claiming(schedule_id)
-
-    async def _start_upstream(self) -> None:
-        """`after` schedules: seeded from the history, then told of every run's end."""
-        self.upstream = Upstream(
-            schedules=lambda: self.scheduler.schedules,
-            fire=self._on_upstream,
-            paused=lambda: self.paused,
-        )
-        self.upstream.seed(
-            await self.history.newest_slots(triggers=UPSTREAM_TRIGGERS, status="success"),
-            await self.history.newest_slots(triggers=("upstream",)),
-        )
-        self.runner.events.add(self.upstream.on_event)
-        self.upstream.evaluate()  # upstreams that succeeded while no daemon ran
-
-    def _on_upstream(self, schedule: Schedule, slot: datetime) -> None:
-        self.deadlines.arm(schedule, slot)
-        self.runner.fire(schedule, slot, "upstream")
-
-    def _pool_waiting(self, pool: str, count: int) -> None:
-        self.metrics.pool_waiting.labels(pool).set(count)
-
-    def _late(self, schedule: Schedule, slot: datetime, message: str) -> None:
-        self.metrics.runs_late.labels(schedule.id).inc()
-        self.notifications.notify_state(schedule, "late", message)
 
     # -- control commands -------------------------------------------------------------
     def _handlers(self):
@@ -383,27 +336,12 @@ class Daemon:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        inputs = await self._trigger_inputs(schedule, request.get("inputs") or {})
+        inputs = await self.across.trigger_inputs(schedule, request.get("inputs") or {})
         run_id = await self.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
             "run_id": run_id,
         }
-
-    async def _trigger_inputs(self, schedule: Schedule, raw: dict) -> dict:
-        """A trigger's inputs as a schedule file's are: reserved names refused, values
-        converted to the types the DAG declares (a name it lacks is refused)."""
-        if not raw:
-            return {}
-        try:
-            check_not_reserved(raw)
-        except ValueError as exc:
-            raise UsageError(f"inputs: {exc}") from None
-        cfg = RunConfig(**schedule.run_config_kwargs())
-        return await asyncio.to_thread(
-            self.pm.typed_inputs, schedule.pipeline, raw,
-            async_driver=schedule.async_driver, run_config=cfg,
-        )  # fmt: skip
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
@@ -423,8 +361,7 @@ class Daemon:
         await self.history.set_paused(schedule.id, False)
         self.paused.discard(schedule.id)
         self.paused_reasons.pop(schedule.id, None)
-        self.failures.resumed(schedule.id)
-        self.upstream.evaluate()
+        self.across.resumed(schedule.id)
         self.scheduler.resume(schedule.id)
         self.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -488,7 +425,7 @@ class Daemon:
             for warning in warnings:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
-            self.upstream.evaluate()  # a new or changed `after` schedule may be due now
+            self.across.reloaded()
             self.refresh_status()
             return {"message": f"reloaded: {summary}", "warnings": warnings}
 

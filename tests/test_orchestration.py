@@ -90,7 +90,12 @@ def test_an_excluded_slot_is_a_skipped_row_naming_the_date(tmp_path: Path):
         row = wait_for(lambda: rows_where(base, schedule="every", status="skipped"))[0]
         assert served.stop() == 0
     assert row.error.type == "Excluded" and today in row.error.message
+    time.sleep(2.5)  # downtime: its slots are excluded too, not missed
+    with Served(base) as served:
+        served.wait_ready()
+        assert served.stop() == 0
     assert not rows_where(base, schedule="every", status="success")
+    assert not rows_where(base, schedule="every", status="missed")
 
 
 def test_calendar_mistakes_are_named(tmp_path: Path):
