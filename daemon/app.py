@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import systemd
+from daemon import retention, systemd
 from daemon.across import Across
 from daemon.backfill import Jobs
 from daemon.calendars import EXCLUDED, excluded_reason
@@ -38,6 +38,7 @@ from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager
+from daemon.project import project_lock
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule
@@ -122,6 +123,7 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
         stack.enter_context(exclusive_lock(self.settings.state_dir, self.settings.db_url))
+        stack.enter_context(project_lock(self.settings.base_dir, self.settings.db_url))
         schedules, warnings = load_and_validate(self.settings, self.pm)
         for warning in warnings:
             log.warning("%s", warning)
@@ -345,6 +347,9 @@ class Daemon:
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
+        if schedule.id in self.paused:
+            return {"message": f"{schedule.id} was paused already"}
+        log.info("paused %s: it fires no slots until `flowerd resume %s`", schedule.id, schedule.id)
         await self.pause_schedule(schedule)
         return {"message": f"paused {schedule.id}"}
 
@@ -358,6 +363,9 @@ class Daemon:
 
     async def resume(self, request: dict) -> dict:
         schedule = self._schedule(request)
+        if schedule.id not in self.paused:
+            return {"message": f"{schedule.id} is not paused"}
+        log.info("resumed %s: it fires again from its next slot", schedule.id)
         await self.history.set_paused(schedule.id, False)
         self.paused.discard(schedule.id)
         self.paused_reasons.pop(schedule.id, None)
@@ -377,6 +385,7 @@ class Daemon:
                     "trigger": schedule.describe_trigger(),
                     "enabled": schedule.enabled,
                     "paused": schedule.id in self.paused,
+                    "timezone": schedule.timezone,
                     "paused_reason": self.paused_reasons.get(schedule.id),
                     "next": nxt.astimezone(UTC).isoformat() if nxt else None,
                 }
@@ -558,6 +567,9 @@ async def serve(settings: Settings) -> int:
             asyncio.create_task(daemon.measure_lag(), name="flowerd:lag"),
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
         ]
+        if settings.retention:
+            pruning = retention.prune_forever(daemon.history, settings.retention)
+            background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)
         notifier.ready(daemon.status_line())

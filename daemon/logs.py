@@ -145,6 +145,10 @@ def _quiet_third_parties(level: int) -> None:
     # execute; the runner records and logs the real error with the run id.
     for name in ("hamilton.driver", "hamilton.async_driver"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # At DEBUG, Hamilton's import-time plugin scan says ~25 times which extension it did
+    # not load, and asyncio names its selector: noise, not the run's log.
+    for name in ("hamilton.registry", "hamilton.io", "hamilton.data_quality", "asyncio"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def is_journal_stream(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:

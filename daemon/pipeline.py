@@ -513,8 +513,9 @@ class PipelineManager:
         if nodes and not any(_is_async(n) for n in nodes):
             return [
                 f"pipeline {plan.name!r} has only sync functions: under the async driver "
-                "they run on the daemon's event loop and stall it while they run; set "
-                "async_driver = false to run it in the thread pool"
+                "(the default) they run on the daemon's event loop and stall it while they "
+                "run; add the line `async_driver = false` to its schedules to run it in the "
+                "thread pool"
             ]
         return []
 

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import PipelineError
@@ -66,6 +66,7 @@ class Attempts:
     records `attempts` even when the run is cancelled or times out)."""
 
     count: int = 0
+    errors: list[dict] = field(default_factory=list)  # of the attempts that were retried
 
 
 def no_reload(cfg: RunConfig) -> RunConfig:
@@ -125,6 +126,7 @@ def should_retry(exc: Exception, attempts: Attempts, cfg: RunConfig, retry_on) -
         return False  # a missing module or bad final var will not fix itself
     if not isinstance(exc, retry_on):
         return False
+    attempts.errors.append({"type": type(exc).__name__, "message": str(exc)[:2000]})
     log.warning(
         "attempt %d of %d failed (%s: %s); retrying",
         attempts.count,

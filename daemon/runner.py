@@ -572,6 +572,7 @@ class Runner:
                 error=error,
                 result_summary=summary,
                 result=result,
+                attempt_errors=active.attempts.errors,
             )
         except HistoryError as exc:
             after = "" if "spool" in str(exc) else "; the next start records it 'crashed'"

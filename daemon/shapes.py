@@ -31,3 +31,9 @@ def schedule_json(
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
     }
+
+
+def run_detail_json(record: Any, reruns: list[int]) -> dict:
+    """`flowerd runs show ID --json` (and `GET /api/runs/{id}`): the run's contract JSON
+    and the ids of the runs that repeat it."""
+    return {**record.to_json(), "reruns": reruns}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
@@ -32,7 +33,7 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         pipelines_dir=settings.pipelines_dir,
         default_isolation=settings.isolation,
     )
-    checked, warnings = [], []
+    checked, warnings = [], {}
     for schedule in schedules:
         where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
         try:
@@ -41,13 +42,23 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
             problems.append(f"{where} {_describe(schedule, exc)}")
             continue
         checked.append(schedule)
-        warnings.extend(f"{where} {w}" for w in found)
+        for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
+            warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
     problems.extend(_pool_problems(checked, settings))
     problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
     if problems:
         raise ScheduleError(problems)
-    return checked, warnings
+    return checked, [f"{'; '.join(wheres)} {w}" for w, wheres in warnings.items()]
+
+
+def _past_at(schedule: Schedule) -> list[str]:
+    if schedule.at is None or schedule.at > datetime.now(UTC):
+        return []
+    return [
+        f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
+        "fires again (catch-up runs only slots after the last one recorded)"
+    ]
 
 
 def _check(pm: PipelineManager, schedule: Schedule) -> tuple[Schedule, list[str]]:

@@ -9,9 +9,11 @@ import pytest
 
 @pytest.fixture
 def base_dir(tmp_path: Path) -> Path:
-    """An empty project directory (what `--base-dir` points at)."""
+    """An empty project directory (what `--base-dir` points at): no schedules, no
+    pipelines, no history yet."""
     path = tmp_path / "project"
-    path.mkdir()
+    (path / "schedules").mkdir(parents=True)
+    (path / "pipelines").mkdir()
     return path
 
 

@@ -331,18 +331,19 @@ async def test_stats_per_schedule_and_pipeline(db_url: str):
     assert {row["name"]: row["runs"] for row in recent if row["kind"] == "schedule"} == {"s": 2}
 
 
-async def test_prune_deletes_only_old_finished_runs(db_url: str, monkeypatch):
-    monkeypatch.setattr("daemon.history.PRUNE_CHUNK_ROWS", 3)
+async def test_prune_deletes_only_old_finished_runs(db_url: str):
     async with History.open(db_url) as history:
         for i in range(7):
             await one_run(history, "old", T0 + timedelta(seconds=i))
         await one_run(history, "new", T0 + timedelta(days=40))
         stuck = await history.claim(pipeline="p", trigger="manual", async_driver=True)
-        deleted = await history.prune(before=T0 + timedelta(days=1))
+        deleted = await history.prune(before=T0 + timedelta(days=1), chunk_rows=3)
         left = {r.schedule for r in await history.list_runs(limit=0)}
         assert (await history.get_run(stuck)).status == "queued"
-    assert deleted == 7
-    assert left == {"new", None}
+        last = await history.last_slots()
+    assert deleted == 6  # "old" keeps its newest slot: catch-up starts from it
+    assert left == {"old", "new", None}
+    assert last["old"] == T0 + timedelta(seconds=6)
 
 
 async def test_bad_write_arguments_are_refused_before_queueing(db_url: str):

@@ -25,7 +25,10 @@ def script() -> ScriptDirectory:
 def tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
         names = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
         }
     conn.close()
     return names
@@ -180,9 +183,9 @@ async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path:
 
 
 async def test_paused_reason_with_rows(db_url: str, db_path: Path):
-    """20261130_03 -> 20261130_06 with a schedule paused by hand: kept, reason null; a
+    """20261130_02 -> 20261130_06 with a schedule paused by hand: kept, reason null; a
     self-pause keeps its reason; down again drops only the column."""
-    assert await history.upgrade(db_url, "20261130_03") == "20261130_03"
+    assert await history.upgrade(db_url, "20261130_02") == "20261130_02"
     with sqlite3.connect(db_path) as conn:
         conn.execute(
             "INSERT INTO paused_schedules (schedule, paused_at) VALUES ('byhand', ?)",
@@ -196,7 +199,7 @@ async def test_paused_reason_with_rows(db_url: str, db_path: Path):
             "byhand": None,
             "flaky": "paused itself: 2 runs in a row",
         }
-    assert await history.downgrade(db_url, "20261130_03") == "20261130_03"
+    assert await history.downgrade(db_url, "20261130_02") == "20261130_02"
     with sqlite3.connect(db_path) as conn:
         names = [r[0] for r in conn.execute("SELECT schedule FROM paused_schedules ORDER BY 1")]
     conn.close()

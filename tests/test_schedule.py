@@ -543,6 +543,7 @@ def test_schedules_table_for_people(tmp_path):
 
 
 def test_schedules_without_schedule_files(tmp_path):
+    (tmp_path / "schedules").mkdir()
     assert json.loads(flowerd(tmp_path, "schedules", "--json").stdout) == []
     done = flowerd(tmp_path, "schedules")
     assert (done.returncode, done.stdout.strip()) == (

@@ -306,7 +306,15 @@ def flowerd_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def project(path):
+    """What a unit serves: a base dir with schedules/ and pipelines/."""
+    for part in ("schedules", "pipelines"):
+        (path / part).mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def test_service_print_prints_the_unit(tmp_path):
+    project(tmp_path)
     result = flowerd_cli("--base-dir", str(tmp_path), "service", "print", "--run-as", "dynamic")
     assert result.returncode == 0, result.stderr
     settings = unit_settings(tmp_path)
@@ -314,7 +322,7 @@ def test_service_print_prints_the_unit(tmp_path):
 
 
 def test_service_install_writes_the_unit_and_says_how_to_enable_it(tmp_path):
-    target = tmp_path / "units" / "flowerd.service"
+    target = project(tmp_path) / "units" / "flowerd.service"
     args = ("--base-dir", str(tmp_path), "service", "install", "--user", "--path", str(target))
     result = flowerd_cli(*args)
     assert result.returncode == 0, result.stderr
@@ -328,6 +336,7 @@ def test_service_install_writes_the_unit_and_says_how_to_enable_it(tmp_path):
 def test_a_dynamic_user_is_warned_about_unreadable_paths(tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
+    project(private)
     result = flowerd_cli("--base-dir", str(private), "service", "print", "--run-as", "dynamic")
     assert result.returncode == 0
     assert f"a DynamicUser cannot read {private}" in result.stderr

@@ -6,8 +6,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 
 from daemon.settings import Settings, load_settings
+
+
+def _flag_without_type(display_type_rich):
+    """Typer's help shows a type for every option; a flag (`--json`) has no value to type."""
+
+    def display(self, ctx):  # noqa: ANN001, ANN202
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+
+    return display
+
+
+TyperOption.display_type_rich = _flag_without_type(TyperOption.display_type_rich)
 
 app = typer.Typer(
     name="flowerd",
@@ -19,7 +32,14 @@ app = typer.Typer(
 
 
 def settings_of(ctx: typer.Context) -> Settings:
-    return ctx.find_root().obj
+    """The settings, read once by the global options. The first command to ask also
+    checks the project and the history it needs: after its own options are parsed, so
+    `--help` and usage errors come first."""
+    root = ctx.find_root()
+    if not root.meta.get("flowerd.checked"):
+        root.meta["flowerd.checked"] = True
+        check_project(root.invoked_subcommand, root.obj)
+    return root.obj
 
 
 def _print_version(value: bool | None) -> None:
@@ -41,16 +61,51 @@ def _global(
         str | None,
         typer.Option("--db", envvar="FLOWERD_DATABASE_URL", help="Database URL or SQLite path."),
     ] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="DEBUG | INFO | WARNING | ERROR (also: run --log-level).",
+        ),
+    ] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="text | json")] = None,
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print it."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = None,
 ) -> None:
     """Global options come before the command."""
     settings = load_settings(base_dir, database_url=db, log_level=log_level, log_format=log_format)
     ctx.obj = settings
+
+
+# The parts of the project (under --base-dir) each command uses. Without a database named
+# explicitly, the base dir is how a command finds the history and the daemon's socket, so
+# those commands need a project too (one with schedules/).
+BOTH = ("schedules", "pipelines")
+NEEDS_PARTS = {"validate": BOTH, "serve": BOTH, "backfill": BOTH, "rerun": BOTH, "service": BOTH}
+NEEDS_PARTS |= {"run": ("pipelines",), "schedules": ("schedules",), "notify": ("schedules",)}
+NEEDS_UNLESS_DB = frozenset({"runs", "stats", "db", "trigger", "pause", "resume"})
+NEEDS_UNLESS_DB |= {"reload", "status"}
+READS_HISTORY = frozenset({"runs", "stats"})
+
+
+def check_project(command: str | None, settings: Settings) -> None:
+    from daemon.project import require_history, require_project
+
+    parts = NEEDS_PARTS.get(command or "")
+    if parts is None and command in NEEDS_UNLESS_DB and not settings.database_url:
+        parts = ("schedules",)
+    if parts:
+        require_project(settings.base_dir, parts)
+    if command in READS_HISTORY:
+        require_history(settings)
 
 
 runs_app = typer.Typer(help="Query the run history, newest first.", invoke_without_command=True)

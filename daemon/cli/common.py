@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from daemon.errors import FlowerdError, UsageError
+from daemon.errors import FlowerdError, HistoryError, UsageError
 from daemon.settings import Settings
 
 STATUS_STYLES = {
@@ -21,9 +21,15 @@ STATUS_STYLES = {
 
 
 async def _read_history(url: str, query):
-    from daemon.history import History
+    from daemon.history import SCHEMA_REVISION, History
 
     async with History.open(url, readonly=True) as history:
+        if history.schema_revision not in (None, SCHEMA_REVISION):
+            raise HistoryError(
+                f"{history.label}: the history is at schema revision "
+                f"{history.schema_revision}, older than this flowerd's {SCHEMA_REVISION}; "
+                "run `flowerd db upgrade` (a restarted daemon upgrades it too)"
+            )
         return await query(history)
 
 

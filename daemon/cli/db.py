@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
 from daemon.cli.app import db_app, settings_of
-from daemon.cli.common import (
-    _iso,
-)
-from daemon.errors import UsageError
+from daemon.cli.common import _iso
+from daemon.errors import FlowerdError, UsageError
 from daemon.settings import sqlite_path
 
 
@@ -32,10 +31,14 @@ def db_prune(
     older_than: Annotated[
         str, typer.Option("--older-than", help="Delete finished runs older than this: 30d.")
     ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; delete.")] = False,
 ) -> None:
-    """Delete runs that finished longer ago than --older-than (running ones stay)."""
-    from datetime import timedelta
-
+    """Delete runs that finished longer ago than --older-than, after showing how many per
+    schedule and status. Running runs stay, and so does each schedule's newest slot
+    (catch-up starts from it); run ids are never given out again."""
     from daemon.durations import parse_duration_s
 
     try:
@@ -48,12 +51,40 @@ def db_prune(
     if path is not None and not path.exists():
         typer.echo(f"no history at {path}; nothing to prune")
         return
-    deleted = asyncio.run(_prune(url, before))
-    typer.echo(f"deleted {deleted} run(s) that finished before {_iso(before)}")
+    deleted = asyncio.run(_prune(url, before, dry_run=dry_run, yes=yes))
+    if deleted is not None:
+        typer.echo(f"deleted {deleted} run(s) that finished before {_iso(before)}")
 
 
-async def _prune(url: str, before: datetime) -> int:
+async def _prune(url: str, before: datetime, *, dry_run: bool, yes: bool) -> int | None:
     from daemon.history import History
 
     async with History.open(url) as history:
+        doomed = await history.prune_preview(before=before)
+        total = sum(count for _, _, count in doomed)
+        _print_preview(doomed, total, before)
+        if not total or dry_run:
+            return None
+        if not yes and not await asyncio.to_thread(_confirmed, total):
+            typer.echo("nothing deleted")
+            return None
         return await history.prune(before=before)
+
+
+def _print_preview(doomed: list[tuple[str | None, str, int]], total: int, before: datetime):
+    if not total:
+        typer.echo(f"no finished runs before {_iso(before)} to prune")
+        return
+    typer.echo(f"{total} run(s) finished before {_iso(before)}:")
+    width = max(len(schedule or "(manual runs)") for schedule, _, _ in doomed)
+    for schedule, status, count in doomed:
+        typer.echo(f"  {schedule or '(manual runs)':<{width}}  {status:<9} {count:>8}")
+
+
+def _confirmed(total: int) -> bool:
+    if not sys.stdin.isatty():
+        raise FlowerdError(
+            "db prune: not asking on a non-terminal stdin; add --yes to delete, "
+            "or --dry-run to only look"
+        )
+    return typer.confirm(f"delete these {total} run(s)?", default=False)

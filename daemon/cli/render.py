@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 
+from daemon.cli import fit
 from daemon.cli.common import STATUS_STYLES
 
 
@@ -39,48 +40,60 @@ def _seconds(value: float | None) -> str:
 
 
 def _console():
-    from rich.console import Console
+    return fit.console()
 
-    console = Console(highlight=False)
-    if not console.is_terminal:  # piped or captured: full rows, not 80 truncated columns
-        console.width = max(console.width, 200)
-    return console
+
+RUNS_COLUMNS = (
+    fit.Column("id", justify="right"),
+    fit.Column("schedule"),
+    fit.Column("pipeline", drop=2),
+    fit.Column("trigger", drop=4),
+    fit.Column("status"),
+    fit.Column("when", drop=6),
+    fit.Column("took", drop=3, justify="right"),
+    fit.Column("tries", drop=1, justify="right"),
+    fit.Column("error", drop=5, flex=True),
+)
 
 
 def _print_runs(records: list, db_url: str) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     if not records:
         typer.echo("no runs")
         return
-    table = Table("id", "schedule", "pipeline", "trigger", "status", "when", "took", "tries")
-    table.add_column("error", overflow="ellipsis", max_width=60)
     now = datetime.now(UTC)
+    rows = []
     for record in records:
         error = f"{record.error.type}: {record.error.message}" if record.error else ""
-        table.add_row(
-            str(record.id),
-            escape(record.schedule or "-"),
-            escape(record.pipeline),
-            record.trigger,
-            _styled(record.status),
-            ago(record.at, now),
-            _seconds(record.duration_s),
-            str(record.attempts),
-            escape(error.splitlines()[0] if error else ""),
+        rows.append(
+            [
+                str(record.id),
+                escape(record.schedule or "-"),
+                escape(record.pipeline),
+                record.trigger,
+                _styled(record.status),
+                ago(record.at, now),
+                _seconds(record.duration_s),
+                str(record.attempts),
+                escape(error.splitlines()[0] if error else ""),
+            ]
         )
-    _console().print(table)
+    console = _console()
+    console.print(fit.table(list(RUNS_COLUMNS), rows, console.width))
 
 
-def _print_run(record) -> None:  # noqa: ANN001
+def _print_run(record, zone) -> None:  # noqa: ANN001
+    """One run; its times in `zone` (its schedule's, else the `timezone` setting)."""
     from rich.markup import escape
 
     console = _console()
     doc = record.to_json()
     console.print(f"run {record.id}: {_styled(record.status)}")
-    for key in ("schedule", "pipeline", "trigger", "scheduled_at", "started_at", "finished_at"):
+    for key in ("schedule", "pipeline", "trigger"):
         console.print(f"  {key:<14} {escape(str(doc[key] if doc[key] is not None else '-'))}")
+    for key in ("scheduled_at", "started_at", "finished_at"):
+        console.print(f"  {key:<14} {fit.shown_at(getattr(record, key), zone)}")
     console.print(f"  {'duration':<14} {_seconds(record.duration_s)}")
     console.print(f"  {'lateness':<14} {_seconds(record.lateness_s)}")
     console.print(f"  {'attempts':<14} {record.attempts}")
@@ -88,54 +101,79 @@ def _print_run(record) -> None:  # noqa: ANN001
     console.print(f"  {'final_vars':<14} {escape(', '.join(record.final_vars) or '-')}")
     console.print(f"  {'inputs':<14} {escape(json.dumps(record.inputs))}")
     console.print(f"  {'written by':<14} {escape(record.host)} pid {record.pid}")
-    if record.result_summary:
-        console.print(f"  {'result':<14} {escape(record.result_summary)}")
+    result = _result_text(record, doc)
+    if result:
+        console.print(f"  {'result':<14} {escape(result)}")
+    for earlier in doc.get("attempt_errors") or []:
+        console.print(
+            f"  {'attempt error':<14} {escape(earlier['type'])}: {escape(earlier['message'])}"
+        )
     if record.error:
         console.print(f"[red]{escape(record.error.type)}: {escape(record.error.message)}[/red]")
         if record.error.traceback:
             console.print(escape(record.error.traceback.rstrip()))
 
 
+def _result_text(record, doc: dict) -> str | None:  # noqa: ANN001
+    """The result as JSON (the history stores it so); the clipped repr only as a fallback
+    for rows written before results were stored."""
+    if doc.get("result") is not None:
+        return json.dumps(doc["result"], indent=2).replace("\n", "\n" + " " * 17)
+    return record.result_summary
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-STATS_COLUMNS = ("name", "runs", "ok", "failed", "rate", "p50", "p95", "last", "when")
+STATS_COLUMNS = (
+    fit.Column("name"),
+    fit.Column("runs", drop=7, justify="right"),
+    fit.Column("ok", drop=2, justify="right"),
+    fit.Column("failed", drop=3, justify="right"),
+    fit.Column("rate", drop=6, justify="right"),
+    fit.Column("p50", drop=1, justify="right"),
+    fit.Column("p95", drop=4, justify="right"),
+    fit.Column("last"),
+    fit.Column("when", drop=5),
+)
 
 
-def _print_stats(by_schedule: list[dict], by_pipeline: list[dict]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
+def _print_stats(by_schedule: list[dict], by_pipeline: list[dict], zones, default) -> None:  # noqa: ANN001
+    """`zones`: schedule id -> its timezone; `default`: the `timezone` setting."""
     if not by_schedule and not by_pipeline:
         typer.echo("no runs")
         return
     console = _console()
-    now = datetime.now(UTC)
     for title, rows, extra in (
         ("per schedule", by_schedule, "next fire"),
         ("per pipeline", by_pipeline, None),
     ):
         if not rows:
             continue
-        table = Table(*STATS_COLUMNS, title=title, title_justify="left")
-        if extra:
-            table.add_column(extra)
-        for row in rows:
-            last_at = datetime.fromisoformat(row["last_at"]) if row["last_at"] else None
-            cells = [
-                escape(row["name"]),
-                str(row["runs"]),
-                str(row["successes"]),
-                str(row["failures"]),
-                _rate(row["success_rate"]),
-                _seconds(row["p50_s"]),
-                _seconds(row["p95_s"]),
-                _styled(row["last_status"]),
-                ago(last_at, now),
-            ]
-            if extra:
-                fire = row.get("next_fire")
-                cells.append("paused" if row.get("paused") else (fire or ""))
-            table.add_row(*cells)
-        console.print(table)
+        columns = list(STATS_COLUMNS) + ([fit.Column(extra, drop=8)] if extra else [])
+        cells = [_stats_cells(row, extra, zones, default) for row in rows]
+        console.print(fit.table(columns, cells, console.width, title=title, title_justify="left"))
+
+
+def _stats_cells(row: dict, extra: str | None, zones, default) -> list[str]:  # noqa: ANN001
+    from rich.markup import escape
+
+    last_at = datetime.fromisoformat(row["last_at"]) if row["last_at"] else None
+    cells = [
+        escape(row["name"]),
+        str(row["runs"]),
+        str(row["successes"]),
+        str(row["failures"]),
+        _rate(row["success_rate"]),
+        _seconds(row["p50_s"]),
+        _seconds(row["p95_s"]),
+        _styled(row["last_status"]),
+        ago(last_at),
+    ]
+    if extra:
+        fire = row.get("next_fire")
+        zone = fit.zone_of(row["name"], zones, default)
+        when = fit.shown_at(datetime.fromisoformat(fire), zone, short=True) if fire else ""
+        cells.append("paused" if row.get("paused") else when)
+    return cells

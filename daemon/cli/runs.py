@@ -12,17 +12,19 @@ import typer
 
 from daemon.cli.app import JsonFlag, WhenOption, app, runs_app, settings_of
 from daemon.cli.common import (
+    _configured_schedules,
     _instant,
     _iso,
     _read_history,
     _with_next_fires,
 )
+from daemon.cli.fit import zone_of
 from daemon.cli.render import (
     _print_run,
     _print_runs,
     _print_stats,
 )
-from daemon.errors import UsageError
+from daemon.errors import UsageError, did_you_mean
 from daemon.runlogs import line_json, line_text
 
 # Read-only commands open the database with `readonly=True` (they never block the
@@ -61,10 +63,26 @@ def runs(
     }
     settings = settings_of(ctx)
     records = asyncio.run(_read_history(settings.db_url, lambda h: h.list_runs(**filters)))
+    if not records and schedule is not None:
+        _known_schedule(settings, schedule)
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
     else:
         _print_runs(records, settings.db_url)
+
+
+def _known_schedule(settings, schedule: str) -> None:  # noqa: ANN001
+    """`runs --schedule nope` says there is no such schedule, not just `no runs` (on
+    stderr: the answer itself, an empty list, stays what it is)."""
+    known = set(_configured_schedules(settings))
+    known |= asyncio.run(_read_history(settings.db_url, lambda h: h.schedule_names()))
+    if schedule not in known:
+        typer.echo(
+            f"flowerd: no schedule {schedule!r}{did_you_mean(schedule, known)} in "
+            f"{settings.schedules_dir} or the history; "
+            f"schedules: {', '.join(sorted(known)) or '(none)'}",
+            err=True,
+        )
 
 
 @runs_app.command("show")
@@ -74,14 +92,16 @@ def runs_show(
     as_json: JsonFlag = False,
 ) -> None:
     """One run, with its error and traceback (exit 1 if there is no such run)."""
-    url = settings_of(ctx).db_url
+    settings = settings_of(ctx)
     record, reruns, lines = asyncio.run(
-        _read_history(url, lambda h: _run_reruns_and_tail(h, run_id))
+        _read_history(settings.db_url, lambda h: _run_reruns_and_tail(h, run_id))
     )
     if as_json:
-        typer.echo(json.dumps({**record.to_json(), "reruns": reruns}, indent=2))
+        from daemon.shapes import run_detail_json
+
+        typer.echo(json.dumps(run_detail_json(record, reruns), indent=2))
         return
-    _print_run(record)
+    _print_run(record, zone_of(record.schedule, _zones(settings), settings.timezone))
     chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []
     if reruns:
         chain.append(f"repeated by {', '.join(str(r) for r in reruns)}")
@@ -192,7 +212,11 @@ def stats(
         doc = {"since": _iso(after), "schedules": by_schedule, "pipelines": by_pipeline}
         typer.echo(json.dumps(doc, indent=2))
     else:
-        _print_stats(by_schedule, by_pipeline)
+        _print_stats(by_schedule, by_pipeline, _zones(settings), settings.timezone)
+
+
+def _zones(settings) -> dict[str, str]:  # noqa: ANN001
+    return {sid: schedule.timezone for sid, schedule in _configured_schedules(settings).items()}
 
 
 async def _stats_of(history, since: datetime | None) -> tuple[list[dict], set[str]]:

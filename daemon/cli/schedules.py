@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.app import app, settings_of
+from daemon.cli import fit
+from daemon.cli.app import JsonFlag, app, settings_of
 from daemon.cli.common import (
     _instant,
     _read_history,
@@ -28,14 +29,14 @@ def schedules(
     from_: Annotated[
         str | None, typer.Option("--from", help="ISO-8601, or a duration ago (2h); default now.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
     from daemon.schedule import load_schedules
     from daemon.shapes import schedule_json
 
-    settings = settings_of(ctx)
     after = _instant("--from", from_) or datetime.now(UTC)
+    settings = settings_of(ctx)
     found = load_schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
@@ -58,24 +59,39 @@ async def _paused_schedules(db_url: str) -> dict[str, str | None]:
         return {}
 
 
+SCHEDULE_COLUMNS = (
+    fit.Column("id"),
+    fit.Column("pipeline", drop=3),
+    fit.Column("trigger", drop=4),
+    fit.Column("timezone", drop=2),
+    fit.Column("state"),
+    fit.Column("next", drop=5),
+    fit.Column("file", drop=1),
+)
+
+
 def _print_schedules(rows: list[dict], settings: Settings) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
     if not rows:
         typer.echo(f"no schedules in {settings.schedules_dir}")
         return
-    table = Table("id", "pipeline", "trigger", "timezone", "state", "next", "file")
-    for column in table.columns:
-        column.no_wrap = True
+    cells = []
     for row in rows:
         state = "paused" if row["paused"] else ("enabled" if row["enabled"] else "disabled")
         upcoming = "\n".join(row["next"]) or "-"
         if row["after"]:  # no fire times of its own: when its upstreams succeed
             upcoming = "after " + ", ".join(row["after"])
-        cells = (row["id"], row["pipeline"], row["trigger"], row["timezone"], state, upcoming)
-        table.add_row(*cells, Path(row["file"]).name)
-    console = Console()
-    if not console.is_terminal:  # piped or captured: full rows, not 80 truncated columns
-        console.width = max(console.width, 200)
-    console.print(table)
+        cells.append(
+            [
+                escape(row["id"]),
+                escape(row["pipeline"]),
+                escape(row["trigger"]),
+                row["timezone"],
+                state,
+                upcoming,
+                escape(Path(row["file"]).name),
+            ]
+        )
+    console = fit.console()
+    console.print(fit.table(list(SCHEDULE_COLUMNS), cells, console.width))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import Annotated
 
@@ -81,29 +82,61 @@ def run_once(
         list[str] | None, typer.Option("--input", help="KEY=VALUE, repeatable.")
     ] = None,
     sync: Annotated[bool, typer.Option("--sync", help="Use the sync driver.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run as JSON (prints go to stderr).")
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="DEBUG shows the run's log lines (default: errors only). "
+            "Also accepted before the command.",
+        ),
+    ] = None,
 ) -> None:
     """Run a pipeline once now, in this process; recorded with trigger `manual`.
-    Prints the result (or the error); `--log-level DEBUG` shows the run's log lines."""
+    Prints the result as JSON (or the error); the run's prints and log go to its run log
+    (`flowerd runs logs ID`) and to stderr, never to stdout."""
     from daemon.logs import log_config, set_terminal_level
 
     settings = settings_of(ctx)
-    log_config(settings.log_level, settings.log_format)  # the run's log gets its lines,
-    if settings.log_level != "DEBUG":  # the terminal only errors
+    level = (log_level or settings.log_level).upper()
+    log_config(level, settings.log_format)  # the run's log gets its lines,
+    if level != "DEBUG":  # the terminal only errors
         set_terminal_level("ERROR")
     inputs = _parse_inputs(input_ or [])
-    run = _run_recorded(settings, pipeline, final_var or [], inputs, sync, echo=not as_json)
-    record = asyncio.run(run)
+    job = _run_recorded(settings, pipeline, final_var or [], inputs, sync, echo=not as_json)
+    record = asyncio.run(job) if not as_json else _stdout_kept_for_json(job)
     if as_json:
         typer.echo(json.dumps(record.to_json(), indent=2))
     else:
         typer.echo(f"run {record.id}: {record.status} in {record.duration_s or 0:.3f} s")
         if record.error:
             typer.echo(f"{record.error.type}: {record.error.message}", err=True)
+        elif record.result is not None:
+            typer.echo(json.dumps(record.to_json()["result"], indent=2))
         elif record.result_summary:
             typer.echo(record.result_summary)
     if record.status != "success":
         raise typer.Exit(1)
+
+
+def _stdout_kept_for_json(job):  # noqa: ANN001, ANN202
+    """With --json, stdout carries only the JSON: while the pipeline runs, what it (or a
+    library, or a C extension) writes to stdout goes to stderr -- file descriptor 1
+    itself points there, so threads and child processes are covered too."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        try:
+            return asyncio.run(job)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync, echo=True):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
-from daemon.cli.app import app, settings_of
+from daemon.cli.app import JsonFlag, app, settings_of
+from daemon.cli.fit import shown_at
 from daemon.errors import FlowerdError
 
 # --------------------------------------------------------------------------- talk to it
@@ -60,7 +63,7 @@ def reload(ctx: typer.Context) -> None:
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Uptime, schedules with next fire, running runs and event-loop lag."""
     answer = _ask(ctx, "status")
     answer.pop("ok", None)
@@ -76,8 +79,19 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     for part, health in (answer.get("health") or {}).items():
         if health != "ok":
             typer.echo(f"  {part}: {health}")
+    default = settings_of(ctx).timezone  # times in each schedule's zone, else this one
+    zones = {
+        sched["id"]: ZoneInfo(sched.get("timezone") or default) for sched in answer["schedules"]
+    }
+    width = max([len(schedule_id) for schedule_id in zones] or [0])
     for sched in answer["schedules"]:
         state = "paused" if sched["paused"] else ("enabled" if sched["enabled"] else "disabled")
-        typer.echo(f"  {sched['id']:<24} {state:<8} next {sched['next'] or '-'}")
+        nxt = _local(sched["next"], zones[sched["id"]])
+        typer.echo(f"  {sched['id']:<{width}} {state:<8} next {nxt}")
     for run in answer["running"]:
-        typer.echo(f"  running: run {run['id']} {run['pipeline']} since {run['started_at']}")
+        since = _local(run.get("started_at"), zones.get(run.get("schedule"), ZoneInfo(default)))
+        typer.echo(f"  running: run {run['id']} {run['pipeline']} since {since}")
+
+
+def _local(text: str | None, zone: ZoneInfo) -> str:
+    return shown_at(datetime.fromisoformat(text), zone) if text else "-"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history import spool
+from daemon.history import prune, spool
 from daemon.history.engine import (
     WRITER_BUSY_TIMEOUT_MS,
     describe,
@@ -41,7 +41,7 @@ from daemon.history.migrate import (
 )
 from daemon.history.opening import open_bounded
 from daemon.history.queries import Reader, percentile
-from daemon.history.runlogs import RunLogRows, delete_logs_before
+from daemon.history.runlogs import RunLogRows
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
@@ -73,8 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRUNE_CHUNK_ROWS = 5_000
-
 
 class _Opening:
     """`await History.open(...)` or `async with History.open(...) as history:`."""
@@ -97,6 +95,8 @@ class _Opening:
 
 class History(Reader, RunLogRows):
     """The run history. Build with `await History.open(url)`; `close()` when done."""
+
+    schema_revision: str | None = None  # readers: the database's alembic revision
 
     def __init__(
         self,
@@ -196,6 +196,7 @@ class History(Reader, RunLogRows):
                 f"{', '.join(sorted(tables))})"
             )
         check_revision(current, self.label)
+        self.schema_revision = current
 
     async def _replay_spool(self) -> None:
         """Rows a stop left in the spool are written before anything else happens."""
@@ -422,6 +423,7 @@ class History(Reader, RunLogRows):
         error: RunError | None = None,
         result_summary: str | None = None,
         result: Any = None,
+        attempt_errors: list[dict] | None = None,
     ) -> None:
         """The terminal row. Queued before the first await, so it lands even when the
         calling task is cancelled (the CancelledError is re-raised after the commit)."""
@@ -435,6 +437,7 @@ class History(Reader, RunLogRows):
             "b_attempts": attempts,
             "b_result_summary": clip(result_summary, SUMMARY_MAX_CHARS),
             "b_result": self._stored_result(result),
+            "b_attempt_errors": list(attempt_errors) if attempt_errors else None,
         }
         values.update({f"b_{k}": v for k, v in error_columns(error).items()})
         await await_write(self._submit("finish", without_none(values)))
@@ -472,17 +475,33 @@ class History(Reader, RunLogRows):
             stmt = sa.delete(paused_schedules).where(paused_schedules.c.schedule == schedule)
         await await_write(self._submit("call", lambda conn: conn.execute(stmt)))
 
-    async def prune(self, *, before: datetime) -> int:
-        """Delete terminal rows finished before `before`, a few thousand per transaction
-        so a running daemon's writer is never held up for long. Returns the count."""
+    async def prune(
+        self, *, before: datetime, chunk_rows: int = prune.CHUNK_ROWS, pause_s: float = 0.0
+    ) -> int:
+        """Delete terminal rows finished before `before` (each schedule's newest slot
+        stays: catch-up starts from it), `chunk_rows` per transaction and `pause_s`
+        between them, so a running daemon's writer is never held up for long."""
         aware(before, "before")
-        await await_write(self._submit("call", lambda c: delete_logs_before(c, before)))
+        kept = await self._kept_ids()
         deleted = 0
         while True:
-            count = await await_write(self._submit("call", lambda c: _prune_chunk(c, before)))
-            deleted += count
-            if count < PRUNE_CHUNK_ROWS:
+            chunk = await await_write(
+                self._submit("call", lambda c: prune.prune_chunk(c, before, kept, chunk_rows))
+            )
+            deleted += chunk
+            if chunk < chunk_rows:
                 return deleted
+            await asyncio.sleep(pause_s)
+
+    async def prune_preview(self, *, before: datetime) -> list[tuple[str | None, str, int]]:
+        """What `prune(before=...)` would delete: (schedule, status, count) rows."""
+        aware(before, "before")
+        rows = await self._rows(prune.preview_stmt(before, await self._kept_ids()))
+        return [(row.schedule, row.status, row.count) for row in rows]
+
+    async def _kept_ids(self) -> set[int]:
+        """The rows no prune deletes: each schedule's newest slot (read once per prune)."""
+        return {row.id for row in await self._rows(prune.kept_ids_stmt())}
 
 
 def spool_path_for(url: str) -> Path | None:
@@ -541,16 +560,6 @@ async def _reap(conn: AsyncConnection, now: datetime, live: list[tuple[str, int]
         status="crashed", finished_at=now, error_type="Crashed", error_message=message
     ).returning(*runs.c)
     return [row._mapping for row in (await conn.execute(stmt)).all()]
-
-
-async def _prune_chunk(conn: AsyncConnection, before: datetime) -> int:
-    doomed = (
-        sa.select(runs.c.id)
-        .where(runs.c.status.in_(TERMINAL), runs.c.finished_at < before)
-        .limit(PRUNE_CHUNK_ROWS)
-    )
-    result = await conn.execute(sa.delete(runs).where(runs.c.id.in_(doomed.scalar_subquery())))
-    return result.rowcount
 
 
 __all__ = [

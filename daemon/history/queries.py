@@ -120,6 +120,11 @@ class Reader:
         stmt = sa.select(runs.c.id).where(runs.c.rerun_of == run_id).order_by(runs.c.id)
         return [row.id for row in await self._rows(stmt)]
 
+    async def schedule_names(self) -> set[str]:
+        """Every schedule the history has a row of."""
+        stmt = sa.select(runs.c.schedule).where(runs.c.schedule.is_not(None)).distinct()
+        return {row.schedule for row in await self._rows(stmt)}
+
     async def paused(self) -> set[str]:
         return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from daemon.history.schema import FAILURES, TERMINAL, run_logs, runs
+from daemon.history.schema import FAILURES, run_logs, runs
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    pass
 
 LINE_KEYS = ("time", "level", "logger", "message")
 
@@ -65,7 +65,3 @@ class RunLogRows:
         return rows[0].status if rows else None
 
 
-async def delete_logs_before(conn: AsyncConnection, before: datetime) -> Any:
-    """The lines of every run `prune` deletes (terminal, finished before `before`)."""
-    doomed = sa.select(runs.c.id).where(runs.c.status.in_(TERMINAL), runs.c.finished_at < before)
-    return await conn.execute(sa.delete(run_logs).where(run_logs.c.run_id.in_(doomed)))

@@ -76,6 +76,7 @@ class RunRecord:
     pid: int = 0
     instance_id: str | None = None
     rerun_of: int | None = None
+    attempt_errors: list = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:
@@ -118,6 +119,7 @@ class RunRecord:
             "daemon": self.instance_id,
             "result": self.result if self.status == "success" else None,
             "rerun_of": self.rerun_of,
+            "attempt_errors": list(self.attempt_errors),
         }
 
 
@@ -188,11 +190,14 @@ runs = sa.Table(
         postgresql_where=SLOT_KEY_WHERE,
     ),
     sa.Index(None, "rerun_of"),
+    # the errors of the attempts before the last (retries): [{type, message}], or NULL
+    sa.Column("attempt_errors", sa.JSON),
     sa.Index(None, "run_at"),
     sa.Index(None, "schedule", "run_at"),
     sa.Index(None, "schedule", "status", "run_at"),
     sa.Index(None, "pipeline", "run_at"),
     sa.Index(None, "status", "run_at"),
+    sqlite_autoincrement=True,  # a run id is never given out again (20261130_02)
 )
 
 paused_schedules = sa.Table(
@@ -287,6 +292,7 @@ def record_of(row: Mapping) -> RunRecord:
         pid=row["pid"],
         instance_id=row["instance_id"],
         rerun_of=row.get("rerun_of"),
+        attempt_errors=list(row.get("attempt_errors") or []),
     )
 
 

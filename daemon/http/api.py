@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from daemon.errors import FlowerdError, RunNotFound, UsageError
 from daemon.http.metrics import CONTENT_TYPE
-from daemon.shapes import schedule_json
+from daemon.shapes import run_detail_json, schedule_json
 
 LAG_LIMIT_S = 1.0  # /healthz: a loop this late fires slots late (the daemon warns too)
 RUN_FILTERS = ("schedule", "pipeline", "status", "trigger", "since", "until", "limit")
@@ -135,10 +135,9 @@ class Api:
 
     @answers_errors
     async def run(self, request: Request) -> Response:
-        history = self.daemon.history
-        record = await history.get_run(request.path_params["run_id"])
-        reruns = await history.reruns_of(record.id)  # as `flowerd runs show --json`
-        return JSONResponse({**record.to_json(), "reruns": reruns})
+        history, run_id = self.daemon.history, request.path_params["run_id"]
+        record = await history.get_run(run_id)
+        return JSONResponse(run_detail_json(record, await history.reruns_of(run_id)))
 
     @answers_errors
     async def logs(self, request: Request) -> Response:

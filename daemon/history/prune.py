@@ -1,0 +1,70 @@
+"""Retention: which finished runs a prune deletes, and deleting them in small chunks.
+
+The ledger's memory outlives a prune: catch-up starts from each schedule's newest slot
+(`Reader.last_slots`), so the row holding it is never pruned, however old. Keeping that
+one row per schedule costs nothing on the hot path (no second table to keep up to date
+on every slot write, measured +0-20 % per single-slot commit on SQLite); the prune pays
+instead: the kept ids are found once per prune by a read (a GROUP BY over the table,
+~0.2 s per 200,000 rows, outside the write lock), and each chunk only skips those ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from daemon.history.schema import TERMINAL, run_logs, runs
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+CHUNK_ROWS = 5_000
+
+
+def _slotted() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None), runs.c.trigger != "manual"
+    )
+
+
+def kept_ids_stmt() -> sa.Select:
+    """The rows holding each schedule's newest slot (what `last_slots` answers)."""
+    newest = (
+        sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at))
+        .where(_slotted())
+        .group_by(runs.c.schedule)
+    )
+    return sa.select(runs.c.id).where(
+        _slotted(), sa.tuple_(runs.c.schedule, runs.c.scheduled_at).in_(newest)
+    )
+
+
+def prunable(before: datetime, kept: Collection[int]) -> sa.ColumnElement[bool]:
+    """Finished before `before`, and not one of the `kept` rows."""
+    finished = sa.and_(runs.c.status.in_(TERMINAL), runs.c.finished_at < before)
+    return sa.and_(finished, runs.c.id.not_in(list(kept))) if kept else finished
+
+
+def preview_stmt(before: datetime, kept: Collection[int]) -> sa.Select:
+    """How many rows a prune would delete, per schedule (None: manual runs) and status."""
+    return (
+        sa.select(runs.c.schedule, runs.c.status, sa.func.count().label("count"))
+        .where(prunable(before, kept))
+        .group_by(runs.c.schedule, runs.c.status)
+        .order_by(runs.c.schedule, runs.c.status)
+    )
+
+
+async def prune_chunk(
+    conn: AsyncConnection, before: datetime, kept: Collection[int], rows: int = CHUNK_ROWS
+) -> int:
+    doomed = sa.select(runs.c.id).where(prunable(before, kept)).limit(rows)
+    ids = [row.id for row in (await conn.execute(doomed)).all()]
+    if not ids:
+        return 0
+    await conn.execute(sa.delete(run_logs).where(run_logs.c.run_id.in_(ids)))  # their lines
+    result = await conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+    return result.rowcount
