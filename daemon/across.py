@@ -34,6 +34,8 @@ class Across:
             schedules=lambda: daemon.scheduler.schedules,
             fire=self._on_upstream,
             paused=lambda: daemon.paused,
+            refresh=self._newest_successes,
+            spawn=runner.spawn,
         )
         for listener in (self.deadlines.on_event, self.failures.on_event, self.upstream.on_event):
             runner.events.add(listener)
@@ -77,6 +79,10 @@ class Across:
         )  # fmt: skip
 
     # -- hooks ------------------------------------------------------------------------
+    async def _newest_successes(self, names: tuple[str, ...]) -> dict[str, datetime]:
+        history = self.daemon.history
+        return await history.newest_slots(triggers=SLOT_TRIGGERS, status="success", schedules=names)
+
     def _on_upstream(self, schedule: Schedule, slot: datetime) -> None:
         self.deadlines.arm(schedule, slot)
         self.daemon.runner.fire(schedule, slot, "upstream")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import retention, systemd
+from daemon import cluster, retention, systemd
 from daemon.across import Across
 from daemon.backfill import Jobs
 from daemon.calendars import EXCLUDED, excluded_reason
@@ -36,6 +36,7 @@ from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
+from daemon.lease import Lease
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import PipelineManager
 from daemon.project import project_lock
@@ -108,6 +109,7 @@ class Daemon:
         self.instance_id = uuid.uuid4().hex[:12]
         self.pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
+        self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.loop_lag_s = 0.0
         self.paused: set[str] = set()
         self.paused_reasons: dict[str, str | None] = {}  # why each paused (None: by hand)
@@ -136,6 +138,14 @@ class Daemon:
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
+        self.lease = Lease(
+            self.history,
+            lease_s=self.settings.lease_s,
+            on_paused=self._paused_elsewhere,
+            on_reload=self._reload_elsewhere,
+        )
+        await self.lease.register()
+        stack.push_async_callback(self.lease.close)
         crashed = await self._reap()
         self.runner = Runner(
             pm=self.pm,
@@ -148,6 +158,7 @@ class Daemon:
         )
         stack.callback(self.runner.close)
         await self._tell(stack)
+        stack.callback(cluster.close_all)  # the Dask clients runs made (if any)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
         self.runner.events.add(self.metrics.on_run_event)
         by_id = {schedule.id: schedule for schedule in schedules}
@@ -157,10 +168,14 @@ class Daemon:
         self.paused = set(self.paused_reasons)
         self.across = Across(self, stack)  # pools, deadlines, failures, `after`
         caught_up_to = utcnow()
-        await self._catch_up(schedules, caught_up_to)
+        new = await self._catch_up(schedules, caught_up_to)
         self.scheduler = Scheduler(on_slot=self.across.on_slot)
-        self.scheduler.start(schedules, paused=self.paused, since=caught_up_to)
+        # a schedule the history has never seen fires its slots since this process
+        # started too: start-up takes a moment, and no slot falls into it unrecorded
+        first = {schedule_id: self.started_at for schedule_id in new}
+        self.scheduler.start(schedules, paused=self.paused, since=caught_up_to, first=first)
         stack.callback(self.scheduler.shutdown)
+        self.lease.start(self.watch_part)
         await self.across.start_upstream()
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
@@ -232,7 +247,7 @@ class Daemon:
 
     async def _reap(self) -> list:
         started = time.perf_counter()
-        crashed = await self.history.reap_crashed(now=utcnow())
+        crashed = await self.history.reap_crashed(now=utcnow(), lease_s=self.settings.lease_s)
         if crashed:
             log.warning(
                 "%d run(s) left unfinished by a daemon that died are now 'crashed' (%.0f ms)",
@@ -242,13 +257,21 @@ class Daemon:
         return crashed
 
     # -- catch-up ---------------------------------------------------------------------
-    async def _catch_up(self, schedules: list[Schedule], now: datetime) -> None:
+    async def _catch_up(self, schedules: list[Schedule], now: datetime) -> set[str]:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
+        others = await self.lease.others_alive()
+        if others:  # their slots are theirs: they fired (and recorded) them all along
+            log.info(
+                "%d other daemon(s) hold a live lease on this history: no catch-up", len(others)
+            )
+            return set()
         last_slots = await self.history.last_slots()
-        writes = []
+        writes, new = [], set()
         for schedule in schedules:
             last = last_slots.get(schedule.id)
+            if last is None:
+                new.add(schedule.id)
             if last is None or not schedule.enabled or schedule.id in self.paused:
                 continue
             slots = slots_between(schedule, last, now, limit=MAX_MISSED_ROWS + 1)
@@ -256,6 +279,7 @@ class Daemon:
             if slots:
                 writes.extend(self._catch_up_schedule(schedule, slots, last))
         await asyncio.gather(*writes)
+        return new
 
     def _catch_up_schedule(self, schedule: Schedule, slots: list[datetime], last: datetime):
         """`slots` holds at most MAX_MISSED_ROWS + 1 of the newest slots of the outage; if
@@ -400,6 +424,7 @@ class Daemon:
             "schedules": schedules,
             "database": self.settings.db_url,
             "daemon": self.instance_id,
+            "daemons": await self.lease.listing(),
             "health": self.health(),
             "http": self.http.url if self.http else None,
         }
@@ -413,8 +438,34 @@ class Daemon:
             "history": self.history.health(),
         }
 
-    async def reload(self, request: dict | None = None) -> dict:
-        """Validate everything first; apply the difference only if all of it is valid."""
+    def _paused_elsewhere(self, paused: frozenset[str]) -> None:
+        """A pause or resume sent to another daemon on this history (read at renewal)."""
+        for schedule_id in sorted(paused ^ self.paused):
+            if schedule_id not in self.scheduler.schedules:
+                continue
+            if schedule_id in paused:
+                self.scheduler.pause(schedule_id)
+            else:
+                self.scheduler.resume(schedule_id)
+            log.info(
+                "%s %s (by another daemon)",
+                "paused" if schedule_id in paused else "resumed",
+                schedule_id,
+            )
+        if paused != self.paused:
+            self.paused = set(paused)
+            self.refresh_status()
+
+    def _reload_elsewhere(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ScheduleError):
+                await self.reload(propagate=False)
+
+        self.runner.spawn(reload())
+
+    async def reload(self, request: dict | None = None, *, propagate: bool = True) -> dict:
+        """Validate everything first; apply the difference only if all of it is valid.
+        A reload asked of this daemon reaches the others on the same history too."""
         async with self._reload_lock:
             self.notifier.reloading()
             try:
@@ -436,7 +487,9 @@ class Daemon:
             log.info("reloaded: %s", summary)
             self.across.reloaded()
             self.refresh_status()
-            return {"message": f"reloaded: {summary}", "warnings": warnings}
+        if propagate:
+            await self.lease.ask_others_to_reload()
+        return {"message": f"reloaded: {summary}", "warnings": warnings}
 
     def _apply(self, new: dict[str, Schedule]) -> str:
         old = self.scheduler.schedules

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import logs
+from daemon import cluster, logs
 from daemon.cachekey import value_key
 from daemon.errors import (
     AsyncDriverUnsupported,
@@ -327,7 +327,11 @@ class PipelineManager:
     def _retry_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         def attempt() -> dict:
             plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
-            return self._execute_sync_once(plan, cfg)
+            try:
+                return self._execute_sync_once(plan, cfg)
+            finally:
+                if _on_dask(plan):
+                    attempts.where = cluster.where(plan.executor.address)
 
         return retrying_sync(attempt, cfg, attempts)
 
@@ -343,6 +347,9 @@ class PipelineManager:
         final_vars = self._final_vars(plan, built, cfg)
         if plan.executor is not None and plan.executor.type == "multiprocessing":
             self._modules.install()  # pickle finds nodes by module name in sys.modules
+        if _on_dask(plan):
+            with cluster.current(cluster.client(plan.executor.address)):
+                return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
         return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
 
     async def _execute_async_once(self, plan: _Plan, cfg: RunConfig) -> dict:
@@ -427,13 +434,39 @@ class PipelineManager:
         builder = self._builder(plan, _hamilton_driver.Builder())
         if dynamic:
             builder = builder.enable_dynamic_execution(allow_experimental_mode=True)
-        builder = _with_executor(builder, plan.executor, self._modules.worker_args())
+        if _on_dask(plan):
+            builder = self._with_dask(plan, builder)
+        else:
+            builder = _with_executor(builder, plan.executor, self._modules.worker_args())
         if plan.cache:
             options = plan.cache if isinstance(plan.cache, Mapping) else {}
             builder = builder.with_cache(**options)
         return dataclasses.replace(
             _describe(self._guard_build(plan, builder.build)), dynamic=dynamic
         )
+
+    def _with_dask(self, plan: _Plan, builder):
+        """Every node on the cluster through Hamilton's Dask graph adapter; a DAG with
+        Parallelizable blocks runs them through its Dask executor instead."""
+        try:
+            from hamilton import base as h_base
+            from hamilton.plugins import h_dask
+        except ImportError as exc:
+            raise PipelineError(
+                f"executor 'dask' needs Dask: pip install 'flowerd[dask]' ({exc})",
+                field="executor",
+            ) from None
+        client = cluster.client(plan.executor.address)
+        log.info("executing on %s", cluster.where(plan.executor.address))
+        self._modules.install()
+        cluster.ship(client, plan.modules)
+        shape = self._guard_build(plan, self._builder(plan, _hamilton_driver.Builder()).build)
+        if _has_parallelizable(_describe(shape)):
+            executor = h_dask.DaskExecutor(client=client)
+            builder = builder.enable_dynamic_execution(allow_experimental_mode=True)
+            return builder.with_remote_executor(executor)
+        adapter = h_dask.DaskGraphAdapter(client, result_builder=h_base.DictResult())
+        return builder.with_adapters(adapter)
 
     async def _build_async(self, plan: _Plan) -> _Built:
         key = plan.key()
@@ -537,8 +570,8 @@ def _with_executor(builder, executor: ExecutorConfig | None, worker_args: tuple)
         remote = executors.MultiThreadingExecutor(max_tasks=workers)
     elif executor.type == "multiprocessing":
         remote = _process_executor(executors)(max_tasks=workers, worker_args=worker_args)
-    else:  # dask: scale out through the user's cluster
-        remote = _dask_executor(executor)
+    else:  # dask: see PipelineManager._with_dask
+        raise AssertionError("dask executors are built by _with_dask")
     return builder.enable_dynamic_execution(allow_experimental_mode=True).with_remote_executor(
         remote
     )
@@ -563,15 +596,8 @@ def _process_executor(executors):
     return ProcessExecutor
 
 
-def _dask_executor(executor: ExecutorConfig):
-    try:
-        from dask.distributed import Client
-        from hamilton.plugins import h_dask
-    except ImportError as exc:
-        raise PipelineError("executor 'dask' needs dask: pip install 'dask[distributed]'") from exc
-    if not executor.address:
-        raise PipelineError("executor 'dask' needs an address (the Dask scheduler, tcp://...)")
-    return h_dask.DaskExecutor(client=Client(executor.address))
+def _on_dask(plan: _Plan) -> bool:
+    return plan.executor is not None and plan.executor.type == "dask"
 
 
 def _nodes(driver) -> list:

@@ -67,6 +67,7 @@ class Attempts:
 
     count: int = 0
     errors: list[dict] = field(default_factory=list)  # of the attempts that were retried
+    where: str | None = None  # where it ran, if not here (the Dask cluster and dashboard)
 
 
 def no_reload(cfg: RunConfig) -> RunConfig:

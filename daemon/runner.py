@@ -195,8 +195,8 @@ class Runner:
             final_vars=list(schedule.final_vars),
             inputs=dict(schedule.inputs),
         )
-        if run_id is None:
-            log.info(
+        if run_id is None:  # a restart, a reload -- or another daemon on this history won it
+            log.debug(
                 "slot %s@%s is already in the history; not run again",
                 schedule.id,
                 scheduled_at.isoformat(),
@@ -463,7 +463,10 @@ class Runner:
         except Exception as exc:
             await self._finish(active, "failed", _error_of(exc))
             return Outcome(run_id=active.run_id, error=exc)
-        await self._finish(active, "success", None, _summary.repr(result), result=result)
+        summary = _summary.repr(result)
+        if active.attempts.where:  # say where it ran: the Dask cluster and its dashboard
+            summary = f"{summary} (ran on {active.attempts.where})"
+        await self._finish(active, "success", None, summary, result=result)
         return Outcome(run_id=active.run_id, result=result)
 
     def _with_slot_inputs(self, active: ActiveRun, pipeline: str, cfg: RunConfig) -> RunConfig:

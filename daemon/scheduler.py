@@ -63,11 +63,15 @@ class Scheduler:
         *,
         paused: set[str] = frozenset(),
         since: datetime | None = None,
+        first: dict[str, datetime] | None = None,
     ) -> None:
         """Start firing. With `since` (where catch-up stopped looking), the first slot of
-        each job is the first one at or after it, so no slot falls between the two."""
+        each job is the first one at or after it, so no slot falls between the two;
+        `first` gives some schedules an earlier start (slots already due fire at once)."""
+        first = first or {}
         for schedule in schedules:
-            self.add(schedule, paused=schedule.id in paused, since=since)
+            start = first.get(schedule.id, since)
+            self.add(schedule, paused=schedule.id in paused, since=start)
         self._aps.start()
 
     def shutdown(self) -> None:

@@ -17,7 +17,7 @@ history at start, so deciding costs no query.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,10 +114,14 @@ class Upstream:
         schedules: Callable[[], dict[str, Any]],
         fire: Callable[[Any, datetime], None],
         paused: Callable[[], set[str]],
+        refresh: Callable[[tuple[str, ...]], Awaitable[dict[str, datetime]]] | None = None,
+        spawn: Callable[[Awaitable[None]], Any] | None = None,
     ):
         self._schedules = schedules
         self._fire = fire
         self._paused = paused
+        self._refresh = refresh  # newest success slots from the history (other daemons)
+        self._spawn = spawn
         self.newest_success: dict[str, datetime] = {}  # upstream id -> its newest success slot
         self.newest_slot: dict[str, datetime] = {}  # downstream id -> its newest slot
 
@@ -145,16 +149,31 @@ class Upstream:
                 continue
             if downstream_of is not None and downstream_of not in schedule.after:
                 continue
-            slot = self.due_slot(schedule)
-            if slot is not None:
-                self.newest_slot[schedule.id] = slot  # before the claim: never twice
-                log.info(
-                    "%s: every upstream (%s) has succeeded since its last slot; slot %s",
-                    schedule.id,
-                    ", ".join(schedule.after),
-                    slot.isoformat(),
-                )
-                self._fire(schedule, slot)
+            if self.due_slot(schedule) is not None:
+                self._start(schedule)
+            elif downstream_of is not None and self._refresh is not None:
+                self._spawn(self._look_again(schedule))
+
+    async def _look_again(self, schedule: Any) -> None:
+        """Not due by what this daemon saw: another daemon sharing the history may have
+        run an upstream (its finish is no event here), so ask the history once."""
+        for name, slot in (await self._refresh(schedule.after)).items():
+            _keep_newest(self.newest_success, name, slot)
+        if self.due_slot(schedule) is not None and schedule.id not in self._paused():
+            self._start(schedule)
+
+    def _start(self, schedule: Any) -> None:
+        slot = self.due_slot(schedule)
+        if slot is None:
+            return
+        self.newest_slot[schedule.id] = slot  # before the claim: never twice
+        log.info(
+            "%s: every upstream (%s) has succeeded since its last slot; slot %s",
+            schedule.id,
+            ", ".join(schedule.after),
+            slot.isoformat(),
+        )
+        self._fire(schedule, slot)
 
     def due_slot(self, schedule: Any) -> datetime | None:
         """The slot `schedule` runs now, or None while an upstream has not succeeded

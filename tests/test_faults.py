@@ -315,3 +315,4 @@ def test_a_deleted_database_is_noticed_and_recreated(tmp_path: Path):
         assert served.stop() == 0
     assert "was deleted" in served.log
     assert not [r for r in runs(base) if r.status in ("queued", "running")]
+

@@ -183,9 +183,9 @@ async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path:
 
 
 async def test_paused_reason_with_rows(db_url: str, db_path: Path):
-    """20261130_02 -> 20261130_06 with a schedule paused by hand: kept, reason null; a
+    """20261130_05 -> 20261130_06 with a schedule paused by hand: kept, reason null; a
     self-pause keeps its reason; down again drops only the column."""
-    assert await history.upgrade(db_url, "20261130_02") == "20261130_02"
+    assert await history.upgrade(db_url, "20261130_05") == "20261130_05"
     with sqlite3.connect(db_path) as conn:
         conn.execute(
             "INSERT INTO paused_schedules (schedule, paused_at) VALUES ('byhand', ?)",
@@ -199,9 +199,24 @@ async def test_paused_reason_with_rows(db_url: str, db_path: Path):
             "byhand": None,
             "flaky": "paused itself: 2 runs in a row",
         }
-    assert await history.downgrade(db_url, "20261130_02") == "20261130_02"
+    assert await history.downgrade(db_url, "20261130_05") == "20261130_05"
     with sqlite3.connect(db_path) as conn:
         names = [r[0] for r in conn.execute("SELECT schedule FROM paused_schedules ORDER BY 1")]
     conn.close()
     assert names == ["byhand", "flaky"]
     assert await history.upgrade(db_url) == SCHEMA_REVISION
+
+
+async def test_daemon_leases_upgrade_keeps_the_rows(db_url: str, db_path: Path):
+    """20261130_05 adds the `daemons` lease table to a history that has runs."""
+    async with History.open(db_url) as h:
+        run_id = await h.claim(
+            pipeline="p", trigger="schedule", schedule="s", scheduled_at=T0, async_driver=True
+        )
+    assert await history.downgrade(db_url, "20261130_01") == "20261130_01"
+    assert "daemons" not in tables(db_path)
+    assert await history.upgrade(db_url) == SCHEMA_REVISION
+    async with History.open(db_url, instance_id="d1") as h:
+        assert (await h.get_run(run_id)).status == "queued"
+        await h.register_daemon()
+        assert [d["id"] for d in await h.daemons(30.0)] == ["d1"]

@@ -9,40 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from daemon.history import History, RunError
+from tests import pg
 from tests.contract import flowerd
 from tests.serve import Served, make_project, wait_for
 
-ADMIN_URL = os.environ.get("FLOWERD_TEST_POSTGRES_URL", "")
-pytestmark = [
-    pytest.mark.skipif(not ADMIN_URL, reason="FLOWERD_TEST_POSTGRES_URL is not set"),
-    pytest.mark.timeout(120),
-]
+pytestmark = [pg.needs_postgres, pytest.mark.timeout(120)]
+pg_url = pg.pg_url  # a fresh database per test
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def pg_url():
-    asyncpg = pytest.importorskip("asyncpg")
-    name = f"flowerd_test_{uuid.uuid4().hex[:10]}"
-    dsn = ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def test_slot_ledger_and_group_commit(pg_url: str):
@@ -50,8 +29,11 @@ async def test_slot_ledger_and_group_commit(pg_url: str):
         claims = await asyncio.gather(
             *(
                 history.claim(
-                    pipeline="p", trigger="schedule", schedule="s",
-                    scheduled_at=T0 + timedelta(seconds=i % 100), async_driver=True,
+                    pipeline="p",
+                    trigger="schedule",
+                    schedule="s",
+                    scheduled_at=T0 + timedelta(seconds=i % 100),
+                    async_driver=True,
                 )  # fmt: skip
                 for i in range(200)
             )
@@ -64,7 +46,10 @@ async def test_slot_ledger_and_group_commit(pg_url: str):
         await asyncio.gather(
             *(
                 history.finish(
-                    i, status="failed", finished_at=T0 + timedelta(seconds=3), attempts=1,
+                    i,
+                    status="failed",
+                    finished_at=T0 + timedelta(seconds=3),
+                    attempts=1,
                     error=RunError(type="ValueError", message="no"),
                 )  # fmt: skip
                 for i in ids

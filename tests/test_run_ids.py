@@ -48,7 +48,7 @@ async def finished_runs(h: History, count: int, *, schedule: str = "s", start: i
 async def test_upgrade_with_rows_keeps_them_and_ids_continue_past_the_max(
     db_url: str, db_path: Path
 ):
-    await history.upgrade(db_url, "20261130_01")
+    await history.upgrade(db_url, "20261130_03")  # the revision before AUTOINCREMENT
     before_indexes = indexes(db_path)
     async with History.open(db_url, migrate=False) as h:
         ids = await finished_runs(h, 5)
@@ -61,7 +61,7 @@ async def test_upgrade_with_rows_keeps_them_and_ids_continue_past_the_max(
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 5
         conn.execute("DELETE FROM runs")  # every row gone, as after `db prune --older-than 0`
     conn.close()
-    # the same indexes, the unique slot key among them (the autoindex of the constraint)
+    # the same indexes, the unique slot key among them
     assert {name for name, _ in indexes(db_path)} == {name for name, _ in before_indexes}
     async with History.open(db_url) as h:
         [new_id] = await finished_runs(h, 1, start=100)

@@ -106,7 +106,7 @@ def run_once(
     if level != "DEBUG":  # the terminal only errors
         set_terminal_level("ERROR")
     inputs = _parse_inputs(input_ or [])
-    job = _run_recorded(settings, pipeline, final_var or [], inputs, sync, echo=not as_json)
+    job = _run_recorded(settings, pipeline, final_var or [], inputs, sync, echo=True)
     record = asyncio.run(job) if not as_json else _stdout_kept_for_json(job)
     if as_json:
         typer.echo(json.dumps(record.to_json(), indent=2))

@@ -91,6 +91,13 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     for run in answer["running"]:
         since = _local(run.get("started_at"), zones.get(run.get("schedule"), ZoneInfo(default)))
         typer.echo(f"  running: run {run['id']} {run['pipeline']} since {since}")
+    daemons = answer.get("daemons") or []
+    for other in daemons if len(daemons) > 1 else ():  # several daemons share the history
+        state = "" if other.get("alive", True) else " (lease expired)"
+        typer.echo(
+            f"  daemon {other['id']} on {other['host']} pid {other['pid']}, "
+            f"last seen {other['last_seen']}{state}"
+        )
 
 
 def _local(text: str | None, zone: ZoneInfo) -> str:

@@ -10,6 +10,8 @@ that is bounded and says what is wrong), and `History` here, which ties them tog
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history import prune, spool
+from daemon.history import leases, prune, spool
 from daemon.history.engine import (
     WRITER_BUSY_TIMEOUT_MS,
     describe,
@@ -447,14 +449,62 @@ class History(Reader, RunLogRows):
             return None
         return bounded(json_safe(result), self.max_row_bytes)
 
-    async def reap_crashed(self, *, now: datetime) -> list[RunRecord]:
+    async def reap_crashed(self, *, now: datetime, lease_s: float | None = None) -> list[RunRecord]:
         """Rows left queued/running by a daemon that died become `crashed` (one UPDATE).
         Rows of a process still alive on this host (say a `flowerd run` in another
-        terminal) are left alone."""
+        terminal) are left alone, and, given `lease_s`, so are the rows of every daemon
+        whose lease is live (several daemons on one PostgreSQL)."""
         aware(now, "now")
+        if is_sqlite(self.url):
+            lease_s = None  # one daemon per file: no other lease is live
         live = await self._live_writers()
-        rows = await await_write(self._submit("call", lambda conn: _reap(conn, now, live)))
+        reap = functools.partial(_reap, now=now, live=live, lease_s=lease_s)
+        rows = await await_write(self._submit("call", reap))
         return [record_of(row) for row in rows]
+
+    # -- leases (several daemons on one database; see leases.py) --------------------------
+    def _me(self) -> dict:
+        return {"id": self.instance_id, "host": self.host, "pid": self.pid}
+
+    async def register_daemon(self) -> None:
+        """Take a lease. Lease rows this one outlives are dropped first, so the start-up
+        reap takes their runs at once: on SQLite every other row (one daemon per file,
+        the lock file says so), elsewhere those of dead processes on this host."""
+        me = self._me()
+        if is_sqlite(self.url):
+            dead = None
+        else:
+            rows = await self.daemons(lease_s=0)
+            dead = [
+                row["id"]
+                for row in rows
+                if row["host"] == self.host
+                and row["pid"] != self.pid
+                and not _pid_alive(row["pid"])
+            ]
+        await await_write(self._submit("call", lambda conn: leases.register(conn, me, dead)))
+
+    async def unregister_daemon(self) -> None:
+        me = self.instance_id
+        await await_write(self._submit("call", lambda conn: leases.unregister(conn, me)))
+
+    async def renew_lease(self, lease_s: float) -> leases.Renewal:
+        """Renew this daemon's lease; reap expired daemons' runs; read shared state."""
+        me = self._me()
+        renewal = await await_write(self._submit("call", lambda c: leases.renew(c, me, lease_s)))
+        crashed = [record_of(row) for row in renewal.crashed]
+        return dataclasses.replace(renewal, crashed=crashed)
+
+    async def request_reload(self) -> int:
+        """Ask the other daemons on this history to reload their schedule files."""
+        me = self.instance_id
+        return await await_write(self._submit("call", lambda c: leases.request_reload(c, me)))
+
+    async def daemons(self, lease_s: float) -> list[dict]:
+        """The daemons holding a lease row (`status --json`'s `daemons`), oldest first."""
+        if self._reader is None or self._empty:
+            return []
+        return await self._read(lambda conn: leases.listing(conn, lease_s))
 
     async def _live_writers(self) -> list[tuple[str, int]]:
         stmt = sa.select(runs.c.host, runs.c.pid).where(runs.c.status.in_(ACTIVE)).distinct()
@@ -543,23 +593,16 @@ def _paused_insert(url: str):
     return insert(paused_schedules).on_conflict_do_nothing()
 
 
-async def _reap(conn: AsyncConnection, now: datetime, live: list[tuple[str, int]]) -> list:
-    message = (
-        sa.literal("the daemon running it (host ")
-        + runs.c.host
-        + sa.literal(", pid ")
-        + sa.cast(runs.c.pid, sa.String)
-        + sa.literal(", instance ")
-        + sa.func.coalesce(runs.c.instance_id, "-")
-        + sa.literal(") died before it finished")
-    )
+async def _reap(
+    conn: AsyncConnection, now: datetime, live: list[tuple[str, int]], lease_s: float | None
+) -> list:
     stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE))
     if live:
         stmt = stmt.where(sa.tuple_(runs.c.host, runs.c.pid).not_in(live))
-    stmt = stmt.values(
-        status="crashed", finished_at=now, error_type="Crashed", error_message=message
-    ).returning(*runs.c)
-    return [row._mapping for row in (await conn.execute(stmt)).all()]
+    if lease_s is not None:  # never the rows of a daemon whose lease is live
+        alive = leases.live_ids(conn, lease_s)
+        stmt = stmt.where(sa.or_(runs.c.instance_id.is_(None), runs.c.instance_id.not_in(alive)))
+    return [row._mapping for row in (await conn.execute(leases.crash(stmt, now))).all()]
 
 
 __all__ = [

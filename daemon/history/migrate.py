@@ -82,6 +82,7 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
     from alembic import command
 
     with sync_conn.begin():
+        _lock_for_migration(sync_conn)
         current = _current_revision(sync_conn)
         check_revision(current, label)
         if current is None and _foreign_tables(sync_conn):
@@ -94,6 +95,20 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
         if probe:  # a real write: a read-only file or a full disk shows up now, not later
             sync_conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
         return _current_revision(sync_conn)
+
+
+# any constant: daemons sharing one PostgreSQL take this lock to migrate one at a time
+_MIGRATION_LOCK_KEY = 0x666C6F77  # "flow"
+
+
+def _lock_for_migration(sync_conn) -> None:
+    """PostgreSQL: several daemons starting at once on an empty database migrate it once
+    -- the first holds this transaction-scoped lock, the others wait for its commit and
+    then find the schema at head. (SQLite: BEGIN IMMEDIATE already serialises them.)"""
+    if sync_conn.dialect.name == "postgresql":
+        sync_conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+        )
 
 
 async def upgrade(

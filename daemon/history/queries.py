@@ -70,7 +70,11 @@ class Reader:
         return {row.schedule: _as_utc(row.last) for row in rows}
 
     async def newest_slots(
-        self, *, triggers: tuple[str, ...], status: str | None = None
+        self,
+        *,
+        triggers: tuple[str, ...],
+        status: str | None = None,
+        schedules: tuple[str, ...] | None = None,
     ) -> dict[str, datetime]:
         """The newest slot per schedule among rows of `triggers` (and `status`):
         daemon.upstream's memory of who succeeded when, seeded at start."""
@@ -82,6 +86,8 @@ class Reader:
         )
         if status is not None:
             stmt = stmt.where(runs.c.status == status)
+        if schedules is not None:
+            stmt = stmt.where(runs.c.schedule.in_(schedules))
         return {row.schedule: _as_utc(row.last) for row in await self._rows(stmt)}
 
     async def slot_runs(

@@ -221,6 +221,19 @@ run_logs = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
 )
 
+# several daemons on one database: each holds a lease row, renewed by the database's clock
+daemons = sa.Table(
+    "daemons",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the daemon's instance_id
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    # set by a daemon that reloaded its schedules; the others reload too, then clear it
+    sa.Column("reload_requested", UTCDateTime),
+)
+
 
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}

@@ -6,7 +6,7 @@ timed_out or crashed; `flowerd schedules --json` and `flowerd status` say why
 (paused by hand) need no value.
 
 Revision ID: 20261130_06
-Revises: 20261130_02
+Revises: 20261130_05
 Create Date: 2026-11-30
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_06"
-down_revision = "20261130_02"
+down_revision = "20261130_05"
 branch_labels = None
 depends_on = None
 

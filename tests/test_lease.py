@@ -1,0 +1,255 @@
+"""Several daemons on one PostgreSQL: leases, reaping only the dead, every slot once.
+
+Real `flowerd serve` processes (own base dirs, the same schedules) on a fresh database
+each test; skipped without FLOWERD_TEST_POSTGRES_URL (see tests/pg.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.history import History
+from tests import pg
+from tests.contract import flowerd
+from tests.serve import Served, make_project, wait_for
+
+pytestmark = [pg.needs_postgres, pytest.mark.timeout(300)]
+pg_url = pg.pg_url  # a fresh database per test
+
+LEASE_S = 3.0
+SOAK = bool(os.environ.get("FLOWERD_SOAK"))
+TRIAL_S = 60.0 if SOAK else 12.0  # plus start-up, failover and restart: ~20 s of slots
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+SCHEDULES = """
+[tick]
+pipeline = "quick"
+interval = "1s"
+
+[long]
+pipeline = "slow"
+interval = "1s"
+overlap = "allow"
+
+[spare]
+pipeline = "quick"
+cron = "0 0 1 1 *"
+"""
+QUICK = """
+def answer() -> int:
+    return 42
+"""
+SLOW = """
+import asyncio
+
+
+async def slept(seconds: float = 2.5) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+"""
+
+
+def _project(root: Path, url: str, name: str) -> Path:
+    base = make_project(root / name, SCHEDULES, quick=QUICK, slow=SLOW)
+    (base / "flowerd.toml").write_text(
+        f'database_url = "{url}"\nlease_s = {LEASE_S}\nhttp = "off"\n'
+    )
+    return base
+
+
+def _rows(url: str) -> list:
+    async def query():
+        async with History.open(url, readonly=True) as history:
+            return await history.list_runs(limit=100_000)
+
+    return asyncio.run(query())
+
+
+def _slots_report(rows: list) -> dict:
+    """Per schedule: slots expected (first..last at 1 s), recorded, doubled, missing."""
+    report = {}
+    for schedule in ("tick", "long"):
+        slots = [r.scheduled_at for r in rows if r.schedule == schedule]
+        counts = Counter(slots)
+        first, last = min(slots), max(slots)
+        expected = int((last - first).total_seconds()) + 1
+        every = {first + timedelta(seconds=i) for i in range(expected)}
+        report[schedule] = {
+            "expected": expected,
+            "recorded": len(counts),
+            "doubled": sum(n - 1 for n in counts.values()),
+            "missing": len(every - set(counts)),
+        }
+    return report
+
+
+# --------------------------------------------------------------------------- in process
+
+
+async def test_a_live_daemons_rows_are_never_reaped(pg_url: str):
+    """Two daemons' histories: the start-up reap and the periodic reap take only the rows
+    of the daemon whose lease expired, by the database's clock."""
+    live = await History.open(pg_url, instance_id="live")
+    dead = await History.open(pg_url, instance_id="dead")
+    try:
+        await live.register_daemon()
+        await dead.register_daemon()
+        mine = await live.claim(
+            pipeline="p", trigger="schedule", schedule="s", scheduled_at=T0, async_driver=True
+        )
+        theirs = await dead.claim(
+            pipeline="p",
+            trigger="schedule",
+            schedule="s",
+            scheduled_at=T0 + timedelta(seconds=1),
+            async_driver=True,
+        )
+        # a third daemon starting now: both leases are live, so nothing is reaped
+        assert await live.reap_crashed(now=T0, lease_s=LEASE_S) == []
+        assert [d["id"] for d in await live.daemons(LEASE_S)] == ["live", "dead"]
+        renewal = await live.renew_lease(0.5)
+        assert renewal.crashed == [] and not renewal.lost
+        await asyncio.sleep(0.7)  # "dead" stops renewing; "live" renews
+        renewal = await live.renew_lease(0.5)
+        assert [r.id for r in renewal.crashed] == [theirs]
+        assert renewal.reaped_daemons == [("dead", dead.host, dead.pid)]
+        assert (await live.get_run(mine)).status == "queued"
+        crashed = await live.get_run(theirs)
+        assert crashed.status == "crashed" and "instance dead" in crashed.error.message
+        assert [d["id"] for d in await live.daemons(LEASE_S)] == ["live"]
+        # the dead one comes back: its lease was lost, it registers again
+        assert (await dead.renew_lease(LEASE_S)).lost
+    finally:
+        await dead.close()
+        await live.close()
+
+
+async def test_pause_and_reload_reach_every_daemon(pg_url: str):
+    one = await History.open(pg_url, instance_id="one")
+    two = await History.open(pg_url, instance_id="two")
+    try:
+        await one.register_daemon()
+        await two.register_daemon()
+        await one.set_paused("tick", True)
+        assert await one.request_reload() == 1  # asks the other daemon, not itself
+        renewal = await two.renew_lease(LEASE_S)
+        assert renewal.paused == {"tick"} and renewal.reload
+        renewal = await two.renew_lease(LEASE_S)
+        assert not renewal.reload  # once per request
+        assert not (await one.renew_lease(LEASE_S)).reload
+    finally:
+        await two.close()
+        await one.close()
+
+
+async def test_daemons_starting_at_once_migrate_once(pg_url: str):
+    histories = await asyncio.gather(*(History.open(pg_url, instance_id=f"d{i}") for i in range(4)))
+    for history in histories:
+        await history.close()
+    async with History.open(pg_url, readonly=True) as history:
+        assert await history.list_runs() == []
+
+
+# --------------------------------------------------------------------------- real daemons
+
+
+def _instance(served: Served) -> str:
+    return served.ask("status")["daemon"]
+
+
+def _pause_and_reload_reach_the_others(daemons: list[Served]) -> None:
+    daemons[0].ask("pause", schedule="spare")
+
+    def paused_everywhere() -> bool:
+        for served in daemons[1:]:
+            (spare,) = [s for s in served.ask("status")["schedules"] if s["id"] == "spare"]
+            if not spare["paused"]:
+                return False
+        return True
+
+    wait_for(paused_everywhere, timeout_s=LEASE_S * 2, what="the pause on every daemon")
+    daemons[0].ask("reload")
+    wait_for(
+        lambda: all("another daemon reloaded" in served.log for served in daemons[1:]),
+        timeout_s=LEASE_S * 2,
+        what="the reload on every daemon",
+    )
+
+
+def _kill_one_running(url: str, daemons: list[Served]) -> tuple[Served, set[int], float]:
+    """kill -9 a daemon that has a run going; its running run ids and the kill time."""
+    by_id = {_instance(d): d for d in daemons}
+
+    def running() -> dict:
+        going: dict[str, set[int]] = {}
+        for row in _rows(url):
+            if row.status == "running" and row.instance_id in by_id:
+                going.setdefault(row.instance_id, set()).add(row.id)
+        return going
+
+    going = wait_for(running, timeout_s=30, interval_s=0.2, what="a daemon with a run going")
+    victim_id, run_ids = next(iter(going.items()))
+    victim = by_id[victim_id]
+    victim.kill()
+    return victim, run_ids, time.monotonic()
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, count: int):
+    bases = [_project(tmp_path, pg_url, f"d{i}") for i in range(count)]
+    daemons = [Served(base) for base in bases]
+    try:
+        for served in daemons:
+            served.wait_ready(timeout_s=60)
+        listed = daemons[0].ask("status")["daemons"]
+        assert {d["id"] for d in listed} == {_instance(d) for d in daemons}
+        assert {"id", "host", "pid", "last_seen"} <= set(listed[0])
+        shown = flowerd(bases[1], "status").stdout
+        assert all(f"daemon {d['id']} on {d['host']} pid {d['pid']}" in shown for d in listed)
+        _pause_and_reload_reach_the_others(daemons)
+        time.sleep(TRIAL_S * 0.3)
+
+        victim, run_ids, killed_at = _kill_one_running(pg_url, daemons)
+
+        def reaped() -> bool:
+            rows = {r.id: r for r in _rows(pg_url)}
+            return all(rows[i].status == "crashed" for i in run_ids)
+
+        wait_for(reaped, timeout_s=LEASE_S * 3, interval_s=0.1, what="the dead daemon's runs")
+        failover_s = time.monotonic() - killed_at
+        print(
+            f"\n{count} daemons: run(s) {sorted(run_ids)} crashed {failover_s:.2f} s after kill -9"
+        )
+        assert failover_s < LEASE_S * 4 / 3 + 2  # expiry + one renewal period, + slack
+        time.sleep(TRIAL_S * 0.3)
+
+        index = daemons.index(victim)
+        daemons[index] = Served(victim.base)  # it joins again: a new instance, no catch-up
+        daemons[index].wait_ready(timeout_s=60)
+        time.sleep(TRIAL_S * 0.3)
+        for served in daemons:
+            assert served.stop() == 0, served.log
+    finally:
+        for served in daemons:
+            served.__exit__()
+
+    rows = _rows(pg_url)
+    report = _slots_report(rows)
+    statuses = Counter(r.status for r in rows)
+    launched_by = Counter(r.instance_id for r in rows)
+    print(f"{count} daemons: {json.dumps(report)}; statuses {dict(statuses)}; "
+          f"rows per daemon {sorted(launched_by.values())}")  # fmt: skip
+    for schedule, numbers in report.items():
+        assert numbers["doubled"] == 0 and numbers["missing"] == 0, (schedule, numbers)
+    assert statuses["missed"] == 0 and statuses["skipped"] == 0
+    assert statuses["crashed"] == len(run_ids)
+    assert len(launched_by) >= 2  # the slots really were shared
+    for served in daemons:
+        assert "Traceback" not in served.log
