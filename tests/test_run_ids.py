@@ -13,7 +13,7 @@ import pytest
 from daemon import history
 from daemon.history import SCHEMA_REVISION, History
 from tests.contract import flowerd as cli
-from tests.test_postgres import ADMIN_URL, pg_url  # noqa: F401 - the fixture
+from tests.pg import ADMIN_URL, pg_url  # noqa: F401 - the fixture
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
 
