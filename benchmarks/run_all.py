@@ -22,6 +22,7 @@ SUITES = [
     "bench_backfill",
     "bench_isolation",
     "bench_http",
+    "bench_upstream",
     "bench_scale",
     "bench_daemon",
 ]

@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import cluster, retention, systemd
+from daemon.across import Across
 from daemon.backfill import Jobs
+from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.control import ControlServer
 from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
 from daemon.events import RunEvent, finished_event
@@ -111,6 +113,7 @@ class Daemon:
         self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.loop_lag_s = 0.0
         self.paused: set[str] = set()
+        self.paused_reasons: dict[str, str | None] = {}  # why each paused (None: by hand)
         self.history: History
         self.runner: Runner
         self.scheduler: Scheduler
@@ -162,16 +165,19 @@ class Daemon:
         by_id = {schedule.id: schedule for schedule in schedules}
         for record in crashed:
             self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
-        self.paused = await self.history.paused()
+        self.paused_reasons = await self.history.paused_reasons()
+        self.paused = set(self.paused_reasons)
+        self.across = Across(self, stack)  # pools, deadlines, failures, `after`
         caught_up_to = utcnow()
         new = await self._catch_up(schedules, caught_up_to)
-        self.scheduler = Scheduler(on_slot=self.runner.fire)
+        self.scheduler = Scheduler(on_slot=self.across.on_slot)
         # a schedule the history has never seen fires its slots since this process
         # started too: start-up takes a moment, and no slot falls into it unrecorded
         first = {schedule_id: self.started_at for schedule_id in new}
         self.scheduler.start(schedules, paused=self.paused, since=caught_up_to, first=first)
         stack.callback(self.scheduler.shutdown)
         self.lease.start(self.watch_part)
+        await self.across.start_upstream()
         control = ControlServer(self.settings.control_socket, self._handlers())
         await control.start()
         stack.push_async_callback(control.close)
@@ -313,11 +319,14 @@ class Daemon:
             await self.runner.run_slot(schedule, slot, "catchup")
 
     async def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
+        status, excluded = "missed", excluded_reason(schedule, slot)
+        if excluded is not None:  # it would not have run anyway (daemon.calendars)
+            status, error = "skipped", RunError(type=EXCLUDED, message=excluded)
         row = await self.history.slot_write(
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=slot,
-            status="missed",
+            status=status,
             trigger="catchup",
             async_driver=schedule.async_driver,
             error=error,
@@ -325,7 +334,7 @@ class Daemon:
         if row is not None:  # told like the runner's rows (notifications coalesce them)
             self.runner.events.emit(
                 RunEvent(kind="finished", run_id=row, schedule=schedule,
-                         pipeline=schedule.pipeline, trigger="catchup", status="missed",
+                         pipeline=schedule.pipeline, trigger="catchup", status=status,
                          scheduled_at=slot, finished_at=utcnow(), error=error)
             )  # fmt: skip
         return row
@@ -354,7 +363,8 @@ class Daemon:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        run_id = await self.runner.trigger(schedule, request.get("inputs"))
+        inputs = await self.across.trigger_inputs(schedule, request.get("inputs") or {})
+        run_id = await self.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
             "run_id": run_id,
@@ -365,11 +375,16 @@ class Daemon:
         if schedule.id in self.paused:
             return {"message": f"{schedule.id} was paused already"}
         log.info("paused %s: it fires no slots until `flowerd resume %s`", schedule.id, schedule.id)
-        await self.history.set_paused(schedule.id, True)
+        await self.pause_schedule(schedule)
+        return {"message": f"paused {schedule.id}"}
+
+    async def pause_schedule(self, schedule: Schedule, reason: str | None = None) -> None:
+        """Persist the pause (with why, when it paused itself) and stop firing."""
+        await self.history.set_paused(schedule.id, True, reason)
         self.paused.add(schedule.id)
+        self.paused_reasons.setdefault(schedule.id, reason)
         self.scheduler.pause(schedule.id)
         self.refresh_status()
-        return {"message": f"paused {schedule.id}"}
 
     async def resume(self, request: dict) -> dict:
         schedule = self._schedule(request)
@@ -378,6 +393,8 @@ class Daemon:
         log.info("resumed %s: it fires again from its next slot", schedule.id)
         await self.history.set_paused(schedule.id, False)
         self.paused.discard(schedule.id)
+        self.paused_reasons.pop(schedule.id, None)
+        self.across.resumed(schedule.id)
         self.scheduler.resume(schedule.id)
         self.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -394,6 +411,7 @@ class Daemon:
                     "enabled": schedule.enabled,
                     "paused": schedule.id in self.paused,
                     "timezone": schedule.timezone,
+                    "paused_reason": self.paused_reasons.get(schedule.id),
                     "next": nxt.astimezone(UTC).isoformat() if nxt else None,
                 }
             )
@@ -468,6 +486,7 @@ class Daemon:
             for warning in warnings:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
+            self.across.reloaded()
             self.refresh_status()
         if propagate:
             await self.lease.ask_others_to_reload()
@@ -642,9 +661,7 @@ def exit_past_stuck_threads(code: int) -> None:
     thread may still wait out a lock; Python joins such threads at exit -- so they would
     hold up the stop until systemd kills us. Exit without them."""
     deadline = time.monotonic() + EXIT_JOIN_S
-    others = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
-    ]
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in others:  # idle workers leave at once after the pool's shutdown
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     stuck = [t.name for t in others if t.is_alive()]

@@ -30,10 +30,12 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from daemon import logs
+from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.errors import HistoryError, PipelineError
 from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
 from daemon.pipeline import Attempts, PipelineManager, RunConfig
+from daemon.pools import Pools
 from daemon.schedule import SLOT_INPUTS, Schedule
 from daemon.workers import WorkerPool, error_fields
 
@@ -135,6 +137,7 @@ class Runner:
         self.accepting = True
         self._max_log_bytes = max_log_bytes
         self._workers: WorkerPool | None = None  # isolation = "process": made on first use
+        self.pools = Pools({})  # the app sets the `pools` setting's limits
 
     # -- entry points -----------------------------------------------------------------
     def fire(self, schedule: Schedule, scheduled_at: datetime, trigger: str = "schedule") -> None:
@@ -159,6 +162,11 @@ class Runner:
             log.exception("slot %s@%s could not be run", schedule.id, scheduled_at.isoformat())
 
     async def _run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
+        excluded = excluded_reason(schedule, scheduled_at)
+        if excluded is not None:
+            why = RunError(type=EXCLUDED, message=excluded)
+            await self._record(schedule, scheduled_at, "skipped", why, trigger)
+            return
         if trigger == "schedule" and self._too_late(schedule, scheduled_at):
             await self._record(
                 schedule, scheduled_at, "missed", _late_error(schedule, scheduled_at)
@@ -310,6 +318,10 @@ class Runner:
     def busy(self, schedule_id: str) -> bool:
         return self._busy(schedule_id)
 
+    def claiming(self, schedule_id: str) -> bool:
+        """A slot of the schedule is being claimed (its row not yet written)."""
+        return bool(self._claiming[schedule_id])
+
     def _busy(self, schedule_id: str) -> bool:
         """A run of the schedule is going (backfill runs do not count: a scheduled slot
         neither waits nor skips for them)."""
@@ -328,9 +340,12 @@ class Runner:
             "(overlap = 'skip')",
         )
 
-    async def _record(self, schedule: Schedule, scheduled_at: datetime, status: str, error):
+    async def _record(
+        self, schedule: Schedule, scheduled_at: datetime, status: str, error, trigger="schedule"
+    ):
         finished_at = utcnow()
         row = await self.history.record_slot(
+            trigger="schedule" if trigger == "catchup" else trigger,
             schedule=schedule.id,
             pipeline=schedule.pipeline,
             scheduled_at=scheduled_at,
@@ -353,7 +368,7 @@ class Runner:
                         run_id=row,
                         schedule=schedule,
                         pipeline=schedule.pipeline,
-                        trigger="schedule",
+                        trigger="schedule" if trigger == "catchup" else trigger,
                         status=status,
                         scheduled_at=scheduled_at,
                         finished_at=finished_at,
@@ -377,8 +392,16 @@ class Runner:
     async def _start_when_allowed(self, active: ActiveRun, schedule: Schedule, trigger) -> None:
         if schedule.jitter_s:
             await asyncio.sleep(random.uniform(0, schedule.jitter_s))
-        await self._limit.acquire()
-        active.release = self._limit.release
+        release_pool = None
+        if schedule.pool is not None:  # a queued row while it waits; fair across schedules
+            release_pool = await self.pools.acquire(schedule.pool, active.scheduled_at)
+        try:
+            await self._limit.acquire()
+        except BaseException:
+            if release_pool is not None:
+                release_pool()
+            raise
+        active.release = _both(self._limit.release, release_pool)
         try:
             if trigger == "schedule" and self._too_late(schedule, active.scheduled_at):
                 await self._finish(active, "missed", _late_error(schedule, active.scheduled_at))
@@ -584,7 +607,7 @@ class Runner:
         return self._pool_busy
 
     def health(self) -> str:
-        """"ok", or why sync-driver runs cannot start: every pool thread is held by a run
+        """ "ok", or why sync-driver runs cannot start: every pool thread is held by a run
         that ignored its timeout (use isolation = "process" for such pipelines)."""
         stuck = len(self._abandoned)
         if stuck and stuck >= self._threads:
@@ -628,6 +651,17 @@ def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) ->
         active.attempts.count,
         f": {error.type}: {error.message}" if error else "",
     )
+
+
+def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    if second is None:
+        return first
+
+    def release() -> None:
+        first()
+        second()
+
+    return release
 
 
 def _answer_unclaimed(task: asyncio.Task, claimed: asyncio.Future) -> None:

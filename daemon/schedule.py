@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -30,9 +30,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from daemon.calendars import check_holidays, parse_date
 from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import ScheduleError, did_you_mean
 from daemon.notify import DEFAULT_NOTIFY_ON, check_states
+from daemon.upstream import graph_problems
 
 __all__ = [
     "CronSpec",
@@ -102,11 +104,20 @@ class Schedule:
     # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
     isolation: Isolation = "thread"
     memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
+    # across schedules (DESIGN.md "Across schedules"): calendars (daemon.calendars)
+    exclude: tuple[date, ...] = ()
+    holidays: str | None = None
+    pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
+    deadline_s: float = 0  # daemon.deadlines: told `late` once past slot + deadline (0: none)
+    pool: str | None = None  # daemon.pools: a limit shared with the pool's other schedules
+    after: tuple[str, ...] = ()  # daemon.upstream: instead of cron/interval/at
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"schedule {self.id!r}: give exactly one of cron, interval_s, at")
+        if len(given) + bool(self.after) != 1:
+            raise ValueError(
+                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after"
+            )
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
         if self.memory_limit_bytes is not None and self.isolation != "process":
@@ -118,11 +129,20 @@ class Schedule:
                 object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
         if self.notify is not None:
             object.__setattr__(self, "notify", tuple(self.notify))
-        for name in ("final_vars", "additional_modules", "retry_exceptions", "notify_on"):
+        for name in (
+            "final_vars",
+            "additional_modules",
+            "retry_exceptions",
+            "notify_on",
+            "exclude",
+            "after",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
-    def trigger_kind(self) -> Literal["cron", "interval", "at"]:
+    def trigger_kind(self) -> Literal["cron", "interval", "at", "after"]:
+        if self.after:
+            return "after"
         if self.cron is not None:
             return "cron"
         return "interval" if self.interval_s is not None else "at"
@@ -132,7 +152,10 @@ class Schedule:
         return ZoneInfo(self.timezone)
 
     def describe_trigger(self) -> str:
-        """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`."""
+        """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`,
+        `after extract, prices`."""
+        if self.after:
+            return f"after {', '.join(self.after)}"
         if self.cron is not None:
             return f"cron {self.cron!r}"
         if self.interval_s is not None:
@@ -336,6 +359,12 @@ class _Table(BaseModel):
     notify_on: list[str] = list(DEFAULT_NOTIFY_ON)
     isolation: str | None = None
     memory_limit: str | int | None = None
+    exclude: list[Any] = []
+    holidays: str | None = None
+    pause_after_failures: int = 0
+    deadline: float | str = 0
+    pool: str | None = None
+    after: list[str] | None = None
 
     @field_validator("pipeline")
     @classmethod
@@ -433,6 +462,7 @@ class _Table(BaseModel):
     def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_not_reserved(value)
         return value
+
     @field_validator("isolation")
     @classmethod
     def _isolation(cls, value: str | None) -> str | None:
@@ -450,6 +480,38 @@ class _Table(BaseModel):
                 "is the worker's whole address space, Python and Hamilton included)"
             )
         return size
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: list[Any]) -> list[date]:
+        return [parse_date(day) for day in value]
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("names no schedule; list the schedules this one runs after")
+        return value
+
+    @field_validator("pause_after_failures")
+    @classmethod
+    def _pause_after(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"{value} must be 0 (never) or more")
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, value: float | str) -> float:
+        seconds = parse_duration_s(value)
+        if seconds < 0:
+            raise ValueError(f"{value!r}: a deadline is 0 (none) or more")
+        return seconds
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        return None if value is None else check_holidays(value)
 
     @field_validator("retry_exceptions")
     @classmethod
@@ -563,6 +625,7 @@ def read_schedules(
         problems += file_problems
         ids += [(schedule_id, path) for schedule_id in file_ids]
     problems += _duplicate_ids(ids)
+    problems += graph_problems(schedules, known=[schedule_id for schedule_id, _ in ids])
     if pipelines_dir is not None:
         problems += _missing_pipelines(schedules, Path(pipelines_dir))
         schedules = [s for s in schedules if (Path(pipelines_dir) / f"{s.pipeline}.py").exists()]
@@ -656,7 +719,7 @@ def _parse_table(
 
 
 def _isolation_source(parsed: _Table) -> str:
-    return ": isolation = \"thread\"" if parsed.isolation else ", the isolation setting's default"
+    return ': isolation = "thread"' if parsed.isolation else ", the isolation setting's default"
 
 
 def _shape_problems(schedule_id: str, table: dict) -> list[str]:
@@ -670,13 +733,20 @@ def _shape_problems(schedule_id: str, table: dict) -> list[str]:
         if key not in TABLE_FIELDS:
             problems.append(f"unknown field {key!r}{did_you_mean(key, TABLE_FIELDS)}")
     triggers = [name for name in TRIGGER_FIELDS if name in table]
-    if len(triggers) > 1:
+    if "after" in table and triggers:
+        problems.append(
+            f"fields 'after' and {' and '.join(repr(t) for t in triggers)}: `after` runs the "
+            "schedule when its upstreams succeed; give it instead of cron, interval or at"
+        )
+    elif "after" in table:
+        pass
+    elif len(triggers) > 1:
         problems.append(
             f"fields {' and '.join(repr(t) for t in triggers)}: give only one trigger "
             "(cron, interval or at)"
         )
     elif not triggers:
-        problems.append("no trigger: give one of 'cron', 'interval' or 'at'")
+        problems.append("no trigger: give one of 'cron', 'interval', 'at' or 'after'")
     return problems
 
 
@@ -791,6 +861,12 @@ def _schedule(
         notify_on=tuple(parsed.notify_on),
         isolation=parsed.isolation or defaults.isolation,  # type: ignore[arg-type]
         memory_limit_bytes=parsed.memory_limit,  # type: ignore[arg-type]  # bytes by now
+        exclude=tuple(parsed.exclude),
+        holidays=parsed.holidays,
+        pause_after_failures=parsed.pause_after_failures,
+        deadline_s=float(parsed.deadline),
+        pool=parsed.pool,
+        after=tuple(parsed.after or ()),
     )
 
 

@@ -82,7 +82,7 @@ class Scheduler:
     # -- schedules ------------------------------------------------------------------
     def add(self, schedule: Schedule, *, paused: bool = False, since: datetime | None = None):
         self._schedules[schedule.id] = schedule
-        if not schedule.enabled:
+        if not schedule.enabled or schedule.after:  # `after`: fired by daemon.upstream
             return
         trigger = make_trigger(schedule)
         first = {}

@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Any
 
 
-def schedule_json(schedule: Any, paused: bool, after: datetime, next_n: int) -> dict:
+def schedule_json(
+    schedule: Any, paused: bool, after: datetime, next_n: int, paused_reason: str | None = None
+) -> dict:
     """`flowerd schedules --json` (and `GET /api/schedules`): one schedule, its state and
     its next `next_n` fire times after `after` (none while paused or disabled)."""
     from daemon.trigger import next_fire_times
@@ -23,6 +25,9 @@ def schedule_json(schedule: Any, paused: bool, after: datetime, next_n: int) -> 
         "timezone": schedule.timezone,
         "enabled": schedule.enabled,
         "paused": paused,
+        "paused_reason": paused_reason if paused else None,
+        "pool": schedule.pool,
+        "after": list(schedule.after),
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
     }

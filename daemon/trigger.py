@@ -57,11 +57,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from daemon.calendars import excluded_reason
 from daemon.schedule import CronSpec, Schedule, parse_cron
 
 __all__ = ["SlotTrigger", "make_trigger", "next_fire_times", "slots_between", "wall_to_instant"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_EXCLUDED_SKIPS = 100_000  # `--next` past excluded dates: an every-second schedule's day
 ONE_US = timedelta(microseconds=1)
 
 
@@ -104,13 +106,20 @@ def make_trigger(schedule: Schedule) -> SlotTrigger:
 def next_fire_times(schedule: Schedule, after: datetime, n: int) -> list[datetime]:
     """The next `n` slots strictly after `after`, in the schedule's zone ([] once an
     `at` has passed)."""
+    if schedule.after:  # its slots are its upstreams' (daemon.upstream)
+        return []
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     slots: list[datetime] = []
     slot: datetime | None = _utc(after)
-    while len(slots) < n and slot is not None:
+    skips = MAX_EXCLUDED_SKIPS  # excluded dates (daemon.calendars) are left out, bounded
+    while len(slots) < n and slot is not None and skips:
         slot = rule.first_slot(slot, inclusive=False)
-        if slot is not None:
+        if slot is None:
+            break
+        if excluded_reason(schedule, slot) is None:
             slots.append(slot.astimezone(zone))
+        else:
+            skips -= 1
     return slots
 
 
@@ -123,6 +132,8 @@ def slots_between(
     a long downtime needs the latest slot without walking a million older ones."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
+    if schedule.after:  # no slots of its own: catch-up has nothing to do for it
+        return []
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     start_utc, end_utc = _utc(start), _utc(end)
     if limit is None:
@@ -135,6 +146,8 @@ def slots_between(
 def count_slots(schedule: Schedule, start: datetime, end: datetime, *, cap: int) -> int | None:
     """How many slots lie in `start < slot <= end`: exact arithmetic for intervals, a walk
     of at most `cap` slots otherwise (None: more than `cap`)."""
+    if schedule.after:
+        return 0
     rule, start_utc, end_utc = _rule(schedule), _utc(start), _utc(end)
     if isinstance(rule, IntervalRule):
         return max(0, rule.index(end_utc) - rule.index(start_utc))

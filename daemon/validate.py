@@ -16,7 +16,7 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.errors import FlowerdError, ScheduleError
+from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.notify import url_problems
 from daemon.pipeline import PipelineManager, RunConfig
 from daemon.schedule import Schedule, read_schedules
@@ -45,6 +45,7 @@ def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Sch
         for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
             warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
+    problems.extend(_pool_problems(checked, settings))
     problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
     if problems:
         raise ScheduleError(problems)
@@ -74,6 +75,18 @@ def _check(pm: PipelineManager, schedule: Schedule) -> tuple[Schedule, list[str]
         schedule = dataclasses.replace(schedule, inputs=inputs)
     warnings = pm.validate(schedule.pipeline, dataclasses.replace(cfg, inputs=inputs))
     return schedule, warnings
+
+
+def _pool_problems(schedules: list[Schedule], settings: Settings) -> list[str]:
+    """A pool a schedule names must be in the setting `pools` (its limit)."""
+    known = sorted(settings.pools)
+    return [
+        f"{_display(s.file, settings.base_dir)}: [{s.id}] field 'pool': no pool {s.pool!r} in "
+        f"the setting 'pools' (pools: {', '.join(known) or 'none'}; add e.g. "
+        f"pools = {{ {s.pool} = 1 }} to flowerd.toml){did_you_mean(s.pool, known)}"
+        for s in schedules
+        if s.pool is not None and s.pool not in settings.pools
+    ]
 
 
 def _describe(schedule: Schedule, exc: BaseException) -> str:

@@ -182,6 +182,31 @@ async def test_rerun_of_and_the_partial_slot_key_with_rows(db_url: str, db_path:
     assert await history.upgrade(db_url) == SCHEMA_REVISION
 
 
+async def test_paused_reason_with_rows(db_url: str, db_path: Path):
+    """20261130_05 -> 20261130_06 with a schedule paused by hand: kept, reason null; a
+    self-pause keeps its reason; down again drops only the column."""
+    assert await history.upgrade(db_url, "20261130_05") == "20261130_05"
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO paused_schedules (schedule, paused_at) VALUES ('byhand', ?)",
+            (T0.isoformat(),),
+        )
+    conn.close()
+    assert await history.upgrade(db_url, "20261130_06") == "20261130_06"
+    async with History.open(db_url) as h:
+        await h.set_paused("flaky", True, "paused itself: 2 runs in a row")
+        assert await h.paused_reasons() == {
+            "byhand": None,
+            "flaky": "paused itself: 2 runs in a row",
+        }
+    assert await history.downgrade(db_url, "20261130_05") == "20261130_05"
+    with sqlite3.connect(db_path) as conn:
+        names = [r[0] for r in conn.execute("SELECT schedule FROM paused_schedules ORDER BY 1")]
+    conn.close()
+    assert names == ["byhand", "flaky"]
+    assert await history.upgrade(db_url) == SCHEMA_REVISION
+
+
 async def test_daemon_leases_upgrade_keeps_the_rows(db_url: str, db_path: Path):
     """20261130_05 adds the `daemons` lease table to a history that has runs."""
     async with History.open(db_url) as h:

@@ -227,7 +227,7 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
             'cron = "* * * * *"\ninterval = 5',
             "[s] fields 'cron' and 'interval': give only one trigger",
         ),
-        ("", "[s] no trigger: give one of 'cron', 'interval' or 'at'"),
+        ("", "[s] no trigger: give one of 'cron', 'interval', 'at' or 'after'"),
         ('interval = "0s"', "[s] field 'interval': '0s': the interval must be more than 0 seconds"),
         ('interval = "5 minutes"', "[s] field 'interval': '5 minutes' is not a duration"),
         ("interval = -5", "[s] field 'interval': -5.0: a duration cannot be negative"),
@@ -500,6 +500,9 @@ def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
         "timezone": "Europe/Berlin",
         "enabled": True,
         "paused": False,
+        "paused_reason": None,
+        "pool": None,
+        "after": [],
         "async_driver": False,
         "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
     }

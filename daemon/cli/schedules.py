@@ -42,21 +42,21 @@ def schedules(
         default_timezone=settings.timezone,
         default_isolation=settings.isolation,
     )
-    paused = asyncio.run(_paused_schedules(settings.db_url)) if found else set()
-    rows = [schedule_json(s, s.id in paused, after, next_n) for s in found]
+    paused = asyncio.run(_paused_schedules(settings.db_url)) if found else {}
+    rows = [schedule_json(s, s.id in paused, after, next_n, paused.get(s.id)) for s in found]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
         _print_schedules(rows, settings)
 
 
-async def _paused_schedules(db_url: str) -> set[str]:
-    """Ids paused in the history; none when there is no history (yet) to read."""
+async def _paused_schedules(db_url: str) -> dict[str, str | None]:
+    """Ids paused in the history, and why; none when there is no history (yet) to read."""
     try:
-        return set(await _read_history(db_url, lambda history: history.paused()))
+        return dict(await _read_history(db_url, lambda history: history.paused_reasons()))
     except FlowerdError as exc:  # the listing is still useful without the paused state
         typer.echo(f"warning: cannot read paused schedules from the history: {exc}", err=True)
-        return set()
+        return {}
 
 
 SCHEDULE_COLUMNS = (
@@ -80,6 +80,8 @@ def _print_schedules(rows: list[dict], settings: Settings) -> None:
     for row in rows:
         state = "paused" if row["paused"] else ("enabled" if row["enabled"] else "disabled")
         upcoming = "\n".join(row["next"]) or "-"
+        if row["after"]:  # no fire times of its own: when its upstreams succeed
+            upcoming = "after " + ", ".join(row["after"])
         cells.append(
             [
                 escape(row["id"]),

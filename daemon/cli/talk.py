@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -25,9 +26,19 @@ def _ask(ctx: typer.Context, cmd: str, **args) -> dict:
 
 
 @app.command()
-def trigger(ctx: typer.Context, schedule: str) -> None:
+def trigger(
+    ctx: typer.Context,
+    schedule: str,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="KEY=VALUE, repeatable: overrides for this run only."),
+    ] = None,
+) -> None:
     """Run a schedule now in the running daemon (trigger `manual`)."""
-    typer.echo(_ask(ctx, "trigger", schedule=schedule)["message"])
+    from daemon.cli.serve import _parse_inputs
+
+    inputs = _parse_inputs(input_ or [])
+    typer.echo(_ask(ctx, "trigger", schedule=schedule, inputs=inputs)["message"])
 
 
 @app.command()

@@ -516,9 +516,12 @@ class History(Reader, RunLogRows):
             if host == self.host and pid != self.pid and _pid_alive(pid)
         ]
 
-    async def set_paused(self, schedule: str, paused: bool) -> None:
+    async def set_paused(self, schedule: str, paused: bool, reason: str | None = None) -> None:
+        """Pause (with `reason` when it paused itself) or resume; a pause of a paused
+        schedule keeps the first pause."""
         if paused:
-            stmt = _paused_insert(self.url).values(schedule=schedule, paused_at=utcnow())
+            values = {"schedule": schedule, "paused_at": utcnow(), "reason": reason}
+            stmt = _paused_insert(self.url).values(**values)
         else:
             stmt = sa.delete(paused_schedules).where(paused_schedules.c.schedule == schedule)
         await await_write(self._submit("call", lambda conn: conn.execute(stmt)))

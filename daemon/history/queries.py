@@ -69,6 +69,27 @@ class Reader:
         # max() on SQLite returns the raw text, without the column's type: parse it here
         return {row.schedule: _as_utc(row.last) for row in rows}
 
+    async def newest_slots(
+        self,
+        *,
+        triggers: tuple[str, ...],
+        status: str | None = None,
+        schedules: tuple[str, ...] | None = None,
+    ) -> dict[str, datetime]:
+        """The newest slot per schedule among rows of `triggers` (and `status`):
+        daemon.upstream's memory of who succeeded when, seeded at start."""
+        stmt = (
+            sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at).label("last"))
+            .where(runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None))
+            .where(runs.c.trigger.in_(triggers))
+            .group_by(runs.c.schedule)
+        )
+        if status is not None:
+            stmt = stmt.where(runs.c.status == status)
+        if schedules is not None:
+            stmt = stmt.where(runs.c.schedule.in_(schedules))
+        return {row.schedule: _as_utc(row.last) for row in await self._rows(stmt)}
+
     async def slot_runs(
         self, schedule: str, start: datetime, end: datetime
     ) -> dict[datetime, RunRecord]:
@@ -112,6 +133,34 @@ class Reader:
 
     async def paused(self) -> set[str]:
         return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
+
+    async def paused_reasons(self) -> dict[str, str | None]:
+        """Each paused schedule and why it paused itself (None: paused by hand)."""
+        stmt = sa.select(paused_schedules.c.schedule, paused_schedules.c.reason)
+        return {row.schedule: row.reason for row in await self._rows(stmt)}
+
+    async def failures_in_a_row(
+        self, schedule: str, *, limit: int, since: datetime | None = None
+    ) -> int:
+        """How many of the schedule's newest finished runs (up to `limit`) ended failed,
+        timed_out or crashed in a row -- counted from the history, so right across
+        restarts. Rows that did not run (skipped, missed, cancelled) neither count nor
+        break the row. `since`: only runs after it count (a resume starts afresh)."""
+        counted = ("success", *sorted(FAILURES))
+        stmt = (
+            sa.select(runs.c.status)
+            .where(runs.c.schedule == schedule, runs.c.status.in_(counted))
+            .order_by(runs.c.id.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            stmt = stmt.where(runs.c.run_at > aware(since, "since"))
+        streak = 0
+        for row in await self._rows(stmt):
+            if row.status not in FAILURES:
+                break
+            streak += 1
+        return streak
 
     async def list_runs(
         self,

@@ -211,6 +211,7 @@ paused_schedules = sa.Table(
     metadata,
     sa.Column("schedule", sa.String(200), primary_key=True),
     sa.Column("paused_at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),  # why it paused itself; null: `flowerd pause`
 )
 
 # each run's log (daemon/runlogs.py): one row per line, in the order the run wrote them;

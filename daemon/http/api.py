@@ -122,7 +122,8 @@ class Api:
         paused = self.daemon.paused
         # the CLI's order: files by name, then (as loaded) the tables in each file
         found = sorted(self.daemon.scheduler.schedules.values(), key=lambda s: str(s.file))
-        rows = [schedule_json(s, s.id in paused, after, int(next_n)) for s in found]
+        why = self.daemon.paused_reasons
+        rows = [schedule_json(s, s.id in paused, after, int(next_n), why.get(s.id)) for s in found]
         return JSONResponse(rows)
 
     @answers_errors

@@ -9,7 +9,7 @@ without reading the table. Existing rows get their duration from their timestamp
 Downgrade: the column and the three indexes go; nothing else changes.
 
 Revision ID: 20261130_07
-Revises: 20261130_05
+Revises: 20261130_06
 Create Date: 2026-11-30
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261130_07"
-down_revision = "20261130_05"
+down_revision = "20261130_06"
 branch_labels = None
 depends_on = None
 
