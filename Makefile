@@ -22,7 +22,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check --no-cache daemon tests benchmarks migrations pipelines
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4
 
 # the long trials: every @pytest.mark.slow test, and the sized-up versions of the others
 soak: $(STAMP)

@@ -155,6 +155,7 @@ def test_a_full_disk_holds_rows_and_writes_them_when_space_returns(tmp_path, sma
     assert "full" in served.log
 
 
+@pytest.mark.slow  # ~50 s: the stop waits out its grace and the held rows' close
 def test_past_history_outage_s_the_daemon_exits_non_zero_and_spools(tmp_path, small_disk):
     base = make_project(tmp_path, TICK)
     db = use_database(base, small_disk / "history.db")
@@ -274,6 +275,7 @@ def test_a_large_input_is_stored_as_a_marker_and_the_run_gets_the_real_value(tmp
     assert flowerd(base, "runs", "--json").returncode == 0
 
 
+@pytest.mark.slow  # ~50 s; test_history's spool tests keep the mechanism in make test
 def test_a_stop_during_a_lock_spools_the_held_rows_and_the_next_start_writes_them(tmp_path):
     base = make_project(tmp_path, TICK)
     db = base / ".flowerd" / "history.db"

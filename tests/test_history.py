@@ -502,3 +502,35 @@ async def test_slot_rows_queued_together_share_commits(tmp_path):
         ids = await asyncio.gather(*writes)
         assert len(set(ids)) == 500
         assert history.commits - before <= 2
+
+
+async def test_rows_held_at_close_go_to_the_spool_and_the_next_open_writes_them(tmp_path):
+    """A close while the database is locked spools what is held (a claim that never
+    landed becomes a `cancelled` row: its pipeline never started); the next open writes
+    it first. The long end-to-end version: tests/test_faults.py (slow)."""
+    import asyncio
+
+    from daemon.history import History
+
+    path = tmp_path / "h.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    history = await History.open(url)
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    claim = asyncio.ensure_future(
+        history.claim(
+            pipeline="p", trigger="schedule", schedule="s", scheduled_at=T0, async_driver=True
+        )
+    )
+    await asyncio.sleep(2.5)  # past the writer's 2 s busy wait: an outage, held
+    assert "unavailable" in history.health()
+    await history.close(timeout_s=0.5)
+    assert history.spooled == 1 and path.with_name("h.db.spool").exists()
+    with pytest.raises(HistoryError):
+        await claim
+    locker.execute("ROLLBACK")
+    locker.close()
+    async with History.open(url) as again:
+        [row] = await again.list_runs()
+    assert row.status == "cancelled" and "never started" in row.error.message
+    assert not path.with_name("h.db.spool").exists()
