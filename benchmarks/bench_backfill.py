@@ -100,7 +100,7 @@ def _through_daemon_s(base: Path) -> float:
 async def _job_s(base: Path, schedule_id: str, offset_days: int) -> float:
     from daemon.backfill import Job, plan_backfill, slots_in
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runner import Runner
     from daemon.schedule import load_schedules
     from daemon.settings import sqlite_url
@@ -108,7 +108,7 @@ async def _job_s(base: Path, schedule_id: str, offset_days: int) -> float:
     spec = {s.id: s for s in load_schedules(base / "schedules", default_timezone="UTC")}[
         schedule_id
     ]
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "job.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=16, threads=4)
     try:

@@ -2,7 +2,7 @@
 
 Sequential recorded runs of hello_world through the runner (claim, running, run,
 finish; real SQLite history), one at a time so each figure is one run's latency, for
-both drivers; then the bare call without history (PipelineManager in the daemon vs
+both drivers; then the bare call without history (Pipelines in the daemon vs
 WorkerPool.run), and what starting workers costs (the forkserver's first start, which
 imports Hamilton once, and a new worker forked from it).
 """
@@ -28,7 +28,7 @@ def _median_us(samples: list[float]) -> float:
 
 async def _recorded(base: Path, isolation: str, async_driver: bool) -> list[float]:
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
@@ -36,7 +36,7 @@ async def _recorded(base: Path, isolation: str, async_driver: bool) -> list[floa
     for path in base.glob("history.db*"):
         path.unlink()
     history = await History.open(sqlite_url(base / "history.db"))
-    runner = Runner(pm=PipelineManager(base), history=history, max_concurrent_runs=4, threads=2)
+    runner = Runner(pm=Pipelines(base), history=history, max_concurrent_runs=4, threads=2)
     schedule = Schedule(
         id="bench", file=base / "bench.toml", pipeline="hello_world", interval_s=1,
         final_vars=("full_greeting",), inputs={"name": "bench"}, misfire_grace_s=3600,
@@ -57,11 +57,11 @@ async def _recorded(base: Path, isolation: str, async_driver: bool) -> list[floa
 
 
 async def _bare(base: Path) -> dict[str, float]:
-    from daemon.pipeline import Attempts, PipelineManager, RunConfig
+    from daemon.pipeline import Attempts, Pipelines, RunConfig
     from daemon.workers import WorkerPool
 
     cfg = RunConfig(final_vars=["full_greeting"], inputs={"name": "bench"}, async_driver=True)
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     pool = WorkerPool(base_dir=pm.base_dir, pipelines_dir=pm.pipelines_dir)
     started = time.perf_counter()
     await pool.run("hello_world", cfg, Attempts())

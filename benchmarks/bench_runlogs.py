@@ -43,7 +43,7 @@ def full_greeting(greeting: str, name: str = "World") -> str:
 
 async def _per_run_us(base: Path, pipeline: str, capture: bool) -> float:
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runlogs import RunLogs
     from daemon.runner import Runner
     from daemon.schedule import Schedule
@@ -51,7 +51,7 @@ async def _per_run_us(base: Path, pipeline: str, capture: bool) -> float:
 
     for path in base.glob("history.db*"):
         path.unlink()
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "history.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=CONCURRENCY, threads=2)
     keeper = RunLogs(history, max_bytes=1024 * 1024)

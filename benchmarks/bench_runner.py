@@ -34,12 +34,12 @@ async def _raw_runs_per_s(module) -> float:
 
 async def _recorded_runs_per_s(base: Path) -> tuple[float, int]:
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
 
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "history.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=CONCURRENCY, threads=2)
     schedule = Schedule(

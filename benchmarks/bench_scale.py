@@ -65,7 +65,7 @@ def _timed(fn, repeat: int) -> float:
 
 def bench_dask() -> None:
     from daemon import cluster
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
 
     dask = str(Path(sys.executable).with_name("dask"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def bench_dask() -> None:
 
             with Client(address, timeout=30, set_as_default=False) as probe:
                 probe.wait_for_workers(2, timeout=60)
-            pm = PipelineManager(base_dir=base)
+            pm = Pipelines(base_dir=base)
             on_dask = {"executor": {"type": "dask", "address": address}}
             started = time.perf_counter()
             pm.run("bench_nodes", **on_dask)

@@ -23,13 +23,13 @@ CASCADES = 200
 
 async def _cascades(base: Path) -> list[float]:
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
     from daemon.upstream import Upstream
 
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "history.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=4, threads=2)
     common = {"file": base / "b.toml", "pipeline": "hello_world", "misfire_grace_s": 3600,

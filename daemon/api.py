@@ -23,7 +23,7 @@ from daemon import pipeline
 from daemon.pipeline import RunConfig
 
 
-class PipelineManager(pipeline.PipelineManager):
+class PipelineManager(pipeline.Pipelines):
     """`history`: False (default) records nothing; True records in this base dir's
     history database (settings: flowerd.toml, FLOWERD_DATABASE_URL); a string is the
     database URL or SQLite path to record in."""

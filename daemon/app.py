@@ -39,7 +39,7 @@ from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.lease import Lease
 from daemon.notify import Notifier, page_url_for
-from daemon.pipeline import PipelineManager
+from daemon.pipeline import Pipelines
 from daemon.project import project_lock
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
@@ -108,7 +108,7 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier
         self.instance_id = uuid.uuid4().hex[:12]
-        self.pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+        self.pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
         self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.loop_lag_s = 0.0
@@ -473,7 +473,7 @@ class Daemon:
                 schedules, warnings = await asyncio.to_thread(
                     load_and_validate,
                     self.settings,
-                    PipelineManager(
+                    Pipelines(
                         self.settings.base_dir, pipelines_dir=self.settings.pipelines_dir
                     ),
                 )

@@ -75,7 +75,7 @@ def module_name_problem(name: object, *, dotted: bool) -> str | None:
 
 
 class Project:
-    """The modules of one pipelines directory, loaded for one PipelineManager."""
+    """The modules of one pipelines directory, loaded for one Pipelines."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory).resolve()

@@ -1,10 +1,14 @@
-"""PipelineManager and RunConfig: FlowerPower's Python API on Hamilton's two drivers.
+"""The pipeline layer: Hamilton's two drivers behind one description of a run.
+
+`Pipelines` loads, builds and runs a project's Hamilton modules; the public
+`daemon.PipelineManager` (api.py) is FlowerPower's API on top of it, and the daemon's
+runner, workers and validation use it directly.
 
 The only module that imports Hamilton. One code path describes a run (`RunConfig` ->
 `_Plan`) and builds either driver from that description; drivers are built once per
 (mode, modules, config, adapters) and reused until a module file changes or `reload=True`.
 
-    pm = PipelineManager(base_dir=".")
+    pm = Pipelines(base_dir=".")
     pm.run("hello_world", final_vars=["full_greeting"])                 # sync driver
     await pm.run_async("hello_world", additional_modules=["pipeline_setup"])  # async driver
 """
@@ -193,8 +197,9 @@ def _refuse_adapter_for_async(adapter: Any) -> None:
 # --------------------------------------------------------------------------- manager
 
 
-class PipelineManager:
-    """Runs the Hamilton modules in `<base_dir>/pipelines` (FlowerPower's PipelineManager)."""
+class Pipelines:
+    """Runs the Hamilton modules in `<base_dir>/pipelines`: FlowerPower's run / run_async
+    semantics (the public PipelineManager in api.py adds recording runs)."""
 
     def __init__(self, base_dir: str | Path = ".", *, pipelines_dir: str | Path | None = None):
         self.base_dir = Path(base_dir).resolve()
@@ -580,7 +585,7 @@ def _with_executor(builder, executor: ExecutorConfig | None, worker_args: tuple)
         remote = executors.MultiThreadingExecutor(max_tasks=workers)
     elif executor.type == "multiprocessing":
         remote = _process_executor(executors)(max_tasks=workers, worker_args=worker_args)
-    else:  # dask: see PipelineManager._with_dask
+    else:  # dask: see Pipelines._with_dask
         raise AssertionError("dask executors are built by _with_dask")
     return builder.enable_dynamic_execution(allow_experimental_mode=True).with_remote_executor(
         remote
@@ -669,7 +674,7 @@ __all__ = [
     "ASYNC_DRIVER_MISSING",
     "Attempts",
     "ExecutorConfig",
-    "PipelineManager",
+    "Pipelines",
     "RunConfig",
     "WithAdapterConfig",
     "backoff_s",

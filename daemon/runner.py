@@ -34,7 +34,7 @@ from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.errors import HistoryError, PipelineError
 from daemon.events import Listeners, RunEvent
 from daemon.history import History, RunError
-from daemon.pipeline import Attempts, PipelineManager, RunConfig
+from daemon.pipeline import Attempts, Pipelines, RunConfig
 from daemon.pools import Pools
 from daemon.schedule import SLOT_INPUTS, Schedule
 from daemon.workers import WorkerPool, error_fields
@@ -110,7 +110,7 @@ class Runner:
     def __init__(
         self,
         *,
-        pm: PipelineManager,
+        pm: Pipelines,
         history: History,
         max_concurrent_runs: int,
         threads: int,
@@ -676,7 +676,7 @@ def _answer_unclaimed(task: asyncio.Task, claimed: asyncio.Future) -> None:
         claimed.set_exception(error)
 
 
-def _sync_call(pm: PipelineManager, pipeline: str, cfg: RunConfig, attempts: Attempts):
+def _sync_call(pm: Pipelines, pipeline: str, cfg: RunConfig, attempts: Attempts):
     try:
         return pm.execute_sync(pipeline, cfg, attempts)
     except (KeyboardInterrupt, SystemExit) as exc:  # pipeline code, not a signal to us

@@ -58,7 +58,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.calendars import excluded_reason
-from daemon.schedule import CronSpec, Schedule, parse_cron
+from daemon.cron import CronSpec, parse_cron
+from daemon.schedule import Schedule
 
 __all__ = ["SlotTrigger", "make_trigger", "next_fire_times", "slots_between", "wall_to_instant"]
 

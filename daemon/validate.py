@@ -18,12 +18,12 @@ from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.notify import url_problems
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
 
 
-def load_and_validate(settings: Settings, pm: PipelineManager) -> tuple[list[Schedule], list[str]]:
+def load_and_validate(settings: Settings, pm: Pipelines) -> tuple[list[Schedule], list[str]]:
     """Every schedule file parsed, and every schedule's pipeline built with its own
     options. Returns (schedules, warnings) -- the schedules' inputs converted to the
     types their pipelines annotate; raises ScheduleError listing every problem."""
@@ -61,7 +61,7 @@ def _past_at(schedule: Schedule) -> list[str]:
     ]
 
 
-def _check(pm: PipelineManager, schedule: Schedule) -> tuple[Schedule, list[str]]:
+def _check(pm: Pipelines, schedule: Schedule) -> tuple[Schedule, list[str]]:
     kwargs = schedule.run_config_kwargs()
     cfg = RunConfig(**kwargs)
     inputs = pm.typed_inputs(

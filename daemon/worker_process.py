@@ -5,7 +5,7 @@ A worker is forked by multiprocessing's forkserver, which imported this module (
 daemon.pipeline and Hamilton) once. `worker_main` then: a process group of its own, fds
 1 and 2 into pipes read line by line, a logging handler, a lifeline to the daemon, and
 jobs until the daemon says stop. Each job runs under the run's memory_limit (RLIMIT_AS)
-through the same PipelineManager the daemon uses (sync driver directly, async driver in
+through the same Pipelines the daemon uses (sync driver directly, async driver in
 the worker's own event loop), and its result goes back pickled. What goes back besides
 is bounded by the job's `max_output_bytes`; the rest is counted and reported as a cut.
 
@@ -39,7 +39,7 @@ from typing import Any
 from daemon import logs
 from daemon.durations import format_bytes
 from daemon.errors import PipelineError
-from daemon.pipeline import Attempts, PipelineManager, RunConfig
+from daemon.pipeline import Attempts, Pipelines, RunConfig
 
 MAX_LINE_CHARS = 8 * 1024  # one forwarded line or log message; longer ones are cut
 OOM_SCORE_ADJ = 500  # the kernel's OOM killer picks a worker before the daemon
@@ -216,7 +216,7 @@ def worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_ForwardHandler(outbox)]
     logging.captureWarnings(True)
-    pm = PipelineManager(base_dir, pipelines_dir=pipelines_dir)
+    pm = Pipelines(base_dir, pipelines_dir=pipelines_dir)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     outbox.send(("ready", os.getpid()))
@@ -254,7 +254,7 @@ def _set_up_process() -> None:
         Path("/proc/self/oom_score_adj").write_text(str(max(current, OOM_SCORE_ADJ)))
 
 
-def _serve(job: Job, pm: PipelineManager, loop, outbox: _Outbox, pumps: list[_Pump]) -> bool:
+def _serve(job: Job, pm: Pipelines, loop, outbox: _Outbox, pumps: list[_Pump]) -> bool:
     """Run one job and send its outcome. False: this worker should end (its state is
     suspect after BaseException or MemoryError)."""
     outbox.begin(job.max_output_bytes)
@@ -278,7 +278,7 @@ def _serve(job: Job, pm: PipelineManager, loop, outbox: _Outbox, pumps: list[_Pu
     return keep
 
 
-def _execute(job: Job, pm: PipelineManager, loop, attempts: Attempts) -> dict:
+def _execute(job: Job, pm: Pipelines, loop, attempts: Attempts) -> dict:
     if job.cfg.async_driver is False:
         return pm.execute_sync(job.pipeline, job.cfg, attempts)
     return loop.run_until_complete(pm.execute_async(job.pipeline, job.cfg, attempts))

@@ -1,7 +1,7 @@
 """`isolation = "process"`: a run in a worker process that can be killed.
 
     Runner._call --> WorkerPool.run(pipeline, cfg) --> an idle worker (or a new one)
-        worker: PipelineManager(base_dir) -> execute_sync | its own loop: execute_async
+        worker: Pipelines(base_dir) -> execute_sync | its own loop: execute_async
         <-- ("attempt", n) ("log", ...) ("out", ...) ... ("done", result) | ("error", ...)
     timeout / cancel: SIGTERM to the worker's process group, SIGKILL after KILL_GRACE_S
     the worker dies (signal, os._exit, OOM kill): WorkerDied naming the code or signal
@@ -19,7 +19,7 @@ worker's stdout/stderr lines, up to `max_output_bytes` per run -- the rest is co
 reported once as a cut. They are re-emitted in the daemon under the run's context
 (`logs.run_id_var`), so every handler there sees them as the run's own lines.
 
-A worker loads pipelines through daemon.pipeline's PipelineManager, exactly as the daemon
+A worker loads pipelines through daemon.pipeline's Pipelines, exactly as the daemon
 does; neither this module nor daemon.worker_process imports Hamilton itself.
 """
 

@@ -12,7 +12,7 @@ import pytest
 
 from daemon.backfill import Item, Job, Plan, plan_backfill, slots_in
 from daemon.history import History
-from daemon.pipeline import PipelineManager
+from daemon.pipeline import Pipelines
 from daemon.runner import Runner
 from daemon.schedule import Schedule
 from daemon.settings import sqlite_url
@@ -31,7 +31,7 @@ async def parts(tmp_path: Path):
     shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
     (tmp_path / "pipelines" / "sleepy.py").write_text(SLEEPY)
     history = await History.open(sqlite_url(tmp_path / "history.db"))
-    runner = Runner(pm=PipelineManager(tmp_path), history=history, max_concurrent_runs=2, threads=2)
+    runner = Runner(pm=Pipelines(tmp_path), history=history, max_concurrent_runs=2, threads=2)
     yield runner, history
     await runner.cancel_all()
     runner.close()

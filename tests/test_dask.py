@@ -23,7 +23,7 @@ pytest.importorskip("hamilton.plugins.h_dask", exc_type=ImportError)
 
 from daemon import cluster  # noqa: E402
 from daemon.errors import PipelineError  # noqa: E402
-from daemon.pipeline import PipelineManager  # noqa: E402
+from daemon.pipeline import Pipelines  # noqa: E402
 from tests.serve import Served, make_project, runs, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -155,7 +155,7 @@ def _executor(address: str) -> dict:
 
 
 def test_every_node_runs_on_the_workers(project: Path, dask_cluster: Cluster):
-    pm = PipelineManager(base_dir=project)
+    pm = Pipelines(base_dir=project)
     result = pm.run("dask_nodes", executor=_executor(dask_cluster.address), final_vars=["there"])
     ran = result["there"]
     print(f"\ngraph adapter: nodes ran on {ran}")
@@ -167,7 +167,7 @@ def test_every_node_runs_on_the_workers(project: Path, dask_cluster: Cluster):
 
 
 def test_a_fan_out_of_20_spreads_over_the_workers(project: Path, dask_cluster: Cluster):
-    pm = PipelineManager(base_dir=project)
+    pm = Pipelines(base_dir=project)
     result = pm.run("dask_fanout", executor=_executor(dask_cluster.address))
     work = result["all_work"]
     spread = {name: sum(w["worker"] == name for w in work) for name in WORKERS}
@@ -178,7 +178,7 @@ def test_a_fan_out_of_20_spreads_over_the_workers(project: Path, dask_cluster: C
 
 def test_an_unreachable_scheduler_fails_the_run_naming_it(project: Path):
     address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
-    pm = PipelineManager(base_dir=project)
+    pm = Pipelines(base_dir=project)
     started = time.monotonic()
     with pytest.raises(PipelineError, match=f"Dask scheduler at {address} cannot be reached"):
         pm.run("dask_nodes", executor=_executor(address))
@@ -230,7 +230,7 @@ def test_a_worker_killed_mid_run_dask_reruns_its_work(project: Path, tmp_path: P
     tasks (and results it held) to the live one, and the run succeeds."""
     own = _start_cluster(tmp_path)
     try:
-        pm = PipelineManager(base_dir=project)
+        pm = Pipelines(base_dir=project)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             running = pool.submit(
                 pm.run,

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from daemon.errors import ScheduleError
 from daemon.history import History
 from daemon.notify import DeliveryCounts, Notifier, Sender, private, scrub
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner import Runner
 from daemon.schedule import Schedule, load_schedules
 from daemon.settings import sqlite_url
@@ -188,7 +188,7 @@ async def test_failure_then_recovered_and_a_dead_target_never_delays_a_run(
     dead = f"json://user:hunter22@127.0.0.1:{free_port()}/x"
     schedule = _schedule(base, [hook.url, dead])
     history = await History.open(sqlite_url(base / "history.db"))
-    runner = Runner(pm=PipelineManager(base), history=history, max_concurrent_runs=4, threads=1)
+    runner = Runner(pm=Pipelines(base), history=history, max_concurrent_runs=4, threads=1)
     counts = DeliveryCounts()
     notifier = Notifier(history, sender=Sender(counts=counts, backoff_s=0.2)).attach(runner.events)
     cfg = RunConfig(**schedule.run_config_kwargs())

@@ -16,7 +16,7 @@ import pytest
 
 from daemon import history as history_module
 from daemon.history import History
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.runlogs import LINE_OVERHEAD_BYTES, RunLog, RunLogs
 from daemon.runner import Runner
 from daemon.settings import sqlite_url
@@ -88,7 +88,7 @@ async def slow(n: int = 12) -> int:
 
 
 async def _runner(base: Path, *, max_bytes: int = 1024 * 1024, threads: int = 1):
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "history.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=8, threads=threads)
     keeper = RunLogs(history, max_bytes=max_bytes, flush_every_s=0.2)

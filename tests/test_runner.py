@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.history import History
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner import Runner
 from daemon.schedule import Schedule
 from daemon.settings import sqlite_url
@@ -27,7 +27,7 @@ async def parts(tmp_path: Path):
     (tmp_path / "pipelines" / "sleepy.py").write_text(SLEEPY)
     history = await History.open(sqlite_url(tmp_path / "history.db"))
     runner = Runner(
-        pm=PipelineManager(tmp_path), history=history, max_concurrent_runs=4, threads=2
+        pm=Pipelines(tmp_path), history=history, max_concurrent_runs=4, threads=2
     )
     yield runner, history
     await runner.cancel_all()

@@ -14,7 +14,7 @@ from hamilton import driver
 
 from daemon.errors import InputTypeError, ScheduleError
 from daemon.inputs import convert_input
-from daemon.pipeline import PipelineManager, RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.settings import load_settings
 from daemon.validate import load_and_validate
 from tests.serve import cli, make_project, runs
@@ -54,7 +54,7 @@ inputs = { seconds = 60, day = "2026-12-01", when = "2026-12-01T09:00:00+01:00",
 
 def _validate(base: Path):
     settings = load_settings(base)
-    return load_and_validate(settings, PipelineManager(base, pipelines_dir=settings.pipelines_dir))
+    return load_and_validate(settings, Pipelines(base, pipelines_dir=settings.pipelines_dir))
 
 
 def _raw(base: Path, name: str, final_vars: list[str], inputs: dict, *, dynamic=False) -> dict:
@@ -89,7 +89,7 @@ def test_schedule_inputs_become_the_annotated_types(tmp_path: Path):
             "label": "x",
         },
     )
-    pm = PipelineManager(base)
+    pm = Pipelines(base)
     assert pm.run("typed", RunConfig(**schedule.run_config_kwargs())) == expected
     assert expected == {"summary": "60.0 2026-12-01 2026-12-01T09:00:00+01:00 3 x"}
     # the same conversion from the command line's strings
@@ -238,5 +238,5 @@ def test_toml_dates_and_strings_for_a_datetime_input(tmp_path: Path):
         typed=TYPED,
     )
     [schedule], _ = _validate(base)
-    result = PipelineManager(base).run("typed", RunConfig(**schedule.run_config_kwargs()))
+    result = Pipelines(base).run("typed", RunConfig(**schedule.run_config_kwargs()))
     assert result == {"summary": "1.5 2026-12-01 2026-12-01T09:00:00+00:00 2 y"}

@@ -21,7 +21,7 @@ import pytest
 
 from daemon import logs
 from daemon.history import History
-from daemon.pipeline import Attempts, PipelineManager, RunConfig
+from daemon.pipeline import Attempts, Pipelines, RunConfig
 from daemon.runner import Runner
 from daemon.schedule import Schedule
 from daemon.settings import sqlite_url
@@ -305,7 +305,7 @@ async def parts(tmp_path: Path):
     (tmp_path / "pipelines" / "hostile.py").write_text(HOSTILE)
     (tmp_path / "pipelines" / "async_pid.py").write_text(ASYNC_PID)
     history = await History.open(sqlite_url(tmp_path / "history.db"))
-    runner = Runner(pm=PipelineManager(tmp_path), history=history, max_concurrent_runs=4, threads=2)
+    runner = Runner(pm=Pipelines(tmp_path), history=history, max_concurrent_runs=4, threads=2)
     yield runner, history
     await runner.cancel_all()
     runner.close()

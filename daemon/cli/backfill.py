@@ -241,10 +241,10 @@ class _Local:
 
 async def _open(settings: Settings):
     from daemon.history import History
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.runner import Runner
 
-    pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     history = await History.open(settings.db_url, max_row_bytes=settings.max_row_bytes)
     runner = Runner(
         pm=pm,

@@ -46,11 +46,11 @@ def serve(
 @app.command()
 def validate(ctx: typer.Context) -> None:
     """Check every schedule file, and that each pipeline builds with its options."""
-    from daemon.pipeline import PipelineManager
+    from daemon.pipeline import Pipelines
     from daemon.validate import load_and_validate
 
     settings = settings_of(ctx)
-    pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     schedules, warnings = load_and_validate(settings, pm)  # ScheduleError: exit 1, all listed
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -142,11 +142,11 @@ def _stdout_kept_for_json(job):  # noqa: ANN001, ANN202
 async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync, echo=True):
     """The run's prints go to its log, and (`echo`) to stderr: stdout is the result's."""
     from daemon.history import History
-    from daemon.pipeline import PipelineManager, RunConfig
+    from daemon.pipeline import Pipelines, RunConfig
     from daemon.runlogs import RunLogs
     from daemon.runner import Runner
 
-    pm = PipelineManager(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)
     cfg = RunConfig(final_vars=final_vars or None, inputs=inputs, async_driver=not sync)
     pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
