@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from daemon import cluster, retention, systemd
 from daemon.across import Across
 from daemon.backfill import Jobs
 from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.control import ControlServer
-from daemon.errors import DaemonAlreadyRunning, FlowerdError, ScheduleError, did_you_mean
+from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.events import RunEvent, finished_event
 from daemon.history import History, RunError
 from daemon.http.address import parse_address
@@ -40,7 +37,7 @@ from daemon.http.metrics import Metrics
 from daemon.lease import Lease
 from daemon.notify import Notifier, page_url_for
 from daemon.pipeline import Pipelines
-from daemon.project import project_lock
+from daemon.project import database_lock, project_lock
 from daemon.runlogs import RunLogs
 from daemon.runner import Runner, install_task_guard, utcnow
 from daemon.schedule import Schedule
@@ -60,35 +57,6 @@ MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each):
 
 
 # --------------------------------------------------------------------------- the lock
-
-
-@contextlib.contextmanager
-def exclusive_lock(state_dir: Path, database: str):
-    """One daemon per database: a second `flowerd serve` refuses to start."""
-    path = state_dir / "flowerd.lock"
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise FlowerdError(
-            f"cannot create the daemon's lock {path}: {exc.strerror}. Run flowerd as a user "
-            f"who may write {state_dir} (the service's user, or its owner), or give "
-            "--db a database in a directory this user may write"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise DaemonAlreadyRunning(
-                f"another flowerd daemon ({holder}) is already serving {database}; "
-                f"stop it first (lock: {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- the daemon
@@ -125,7 +93,7 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self, stack: AsyncExitStack) -> None:
-        stack.enter_context(exclusive_lock(self.settings.state_dir, self.settings.db_url))
+        stack.enter_context(database_lock(self.settings.state_dir, self.settings.db_url))
         stack.enter_context(project_lock(self.settings.base_dir, self.settings.db_url))
         schedules, warnings = load_and_validate(self.settings, self.pm)
         for warning in warnings:
@@ -473,9 +441,7 @@ class Daemon:
                 schedules, warnings = await asyncio.to_thread(
                     load_and_validate,
                     self.settings,
-                    Pipelines(
-                        self.settings.base_dir, pipelines_dir=self.settings.pipelines_dir
-                    ),
+                    Pipelines(self.settings.base_dir, pipelines_dir=self.settings.pipelines_dir),
                 )
                 summary = self._apply({s.id: s for s in schedules})
             except ScheduleError as exc:

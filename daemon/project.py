@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from daemon.errors import DaemonAlreadyRunning, HistoryError, UsageError
+from daemon.errors import DaemonAlreadyRunning, FlowerdError, HistoryError, UsageError
 from daemon.settings import STATE_DIR, Settings, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -71,18 +71,48 @@ def project_lock(base_dir: Path, database: str) -> Iterator[None]:
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "holder unknown"
-            raise DaemonAlreadyRunning(
-                f"another flowerd daemon ({holder}) already serves the project {base_dir}; "
-                f"one daemon per project: stop it first (lock: {path})"
-            ) from None
+        _take(fd, f"already serves the project {base_dir}; one daemon per project", path)
         _write_holder(fd, database)
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def database_lock(state_dir: Path, database: str) -> Iterator[None]:
+    """One daemon per database: a second `flowerd serve` refuses to start."""
+    path = state_dir / "flowerd.lock"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise FlowerdError(
+            f"cannot create the daemon's lock {path}: {exc.strerror}. Run flowerd as a user "
+            f"who may write {state_dir} (the service's user, or its owner), or give "
+            "--db a database in a directory this user may write"
+        ) from None
+    try:
+        _take(fd, f"is already serving {describe_database(database)}", path)
+        _write_holder(fd, database)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _take(fd: int, what: str, path: Path) -> None:
+    """flock the lock file, or refuse naming the holder (its text: `pid N on HOST ...`)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "holder unknown"
+        raise DaemonAlreadyRunning(
+            f"another flowerd daemon ({holder}) {what}: stop it first (lock: {path})"
+        ) from None
+
+
+def describe_database(database: str) -> str:
+    """A database as messages name it: its file, or 'a database server' (no password)."""
+    return str(sqlite_path(database) or "a database server")
 
 
 def prepare_lock(base_dir: Path, *, for_anyone: bool) -> Path:
