@@ -155,6 +155,7 @@ def test_pause_after_failures_stops_at_n_and_says_why(tmp_path: Path):
         assert "paused itself" in served.log
         listed = json.loads(cli(base, "schedules", "--json").stdout)
         assert listed[0]["paused"] and "2 runs in a row" in listed[0]["paused_reason"]
+        assert "paused because" in cli(base, "status").stdout  # the plain status says why too
         assert cli(base, "resume", "flaky").returncode == 0
         (status,) = served.ask("status")["schedules"]
         assert not status["paused"] and status["paused_reason"] is None

@@ -88,6 +88,8 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         state = "paused" if sched["paused"] else ("enabled" if sched["enabled"] else "disabled")
         nxt = _local(sched["next"], zones[sched["id"]])
         typer.echo(f"  {sched['id']:<{width}} {state:<8} next {nxt}")
+        if sched.get("paused_reason"):
+            typer.echo(f"  {'':<{width}} paused because {sched['paused_reason']}")
     for run in answer["running"]:
         since = _local(run.get("started_at"), zones.get(run.get("schedule"), ZoneInfo(default)))
         typer.echo(f"  running: run {run['id']} {run['pipeline']} since {since}")
