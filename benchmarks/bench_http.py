@@ -30,17 +30,6 @@ TICKS_S = os.sysconf("SC_CLK_TCK")
 SCRAPE_S = 5  # a brisk Prometheus scrape_interval (the default is 60 s)
 
 
-def _project(base: Path, schedules: int) -> None:
-    (base / "schedules").mkdir(parents=True)
-    (base / "pipelines").mkdir()
-    for name in ("hello_world.py", "pipeline_setup.py"):
-        (base / "pipelines" / name).write_text((ROOT / "pipelines" / name).read_text())
-    lines = []
-    for i in range(schedules):
-        lines += [f"[s{i:03d}]", 'pipeline = "hello_world"', 'interval = "1s"', ""]
-    (base / "schedules" / "burst.toml").write_text("\n".join(lines))
-
-
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_S
@@ -107,7 +96,9 @@ def _pct(values: list[float], pct: float) -> float:
 def measure(http: str, scraped: bool, schedules: int, seconds: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="flowerd-bench-http-") as tmp:
         base = Path(tmp)
-        _project(base, schedules)
+        from bench_daemon import _project  # one project builder for the daemon benches
+
+        _project(base, schedules, mixed=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")}
         log = open(base / "serve.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(

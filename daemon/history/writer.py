@@ -263,12 +263,16 @@ class Writer:
         if not done:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        left = [op for op in self.held if not op.written]
+        return [op for op in self.held + self._drain() if not op.written]
+
+    def _drain(self) -> list[_Op]:
+        """Everything still queued (the stop marker left out)."""
+        ops = []
         while not self.queue.empty():
             op = self.queue.get_nowait()
-            if op is not None and not op.written:
-                left.append(op)
-        return left
+            if op is not None:
+                ops.append(op)
+        return ops
 
     def fail(self, ops: list[_Op], message: str) -> None:
         for op in ops:
@@ -303,9 +307,9 @@ class Writer:
             await self._loop()
         except Exception as exc:  # a bug, not a fault: never a half-alive daemon
             log.exception("%s: the history writer failed", self.label)
-            self.fail(self.held, f"{self.label}: the history writer failed: {exc}")
+            self.closed = True  # nothing more is accepted; nothing queued waits forever
+            self.fail(self.held + self._drain(), f"{self.label}: the history writer failed: {exc}")
             self.held = []
-            self.closed = True
             if self.on_outage is not None:
                 self.on_outage(f"the history writer failed: {type(exc).__name__}: {exc}")
 
