@@ -22,7 +22,7 @@ import contextvars
 import logging
 import random
 import reprlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,6 +131,7 @@ class Runner:
         self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task] = set()
         self.active: dict[int, ActiveRun] = {}
+        self._going: Counter[str] = Counter()  # per schedule: its active non-backfill runs
         self._claiming: dict[str, int] = defaultdict(int)
         self._on_change = on_change
         self.events = events if events is not None else Listeners()
@@ -262,9 +263,14 @@ class Runner:
             if run_id is None:
                 return None
             active = self._track(
-                run_id, values["pipeline"], schedule, values["scheduled_at"], values["trigger"]
+                run_id,
+                values["pipeline"],
+                schedule,
+                values["scheduled_at"],
+                values["trigger"],
+                background=background,
+                schedule_id=values["schedule"],
             )
-            active.schedule, active.background = values["schedule"], background
             active.release, release = release, None
             if started is not None:
                 started(run_id)
@@ -325,11 +331,7 @@ class Runner:
     def _busy(self, schedule_id: str) -> bool:
         """A run of the schedule is going (backfill runs do not count: a scheduled slot
         neither waits nor skips for them)."""
-        if self._claiming[schedule_id]:
-            return True
-        return any(
-            run.schedule == schedule_id and not run.background for run in self.active.values()
-        )
+        return bool(self._claiming[schedule_id] or self._going[schedule_id])
 
     def _overlap_error(self, schedule: Schedule) -> RunError:
         ids = [str(r.run_id) for r in self.active.values() if r.schedule == schedule.id]
@@ -421,19 +423,33 @@ class Runner:
             self._limit.release()  # it was the last free one (or others wait for it)
             await asyncio.sleep(SPARE_POLL_S)
 
-    def _track(self, run_id, pipeline, schedule, scheduled_at, trigger) -> ActiveRun:
+    def _track(
+        self, run_id, pipeline, schedule, scheduled_at, trigger, *, background=False, **named
+    ) -> ActiveRun:
+        """`schedule_id` (named) overrides the schedule's id (a rerun of a removed one)."""
         active = ActiveRun(
             run_id=run_id,
-            schedule=schedule.id if schedule else None,
+            schedule=named.get("schedule_id", schedule.id if schedule else None),
             pipeline=pipeline,
             scheduled_at=scheduled_at,
             task=asyncio.current_task(),
             trigger=trigger,
             spec=schedule,
+            background=background,
         )
         self.active[run_id] = active
+        if active.schedule is not None and not background:
+            self._going[active.schedule] += 1
         self._on_change()
         return active
+
+    def _untrack(self, active: ActiveRun) -> None:
+        if self.active.pop(active.run_id, None) is None:
+            return
+        if active.schedule is not None and not active.background:
+            self._going[active.schedule] -= 1
+            if not self._going[active.schedule]:
+                del self._going[active.schedule]
 
     async def _execute(
         self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
@@ -451,6 +467,9 @@ class Runner:
             "sync" if cfg.async_driver is False else "async",
         )
         try:
+            # Let the other runs due now start (and be stamped) before this one's code
+            # takes the loop: an async pipeline runs on the loop until its first await.
+            await asyncio.sleep(0)
             cfg = self._with_slot_inputs(active, pipeline, cfg)
             result = await self._call(active, pipeline, cfg, timeout_s)
         except asyncio.CancelledError:
@@ -560,7 +579,7 @@ class Runner:
         (a row that cannot be written is said so, never logged as a finish)."""
         finished_at = utcnow()
         active.free_slot()
-        self.active.pop(active.run_id, None)
+        self._untrack(active)
         self._on_change()
         try:
             # History.finish queues the write before its first await and, if this task

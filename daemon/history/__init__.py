@@ -32,6 +32,7 @@ from daemon.history.engine import (
     make_reader,
     writer_engine,
 )
+from daemon.history.link import Link, open_link
 from daemon.history.migrate import (
     SCHEMA_REVISION,
     alembic_config,
@@ -71,7 +72,7 @@ from daemon.redact import DEFAULT_MAX_ROW_BYTES, bounded, is_secret_key, json_sa
 from daemon.settings import sqlite_path
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class History(Reader, RunLogRows):
         self._reader = reader
         self._writer = writer
         self._empty = False  # a reader found a database with no tables yet
+        self._closed = False
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -148,15 +150,15 @@ class History(Reader, RunLogRows):
             await open_bounded(url, wait_s=outage_s)
         else:
             await cls._check_readable(url)
-        engine = writer_engine(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+        link = open_link(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
         path = sqlite_path(url)
 
-        async def reopen() -> AsyncEngine:
+        async def reopen() -> Link:
             await upgrade(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
-            return writer_engine(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+            return open_link(url, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
 
-        writer = Writer(engine, describe(url), outage_s=outage_s, reopen=reopen, watch_file=path)
-        reader = make_reader(url) if path is not None else engine
+        writer = Writer(link, describe(url), outage_s=outage_s, reopen=reopen, watch_file=path)
+        reader = make_reader(url) if path is not None else link.engine
         history = cls(
             url, reader=reader, writer=writer, instance_id=instance_id, max_row_bytes=max_row_bytes
         )
@@ -216,19 +218,26 @@ class History(Reader, RunLogRows):
         """Drain queued writes (waiting at most `timeout_s` for an unavailable database),
         stop the writer, dispose the engines. What could not be written goes to the spool;
         returns how many row writes were neither written nor spooled."""
+        if self._closed:
+            return self.unwritten
+        self._closed = True
         if self._writer is not None:
             left = await self._writer.stop(timeout_s)
             if left:
                 self._spool(left)
             else:
                 await self._optimize()
-            await self._writer.engine.dispose()
+            await self._writer.link.close()
         reader, self._reader = self._reader, None
         if isinstance(reader, sa.Engine):
             reader.dispose()
-        elif reader is not None and (self._writer is None or reader is not self._writer.engine):
+        elif reader is not None and reader is not self._writer_engine():
             await reader.dispose()
         return self.unwritten
+
+    def _writer_engine(self):
+        """The async engine the writer shares with readers (not SQLite), if any."""
+        return getattr(getattr(self._writer, "link", None), "engine", None)
 
     def _spool(self, ops: list) -> None:
         entries = []
@@ -277,8 +286,7 @@ class History(Reader, RunLogRows):
         if not is_sqlite(self.url):
             return
         try:
-            async with self._writer.engine.connect() as conn:
-                await conn.exec_driver_sql("PRAGMA optimize")
+            await self._writer.link.transact(lambda conn: conn.exec_driver_sql("PRAGMA optimize"))
         except sa.exc.DBAPIError as exc:  # best effort: only keeps the planner's stats fresh
             log.debug("PRAGMA optimize failed on %s: %s", self.label, exc)
 
@@ -594,8 +602,8 @@ def _paused_insert(url: str):
     return insert(paused_schedules).on_conflict_do_nothing()
 
 
-async def _reap(
-    conn: AsyncConnection, now: datetime, live: list[tuple[str, int]], lease_s: float | None
+def _reap(
+    conn: sa.Connection, now: datetime, live: list[tuple[str, int]], lease_s: float | None
 ) -> list:
     stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE))
     if live:
@@ -603,7 +611,7 @@ async def _reap(
     if lease_s is not None:  # never the rows of a daemon whose lease is live
         alive = leases.live_ids(conn, lease_s)
         stmt = stmt.where(sa.or_(runs.c.instance_id.is_(None), runs.c.instance_id.not_in(alive)))
-    return [row._mapping for row in (await conn.execute(leases.crash(stmt, now))).all()]
+    return [row._mapping for row in conn.execute(leases.crash(stmt, now)).all()]
 
 
 __all__ = [

@@ -100,6 +100,16 @@ def prepare_sqlite_file(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def sync_writer_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sa.Engine:
+    """A SQLite file's writer as a *sync* pysqlite engine (see history/link.py: the
+    writer's transactions run in one thread of their own), file and directory private."""
+    path = sqlite_path(url)
+    prepare_sqlite_file(path)
+    engine = sa.create_engine(make_url(url).set(drivername="sqlite+pysqlite"))
+    _sqlite_events(engine, readonly=False, busy_timeout_ms=busy_timeout_ms)
+    return engine
+
+
 def writer_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncEngine:
     """make_engine() for writing; a SQLite file and its directory are created private."""
     path = sqlite_path(url)

@@ -13,14 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from daemon.history.schema import ACTIVE, UTCDateTime, daemons, paused_schedules, runs, utcnow
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,48 +62,48 @@ def crash(stmt: sa.Update, now: datetime | sa.ColumnElement) -> sa.Update:
     ).returning(*runs.c)
 
 
-async def register(conn: AsyncConnection, me: dict, dead: list[str] | None = ()) -> None:
+def register(conn: sa.Connection, me: dict, dead: list[str] | None = ()) -> None:
     """Our lease row; first drop the rows of `dead` daemons (None: every other row)."""
     now = _now(conn)
     gone = [me["id"], *(dead or ())]
     if dead is None:
-        await conn.execute(sa.delete(daemons))
+        conn.execute(sa.delete(daemons))
     else:
-        await conn.execute(sa.delete(daemons).where(daemons.c.id.in_(gone)))
-    await conn.execute(sa.insert(daemons).values(**me, started=now, last_seen=now))
+        conn.execute(sa.delete(daemons).where(daemons.c.id.in_(gone)))
+    conn.execute(sa.insert(daemons).values(**me, started=now, last_seen=now))
 
 
-async def unregister(conn: AsyncConnection, daemon_id: str) -> None:
-    await conn.execute(sa.delete(daemons).where(daemons.c.id == daemon_id))
+def unregister(conn: sa.Connection, daemon_id: str) -> None:
+    conn.execute(sa.delete(daemons).where(daemons.c.id == daemon_id))
 
 
-async def renew(conn: AsyncConnection, me: dict, lease_s: float) -> Renewal:
+def renew(conn: sa.Connection, me: dict, lease_s: float) -> Renewal:
     """Renew our lease; reap the daemons whose lease expired; read the shared state."""
-    touched = await conn.execute(
+    touched = conn.execute(
         sa.update(daemons).where(daemons.c.id == me["id"]).values(last_seen=_now(conn))
     )
     lost = touched.rowcount == 0
     if lost:
-        await register(conn, me, [])
-    asked = await conn.execute(
+        register(conn, me, [])
+    asked = conn.execute(
         sa.update(daemons)
         .where(daemons.c.id == me["id"], daemons.c.reload_requested.is_not(None))
         .values(reload_requested=None)
         .returning(daemons.c.id)
     )
     reload = asked.first() is not None
-    crashed, reaped = await reap_expired(conn, me["id"], lease_s)
-    paused = (await conn.execute(sa.select(paused_schedules.c.schedule))).scalars().all()
+    crashed, reaped = reap_expired(conn, me["id"], lease_s)
+    paused = (conn.execute(sa.select(paused_schedules.c.schedule))).scalars().all()
     return Renewal(
         lost=lost, reload=reload, paused=frozenset(paused), crashed=crashed, reaped_daemons=reaped
     )
 
 
-async def reap_expired(conn: AsyncConnection, me: str, lease_s: float) -> tuple[list, list]:
+def reap_expired(conn: sa.Connection, me: str, lease_s: float) -> tuple[list, list]:
     """`queued`/`running` rows of daemons whose lease expired become `crashed`, and their
     lease rows go. Two daemons reaping at once: the second finds nothing left to do."""
     expired = (
-        await conn.execute(
+        conn.execute(
             sa.select(daemons.c.id, daemons.c.host, daemons.c.pid).where(
                 daemons.c.last_seen < _cutoff(conn, lease_s), daemons.c.id != me
             )
@@ -117,15 +113,15 @@ async def reap_expired(conn: AsyncConnection, me: str, lease_s: float) -> tuple[
         return [], []
     ids = [row.id for row in expired]
     stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE), runs.c.instance_id.in_(ids))
-    rows = (await conn.execute(crash(stmt, _now(conn)))).all()
-    await conn.execute(sa.delete(daemons).where(daemons.c.id.in_(ids)))
+    rows = (conn.execute(crash(stmt, _now(conn)))).all()
+    conn.execute(sa.delete(daemons).where(daemons.c.id.in_(ids)))
     return [row._mapping for row in rows], [tuple(row) for row in expired]
 
 
-async def request_reload(conn: AsyncConnection, me: str) -> int:
+def request_reload(conn: sa.Connection, me: str) -> int:
     """Ask every other daemon to reload its schedules at its next renewal."""
     stmt = sa.update(daemons).where(daemons.c.id != me).values(reload_requested=_now(conn))
-    return (await conn.execute(stmt)).rowcount
+    return (conn.execute(stmt)).rowcount
 
 
 def live_ids(conn, lease_s: float) -> sa.Select:

@@ -28,6 +28,9 @@ RETRY_S = 0.5
 
 async def open_bounded(url: str, *, wait_s: float) -> str | None:
     """Migrate the database to head, waiting at most `wait_s` while it is locked."""
+    path = sqlite_path(url)
+    if path is not None and path.is_dir():  # said before any driver thread starts
+        raise HistoryError(explain(url, "is a directory"))
     started = time.monotonic()
     reported = started - REPORT_EVERY_S
     while True:

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from daemon.history.schema import TERMINAL, run_logs, runs
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
 
 CHUNK_ROWS = 5_000
 
@@ -58,13 +54,13 @@ def preview_stmt(before: datetime, kept: Collection[int]) -> sa.Select:
     )
 
 
-async def prune_chunk(
-    conn: AsyncConnection, before: datetime, kept: Collection[int], rows: int = CHUNK_ROWS
+def prune_chunk(
+    conn: sa.Connection, before: datetime, kept: Collection[int], rows: int = CHUNK_ROWS
 ) -> int:
     doomed = sa.select(runs.c.id).where(prunable(before, kept)).limit(rows)
-    ids = [row.id for row in (await conn.execute(doomed)).all()]
+    ids = [row.id for row in (conn.execute(doomed)).all()]
     if not ids:
         return 0
-    await conn.execute(sa.delete(run_logs).where(run_logs.c.run_id.in_(ids)))  # their lines
-    result = await conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+    conn.execute(sa.delete(run_logs).where(run_logs.c.run_id.in_(ids)))  # their lines
+    result = conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
     return result.rowcount

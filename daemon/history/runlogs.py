@@ -63,5 +63,3 @@ class RunLogRows:
         )
         rows = await self._rows(stmt)
         return rows[0].status if rows else None
-
-

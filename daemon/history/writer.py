@@ -29,16 +29,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
 from daemon.history.engine import unusable
+from daemon.history.link import Link
 from daemon.history.schema import ACTIVE, SLOT_KEY_WHERE, SLOT_TRIGGERS, run_logs, runs
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +53,18 @@ _SLOT_KEY = ("schedule", "scheduled_at")
 @dataclass(eq=False, slots=True)
 class _Op:
     """One queued write. kind: 'insert' (row values), 'running' / 'finish' (update
-    values), 'log' (a list of run_logs rows), 'call' (an async function of the
-    connection, run in order after the rest).
+    values), 'log' (a list of run_logs rows), 'call' (a function of the sync
+    connection, run in order after the rest, in the same transaction).
     `written` turns true once the writer is done with it; `landed` is created only when
-    the caller was cancelled and waits for that moment."""
+    the caller was cancelled and waits for that moment -- unless the writer has given
+    up (`hopeless`): then no wait would help."""
 
     kind: str
     values: Any
     future: asyncio.Future
     written: bool = False
     landed: asyncio.Future | None = None
+    hopeless: bool = False
 
 
 class _Outage(Exception):
@@ -101,7 +101,7 @@ def _by_shape(ops: list[_Op]) -> list[list[_Op]]:
     return list(groups.values())
 
 
-def _dialect_insert(conn: AsyncConnection):
+def _dialect_insert(conn: sa.Connection):
     name = conn.dialect.name
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -112,7 +112,7 @@ def _dialect_insert(conn: AsyncConnection):
     return insert
 
 
-async def _insert_slots(conn: AsyncConnection, ops: list[_Op], results: dict) -> None:
+def _insert_slots(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
     """Rows with a slot key, in one INSERT .. ON CONFLICT DO NOTHING RETURNING: a slot
     already in the table (or twice in this batch) gets no id. RETURNING order is not
     guaranteed, so ids are matched back by the slot key, which is unique."""
@@ -128,19 +128,19 @@ async def _insert_slots(conn: AsyncConnection, ops: list[_Op], results: dict) ->
         .on_conflict_do_nothing(index_elements=list(_SLOT_KEY), index_where=SLOT_KEY_WHERE)
         .returning(runs.c.id, runs.c.schedule, runs.c.scheduled_at)
     )
-    rows = (await conn.execute(stmt, [op.values for op in first.values()])).all()
+    rows = conn.execute(stmt, [op.values for op in first.values()]).all()
     ids = {(row.schedule, row.scheduled_at): row.id for row in rows}
     for key, op in first.items():
         results[id(op)] = ids.get(key)
 
 
-async def _insert_rows(conn: AsyncConnection, ops: list[_Op], results: dict) -> None:
+def _insert_rows(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
     for group in _by_shape([op for op in ops if _slot_key(op.values) is not None]):
-        await _insert_slots(conn, group, results)
+        _insert_slots(conn, group, results)
     stmt = sa.insert(runs).returning(runs.c.id)
     for op in ops:  # manual runs and reruns: rare, and they never collide
         if _slot_key(op.values) is None:
-            results[id(op)] = (await conn.execute(stmt, op.values)).scalar_one()
+            results[id(op)] = conn.execute(stmt, op.values).scalar_one()
 
 
 @functools.lru_cache(maxsize=64)  # one Core statement per shape, so SQLAlchemy's cache hits
@@ -166,8 +166,9 @@ def _duration_since_start(dialect: str) -> sa.ColumnElement:
     return sa.extract("epoch", finished - runs.c.started_at)
 
 
-async def apply(conn: AsyncConnection, batch: list[_Op]) -> list[Any]:
-    """Write one batch inside the caller's transaction; results in batch order.
+def apply(batch: list[_Op], conn: sa.Connection) -> list[Any]:
+    """Write one batch inside the caller's transaction (see link.py: in the SQLite
+    link's thread, or through run_sync); results in batch order.
     Inserts first, then all mark_running, then all finish (one executemany, i.e. one
     driver call, per shape), then the other writes in the order they came."""
     by_kind: dict[str, list[_Op]] = {k: [] for k in ("insert", "running", "finish", "log", "call")}
@@ -175,16 +176,16 @@ async def apply(conn: AsyncConnection, batch: list[_Op]) -> list[Any]:
         by_kind[op.kind].append(op)
     results: dict[int, Any] = {}
     if by_kind["insert"]:
-        await _insert_rows(conn, by_kind["insert"], results)
+        _insert_rows(conn, by_kind["insert"], results)
     for kind in ("running", "finish"):
         for group in _by_shape(by_kind[kind]):
             stmt = _update_stmt(tuple(group[0].values), kind == "running", conn.dialect.name)
-            await conn.execute(stmt, [op.values for op in group])
+            conn.execute(stmt, [op.values for op in group])
     if by_kind["log"]:  # every run's log lines of the batch: one executemany
         rows = [row for op in by_kind["log"] for row in op.values]
-        await conn.execute(sa.insert(run_logs), rows)
+        conn.execute(sa.insert(run_logs), rows)
     for op in by_kind["call"]:
-        results[id(op)] = await op.values(conn)
+        results[id(op)] = op.values(conn)
     return [results.get(id(op)) for op in batch]
 
 
@@ -216,14 +217,14 @@ class Writer:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        link: Link,
         label: str,
         *,
         outage_s: float = 300.0,
-        reopen: Callable[[], Awaitable[AsyncEngine]] | None = None,
+        reopen: Callable[[], Awaitable[Link]] | None = None,
         watch_file: Path | None = None,
     ):
-        self.engine = engine
+        self.link = link
         self.label = label
         self.outage_s = outage_s
         self.queue: asyncio.Queue[_Op | None] = asyncio.Queue()
@@ -248,7 +249,7 @@ class Writer:
     def submit(self, kind: str, values: Any) -> _Op:
         if self.closed or self.task is None or self.task.done():
             raise HistoryError(f"{self.label}: the history is closed")
-        op = _Op(kind, values, asyncio.get_running_loop().create_future())
+        op = _Op(kind, values, asyncio.get_running_loop().create_future(), hopeless=self._gave_up)
         self.queue.put_nowait(op)
         return op
 
@@ -314,19 +315,14 @@ class Writer:
                 self.on_outage(f"the history writer failed: {type(exc).__name__}: {exc}")
 
     async def _loop(self) -> None:
-        conn = None
-        try:
-            while True:
-                batch, stop = await self._next_batch()
-                if batch:
-                    self.held = batch
-                    conn = await self._write(conn, batch)
-                    self.held = []
-                if stop:
-                    break
-        finally:
-            if conn is not None:
-                await _close_quietly(conn)
+        while True:
+            batch, stop = await self._next_batch()
+            if batch:
+                self.held = batch
+                await self._write(batch)
+                self.held = []
+            if stop:
+                break
 
     async def _next_batch(self) -> tuple[list[_Op], bool]:
         """Everything queued now (waits for at least one op); True when told to stop."""
@@ -341,22 +337,22 @@ class Writer:
             batch.append(op)
         return batch, False
 
-    async def _write(self, conn, batch: list[_Op]):
+    async def _write(self, batch: list[_Op]) -> None:
         """Write `batch` (and, while held, what queues up behind it) until it lands."""
         delay = RETRY_MIN_S
         while True:
             try:
-                conn = await self._connected(conn)
-                await self._commit(conn, batch)
+                await self._check_file()
+                await self._commit(batch)
             except _Outage as outage:
-                conn = await self._after_failure(conn, outage)
+                await self._after_failure(outage)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 self._absorb_queue(batch)
                 continue
             if self.outage is not None:
                 self._recovered()
-            return conn
+            return
 
     def _absorb_queue(self, batch: list[_Op]) -> None:
         """While held, new ops join the batch, so they land in the same commit later (and
@@ -370,20 +366,9 @@ class Writer:
         if len(batch) >= MAX_HELD_OPS:
             self._give_up(f"more than {MAX_HELD_OPS:,} row writes are held in memory")
 
-    async def _connected(self, conn):
+    async def _check_file(self) -> None:
         if self._watch is not None and _file_identity(self._watch) != self._identity:
-            if conn is not None:
-                await _close_quietly(conn)
-                conn = None
             await self._reopen_database()
-        if conn is None:
-            try:
-                conn = await self.engine.connect()
-            except Exception as exc:
-                if is_transient(exc):
-                    raise _Outage(reason_of(exc)) from exc
-                raise
-        return conn
 
     async def _reopen_database(self) -> None:
         """The database file was deleted or replaced under us: writing on would go to an
@@ -391,24 +376,23 @@ class Writer:
         what = "was deleted" if not self._watch.exists() else "was replaced"
         log.error("%s: the history database file %s; recreating it", self.label, what)
         try:
-            await self.engine.dispose()
+            await self.link.close()
             if self._reopen is not None:
-                self.engine = await self._reopen()
+                self.link = await self._reopen()
         except Exception as exc:
             raise _Outage(f"the database file {what} and cannot be recreated: {exc}") from exc
         self._identity = _file_identity(self._watch)
 
-    async def _commit(self, conn: AsyncConnection, ops: list[_Op]) -> None:
+    async def _commit(self, ops: list[_Op]) -> None:
         self._commit_started = time.monotonic()
         try:
-            async with conn.begin():
-                results = await apply(conn, ops)
+            results = await self.link.transact(functools.partial(apply, ops))
         except Exception as exc:
             if is_transient(exc):
                 raise _Outage(reason_of(exc)) from exc
             if not isinstance(exc, sa.exc.StatementError | HistoryError):
                 raise
-            await self._one_by_one(conn, ops, exc)
+            await self._one_by_one(ops, exc)
             return
         finally:
             self._commit_started = None
@@ -416,16 +400,16 @@ class Writer:
         for op, result in zip(ops, results, strict=True):
             settle(op, result=result)
 
-    async def _one_by_one(self, conn: AsyncConnection, ops: list[_Op], exc: Exception) -> None:
+    async def _one_by_one(self, ops: list[_Op], exc: Exception) -> None:
         """One bad row must not fail the others: write them one by one."""
         self.write_errors += 1
         if len(ops) == 1:
             settle(ops[0], exc=unusable(self.label, exc))
             return
         for op in ops:
-            await self._commit(conn, [op])
+            await self._commit([op])
 
-    async def _after_failure(self, conn, outage: _Outage):
+    async def _after_failure(self, outage: _Outage) -> None:
         self.write_errors += 1
         now = time.monotonic()
         if self.outage is None:
@@ -458,16 +442,17 @@ class Writer:
         down_s = (datetime.now(UTC) - self.outage.since).total_seconds()
         if down_s >= self.outage_s:
             self._give_up(f"unavailable for {down_s:.0f} s (history_outage_s = {self.outage_s:g})")
-        if conn is not None:
-            await _close_quietly(conn)
-        with _suppressed():
-            await self.engine.dispose()  # fresh connections: the old ones may be broken
-        return None
+        await self.link.reset()  # a fresh connection: the old one may be broken
 
     def _give_up(self, why: str) -> None:
         if self._gave_up:
             return
         self._gave_up = True
+        for op in self.held + list(self.queue._queue):  # noqa: SLF001 - a look, no take
+            if op is not None:
+                op.hopeless = True
+                if op.landed is not None and not op.landed.done():
+                    op.landed.set_result(None)  # a cancelled caller waits no longer
         log.critical("%s: the history is %s", self.label, why)
         if self.on_outage is not None:
             self.on_outage(why)
@@ -505,7 +490,7 @@ async def await_write(op: _Op) -> Any:
     try:
         return await op.future
     except asyncio.CancelledError:
-        if not op.written:
+        if not op.written and not op.hopeless:
             op.landed = asyncio.get_running_loop().create_future()
             await asyncio.wait([op.landed], timeout=CANCELLED_WRITE_WAIT_S)
         raise
@@ -519,23 +504,3 @@ def _file_identity(path: Path | None) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
-
-
-async def _close_quietly(conn) -> None:
-    with _suppressed():
-        await conn.invalidate()
-    with _suppressed():
-        await conn.close()
-
-
-class _suppressed:  # noqa: N801 - reads like contextlib.suppress, which cannot log
-    """Cleanup after a failure: an error here says nothing new (logged at debug)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is not None and isinstance(exc, Exception):
-            log.debug("cleanup after a history fault failed: %s", exc)
-            return True
-        return False
