@@ -5,7 +5,9 @@ Figures:
 - bursts of 1 / 100 / 500 interval-1s schedules all due at the same second (half on the
   sync driver, half on the async driver): fire lateness p50 / p99 (started_at -
   scheduled_at), every slot exactly once, daemon CPU per recorded run (utime + stime from
-  /proc), RSS; and 100 async-driver schedules for the CPU per async-driver run;
+  /proc), RSS; and 100 async-driver schedules for the CPU per async-driver run; the
+  largest burst again with max_concurrent_runs = its size (what the default limit of 16
+  runs at once costs a burst: the rest of it waits for runs to finish);
 - an idle daemon with 1,000 schedules (CPU %, RSS) and its start to READY (the control
   socket answers);
 - history reads on a generated 1,000,000-row database: `flowerd stats` (wall, peak RSS)
@@ -131,10 +133,15 @@ def _slots_once(rows: list) -> bool:
     return True
 
 
-def burst(schedules: int, seconds: float, *, mixed: bool = True, warm_s: float = 3) -> dict:
+def burst(
+    schedules: int, seconds: float, *, mixed: bool = True, warm_s: float = 3, settings: str = ""
+) -> dict:
+    """`settings`: flowerd.toml text (default settings when empty)."""
     with tempfile.TemporaryDirectory(prefix="flowerd-bench-daemon-") as tmp:
         base = Path(tmp)
         _project(base, schedules, mixed=mixed)
+        if settings:
+            (base / "flowerd.toml").write_text(settings)
         proc, _ = _serve(base)
         try:
             time.sleep(warm_s)  # drivers built, first slots past
@@ -341,6 +348,12 @@ def measure(
                 "1",
             ),  # fmt: skip
         ]
+    n = max(sizes)  # where the concurrency limit (default 16) puts the rest of a burst
+    b = burst(n, seconds, warm_s=warm_s, settings=f"max_concurrent_runs = {n}\n")
+    figures += [
+        _figure(f"burst {n}, limit {n}: fire lateness p50", b["p50_ms"], "ms", timer_p50, ""),
+        _figure(f"burst {n}, limit {n}: fire lateness p99", b["p99_ms"], "ms", timer_p99, ""),
+    ]
     n_async = max(sizes[1:] or sizes)
     b = burst(n_async, seconds, mixed=False, warm_s=warm_s)
     figures.append(
