@@ -77,7 +77,7 @@ def _serve(base: Path) -> tuple[subprocess.Popen, float]:
     log = open(base / "serve.log", "wb")  # noqa: SIM115 - the child keeps it
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [FLOWERD, "--base-dir", str(base), "--log-level", "WARNING", "serve"],
+        [FLOWERD, "--base-dir", str(base), "serve"],  # default settings: log level INFO too
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     log.close()
