@@ -14,9 +14,10 @@ from typing import Any
 from daemon.deadlines import Deadlines
 from daemon.errors import UsageError
 from daemon.failures import FailurePolicy
+from daemon.inputs import check_not_reserved
 from daemon.pipeline import RunConfig
 from daemon.pools import Pools
-from daemon.schedule import Schedule, check_not_reserved
+from daemon.schedule import Schedule
 from daemon.upstream import SLOT_TRIGGERS, Upstream
 
 

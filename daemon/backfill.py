@@ -30,8 +30,9 @@ from zoneinfo import ZoneInfo
 from daemon.durations import iso, parse_instant
 from daemon.errors import FlowerdError, PipelineError, RunNotFound, UsageError, did_you_mean
 from daemon.history import History, RunRecord
+from daemon.inputs import SLOT_INPUTS
 from daemon.redact import REDACTED
-from daemon.schedule import SLOT_INPUTS, Schedule
+from daemon.schedule import Schedule
 from daemon.trigger import count_slots, slots_between
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,14 @@ def parse_duration_s(text: str | int | float) -> float:
     return seconds
 
 
+def format_seconds(seconds: float) -> str:
+    """90 -> '90s', 300 -> '5m', 7200 -> '2h', 86400 -> '1d', 0.5 -> '0.5s'."""
+    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size_s and seconds % size_s == 0:
+            return f"{int(seconds // size_s)}{unit}"
+    return f"{seconds:g}s"
+
+
 _SIZE_UNITS = {
     "b": 1,
     "kb": 1000,

@@ -5,7 +5,8 @@ the annotated type when nothing is lost -- TOML `60` for a `float`, `"2026-12-01
 `date`, `"60"` for an `int` on the command line. Anything else is an `InputTypeError`
 naming the field, the expected type and the given one. A value that already has the
 annotated type, or an annotation this cannot check (a DataFrame, a Protocol, `Any`), is
-left as it is for Hamilton to judge.
+left as it is for Hamilton to judge. `SLOT_INPUTS` are the names flowerd itself passes
+(`check_not_reserved` refuses them in schedule files and `--input`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,32 @@ import json
 import pathlib
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from daemon.errors import InputTypeError
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+# inputs flowerd passes to a pipeline that declares them: the slot's time (aware, in the
+# schedule's timezone) and the run's id; reserved, so never set in `inputs`
+SLOT_INPUTS: tuple[str, ...] = ("scheduled_at", "run_id")
 
 
 class _Lost(Exception):
     """The value cannot become the annotated type without loss."""
+
+
+def check_not_reserved(inputs: Iterable[str]) -> None:
+    """ValueError naming the reserved input names (SLOT_INPUTS) among `inputs`."""
+    reserved = [name for name in inputs if name in SLOT_INPUTS]
+    if reserved:
+        names = " and ".join(repr(name) for name in reserved)
+        raise ValueError(
+            f"{names} {'is' if len(reserved) == 1 else 'are'} reserved: flowerd passes the "
+            "slot's time as `scheduled_at` and the run's id as `run_id` to a pipeline that "
+            "declares them; remove it from the inputs"
+        )
 
 
 def convert_input(name: str, value: Any, annotation: Any) -> Any:

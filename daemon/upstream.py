@@ -35,7 +35,7 @@ SLOT_TRIGGERS = ("schedule", "catchup", "backfill", "upstream")
 def graph_problems(schedules: Iterable[Any], known: Iterable[str] = ()) -> list[str]:
     """Unknown upstream names and cycles, one line each naming file, schedule, field.
     `known`: every schedule id in the files (one with problems of its own is no unknown)."""
-    from daemon.schedule import display_path
+    from daemon.schedule.files import display_path
 
     by_id = {s.id: s for s in schedules}
     names = set(by_id) | set(known)

@@ -10,12 +10,14 @@ instead: the kept ids are found once per prune by a read (a GROUP BY over the ta
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from daemon.history.schema import TERMINAL, run_logs, runs
+from daemon.history.schema import TERMINAL, aware, run_logs, runs
+from daemon.history.writer import await_write
 
 CHUNK_ROWS = 5_000
 
@@ -64,3 +66,35 @@ def prune_chunk(
     conn.execute(sa.delete(run_logs).where(run_logs.c.run_id.in_(ids)))  # their lines
     result = conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
     return result.rowcount
+
+
+class PruneRows:
+    """Mixed into History: `prune` and its preview."""
+
+    async def prune(
+        self, *, before: datetime, chunk_rows: int = CHUNK_ROWS, pause_s: float = 0.0
+    ) -> int:
+        """Delete terminal rows finished before `before` (each schedule's newest slot
+        stays: catch-up starts from it), `chunk_rows` per transaction and `pause_s`
+        between them, so a running daemon's writer is never held up for long."""
+        aware(before, "before")
+        kept = await self._kept_ids()
+        deleted = 0
+        while True:
+            chunk = await await_write(
+                self._submit("call", lambda c: prune_chunk(c, before, kept, chunk_rows))
+            )
+            deleted += chunk
+            if chunk < chunk_rows:
+                return deleted
+            await asyncio.sleep(pause_s)
+
+    async def prune_preview(self, *, before: datetime) -> list[tuple[str | None, str, int]]:
+        """What `prune(before=...)` would delete: (schedule, status, count) rows."""
+        aware(before, "before")
+        rows = await self._rows(preview_stmt(before, await self._kept_ids()))
+        return [(row.schedule, row.status, row.count) for row in rows]
+
+    async def _kept_ids(self) -> set[int]:
+        """The rows no prune deletes: each schedule's newest slot (read once per prune)."""
+        return {row.id for row in await self._rows(kept_ids_stmt())}

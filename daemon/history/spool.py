@@ -13,12 +13,17 @@ file is the problem, an append to a small text file is the write most likely to 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from daemon.history.schema import ACTIVE, utcnow
+from daemon.history.writer import await_write
+from daemon.settings import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +78,85 @@ def read(path: Path) -> list[tuple[str, dict]]:
             if entry.get("kind") in SPOOLED_KINDS and isinstance(entry.get("values"), dict):
                 entries.append((entry["kind"], entry["values"]))
     return entries
+
+
+class Spooling:
+    """Mixed into History: what `close` could not write goes to the spool; the next
+    writer `open` writes it first."""
+
+    label: str
+    spool_path: Path | None
+    unwritten: int
+    spooled: int
+    _writer: Any
+
+    async def _replay_spool(self) -> None:
+        """Rows a stop left in the spool are written before anything else happens."""
+        path = self.spool_path
+        if path is None or not path.exists():
+            return
+        entries = read(path)
+        ops = [self._writer.submit(kind, values) for kind, values in entries]
+        await asyncio.gather(*(await_write(op) for op in ops))
+        path.unlink()
+        if ops:
+            log.warning("%s: wrote %d row(s) held in the spool %s", self.label, len(ops), path)
+
+    def _spool(self, ops: list) -> None:
+        entries = []
+        for op in ops:
+            if op.kind == "insert" and op.values.get("status") in ACTIVE:
+                # a claim that never landed: its pipeline never started
+                entries.append(("insert", _never_started(op.values)))
+            elif op.kind in SPOOLED_KINDS:
+                entries.append((op.kind, op.values))
+        dropped = len(ops) - len(entries)  # reads-and-writes ('call'): their callers retry
+        message = f"{self.label}: the history was unavailable when flowerd stopped"
+        try:
+            if entries:
+                write(self.spool_path, entries)
+        except (OSError, TypeError) as exc:
+            self.unwritten += len(entries)
+            slots = sum(1 for kind, values in entries if kind == "insert")
+            log.critical(
+                "%s; %d row write(s) could not be spooled to %s either (%s): %d slot row(s) "
+                "are decided again by catch-up at the next start, and %d run(s) whose end "
+                "was not written will be recorded 'crashed' then",
+                message,
+                len(entries),
+                self.spool_path,
+                exc,
+                slots,
+                len(entries) - slots,
+            )
+            self._writer.fail(ops, f"{message}; the row could not be spooled: {exc}")
+            return
+        self.spooled += len(entries)
+        if not entries:
+            log.error("%s; %d write(s) failed", message, dropped)
+            self._writer.fail(ops, message)
+            return
+        log.error(
+            "%s; %d row write(s) held in %s are written at the next start%s",
+            message,
+            len(entries),
+            self.spool_path,
+            f" ({dropped} other write(s) failed)" if dropped else "",
+        )
+        self._writer.fail(ops, f"{message}; the row is held in the spool {self.spool_path}")
+
+
+def spool_path_for(url: str) -> Path | None:
+    path = sqlite_path(url)
+    return path.with_name(path.name + ".spool") if path is not None else None
+
+
+def _never_started(values: dict) -> dict:
+    return {
+        **values,
+        "status": "cancelled",
+        "finished_at": utcnow(),
+        "error_type": "Cancelled",
+        "error_message": "the daemon stopped while the history was unavailable; "
+        "the run never started (flowerd starts a pipeline only once its row is written)",
+    }

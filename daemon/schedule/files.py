@@ -1,0 +1,142 @@
+"""The schedules directory: every `*.toml` in it read, each table parsed
+(daemon.schedule.table), and the problems only the whole set shows -- an id used twice,
+an `after` naming no schedule or closing a cycle, a pipeline missing from pipelines/ --
+all listed, one line each, prefixed with the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from daemon.errors import ScheduleError, did_you_mean
+from daemon.schedule.record import Schedule
+from daemon.schedule.table import Defaults, parse_table
+from daemon.upstream import graph_problems
+
+
+def load_schedules(
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
+) -> list[Schedule]:
+    """Every schedule in `directory/*.toml` (files sorted by name, tables in file order).
+
+    Raises `ScheduleError` listing every problem in every file. A missing directory
+    holds no schedules. With `pipelines_dir`, each pipeline must be a module there.
+    `default_timezone` and `default_isolation` apply where a schedule sets none."""
+    schedules, problems = read_schedules(
+        directory,
+        default_timezone=default_timezone,
+        pipelines_dir=pipelines_dir,
+        default_isolation=default_isolation,
+    )
+    if problems:
+        raise ScheduleError(problems)
+    return schedules
+
+
+def read_schedules(
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
+) -> tuple[list[Schedule], list[str]]:
+    """(the valid schedules, every problem): `flowerd validate` goes on to check the
+    valid schedules' pipelines, so one run reports every problem of every phase."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return [], []
+    schedules: list[Schedule] = []
+    problems: list[str] = []
+    ids: list[tuple[str, Path]] = []
+    defaults = Defaults(timezone=default_timezone, isolation=default_isolation)
+    for path in sorted(directory.glob("*.toml")):
+        found, file_problems, file_ids = _load_file(path, defaults)
+        schedules += found
+        problems += file_problems
+        ids += [(schedule_id, path) for schedule_id in file_ids]
+    problems += _duplicate_ids(ids)
+    problems += graph_problems(schedules, known=[schedule_id for schedule_id, _ in ids])
+    if pipelines_dir is not None:
+        problems += _missing_pipelines(schedules, Path(pipelines_dir))
+        schedules = [s for s in schedules if (Path(pipelines_dir) / f"{s.pipeline}.py").exists()]
+    return schedules, problems
+
+
+def validate_schedule_dir(
+    directory: Path,
+    *,
+    default_timezone: str = "UTC",
+    pipelines_dir: Path | None = None,
+    default_isolation: str = "thread",
+) -> list[str]:
+    """Every problem in the schedule files, as lines (empty: all valid)."""
+    try:
+        load_schedules(
+            directory,
+            default_timezone=default_timezone,
+            pipelines_dir=pipelines_dir,
+            default_isolation=default_isolation,
+        )
+    except ScheduleError as exc:
+        return exc.problems
+    return []
+
+
+def display_path(path: Path) -> str:
+    """A path as messages show it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError, RuntimeError):  # elsewhere; or a symlink loop
+        return str(path)
+
+
+def _load_file(path: Path, defaults: Defaults) -> tuple[list[Schedule], list[str], list[str]]:
+    """(valid schedules, problems, every table id) of one file."""
+    where = display_path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:  # its message carries "(at line L, column C)"
+        return [], [f"{where}: not valid TOML: {exc}"], []
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{where}: cannot read: {exc}"], []
+    schedules: list[Schedule] = []
+    problems: list[str] = []
+    for schedule_id, table in document.items():
+        schedule, table_problems = parse_table(path, schedule_id, table, defaults)
+        problems += [f"{where}: {line}" for line in table_problems]
+        if schedule is not None:
+            schedules.append(schedule)
+    return schedules, problems, list(document)
+
+
+def _duplicate_ids(ids: list[tuple[str, Path]]) -> list[str]:
+    first_file: dict[str, Path] = {}
+    problems = []
+    for schedule_id, path in ids:
+        earlier = first_file.setdefault(schedule_id, path)
+        if earlier is not path:
+            problems.append(
+                f"{display_path(path)}: [{schedule_id}] duplicate schedule id; "
+                f"{display_path(earlier)} already has [{schedule_id}] "
+                "(ids are unique across all schedule files)"
+            )
+    return problems
+
+
+def _missing_pipelines(schedules: list[Schedule], pipelines_dir: Path) -> list[str]:
+    available = sorted(p.stem for p in pipelines_dir.glob("*.py") if p.stem.isidentifier())
+    problems = []
+    for schedule in schedules:
+        if schedule.pipeline not in available:
+            problems.append(
+                f"{display_path(schedule.file)}: [{schedule.id}] field 'pipeline': pipeline "
+                f"{schedule.pipeline!r} not found in {display_path(pipelines_dir)} "
+                f"(pipelines there: {', '.join(available) or 'none'})"
+                f"{did_you_mean(schedule.pipeline, available)}"
+            )
+    return problems

@@ -1,0 +1,161 @@
+"""The `Schedule` record: one schedule, frozen and keyword-only, as the rest of flowerd
+sees it once its table has been read (daemon.schedule.table) -- when it fires, what it
+runs and how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from daemon.durations import format_seconds
+from daemon.notify import DEFAULT_NOTIFY_ON
+
+Overlap = Literal["skip", "queue", "allow"]
+Catchup = Literal["none", "latest", "all"]
+Isolation = Literal["thread", "process"]
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
+CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
+ISOLATIONS: tuple[str, ...] = ("thread", "process")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """One schedule: when (`cron` | `interval_s` | `at`, in `timezone`), what, and how.
+
+    `inputs` and `config` are frozen (read-only mappings, lists become tuples);
+    `run_config_kwargs()` gives them back as plain dicts and lists for a RunConfig."""
+
+    id: str
+    file: Path
+    pipeline: str
+    cron: str | None = None
+    interval_s: float | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+    # what to run: RunConfig fields, same names as the Python API
+    final_vars: tuple[str, ...] = ()
+    inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    additional_modules: tuple[str, ...] = ()
+    async_driver: bool = True
+    log_level: str | None = None
+    max_retries: int = 0
+    retry_delay: float = 1.0
+    jitter_factor: float = 0.1
+    retry_exceptions: tuple[str, ...] = ("Exception",)
+    cache: bool | Mapping[str, Any] = field(default=False, hash=False)
+    executor: str | Mapping[str, Any] | None = field(default=None, hash=False)
+    with_adapter: Mapping[str, bool] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    # how to schedule it
+    timeout_s: float = 0
+    overlap: Overlap = "skip"
+    catchup: Catchup = "latest"
+    misfire_grace_s: float = 60
+    jitter_s: float = 0
+    # who is told (daemon/notify.py): Apprise URLs (None: the `notify` setting), and when
+    notify: tuple[str, ...] | None = None
+    notify_on: tuple[str, ...] = DEFAULT_NOTIFY_ON
+    # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
+    isolation: Isolation = "thread"
+    memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
+    # across schedules (DESIGN.md "Across schedules"): calendars (daemon.calendars)
+    exclude: tuple[date, ...] = ()
+    holidays: str | None = None
+    pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
+    deadline_s: float = 0  # daemon.deadlines: told `late` once past slot + deadline (0: none)
+    pool: str | None = None  # daemon.pools: a limit shared with the pool's other schedules
+    after: tuple[str, ...] = ()  # daemon.upstream: instead of cron/interval/at
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
+        if len(given) + bool(self.after) != 1:
+            raise ValueError(
+                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after"
+            )
+        if self.at is not None and self.at.tzinfo is None:
+            raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
+        if self.memory_limit_bytes is not None and self.isolation != "process":
+            raise ValueError(f"schedule {self.id!r}: memory_limit needs isolation = 'process'")
+        for name in ("inputs", "config", "with_adapter"):
+            object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
+        for name in ("cache", "executor"):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, _freeze(dict(getattr(self, name))))
+        if self.notify is not None:
+            object.__setattr__(self, "notify", tuple(self.notify))
+        for name in (
+            "final_vars",
+            "additional_modules",
+            "retry_exceptions",
+            "notify_on",
+            "exclude",
+            "after",
+        ):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def trigger_kind(self) -> Literal["cron", "interval", "at", "after"]:
+        if self.after:
+            return "after"
+        if self.cron is not None:
+            return "cron"
+        return "interval" if self.interval_s is not None else "at"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def describe_trigger(self) -> str:
+        """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`,
+        `after extract, prices`."""
+        if self.after:
+            return f"after {', '.join(self.after)}"
+        if self.cron is not None:
+            return f"cron {self.cron!r}"
+        if self.interval_s is not None:
+            return f"every {format_seconds(self.interval_s)}"
+        assert self.at is not None
+        return f"at {self.at.isoformat()}"
+
+    def run_config_kwargs(self) -> dict[str, Any]:
+        """The RunConfig keyword arguments, as plain (mutable, fresh) lists and dicts."""
+        return {
+            "final_vars": list(self.final_vars),
+            "inputs": _thaw(self.inputs),
+            "config": _thaw(self.config),
+            "additional_modules": list(self.additional_modules),
+            "async_driver": self.async_driver,
+            "log_level": self.log_level,
+            "max_retries": self.max_retries,
+            "retry_delay": self.retry_delay,
+            "jitter_factor": self.jitter_factor,
+            "retry_exceptions": list(self.retry_exceptions),
+            "cache": _thaw(self.cache) or None,
+            "executor": _thaw(self.executor),
+            "with_adapter": _thaw(self.with_adapter) or None,
+        }
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
