@@ -257,6 +257,18 @@ async def _stats_query_s(url: str, repeat: int) -> float:
     return statistics.median(timings)
 
 
+def _store_durations(db_path: Path) -> None:
+    """The duration a daemon stores with each ended row (fill_raw writes rows as an older
+    schema did): without it `stats` had no percentiles to read. The migration's UPDATE."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute(
+        "UPDATE runs SET duration_s = ROUND((julianday(finished_at) - julianday(started_at))"
+        " * 86400.0, 3) WHERE started_at IS NOT NULL AND finished_at IS NOT NULL"
+    )
+    conn.execute("ANALYZE")
+    conn.close()
+
+
 def reads(total_rows: int, repeat: int) -> dict:
     from bench_history import fill_raw
 
@@ -267,6 +279,7 @@ def reads(total_rows: int, repeat: int) -> dict:
         db_path = folder / "million.db"
         asyncio.run(history.upgrade(f"sqlite+aiosqlite:///{db_path}"))
         fill_raw(db_path, total_rows)
+        _store_durations(db_path)
         (folder / "project").mkdir()
         common = [FLOWERD, "--base-dir", str(folder / "project"), "--db", str(db_path)]
         stats_s, stats_mib, out = _median_command([*common, "stats", "--json"], repeat)
