@@ -9,7 +9,11 @@ Figures:
 - an idle daemon with 1,000 schedules (CPU %, RSS) and its start to READY (the control
   socket answers);
 - history reads on a generated 1,000,000-row database: `flowerd stats` (wall, peak RSS)
-  and `flowerd runs --limit 50` (whole command).
+  and `flowerd runs --limit 50` (whole command). The generated rows carry the duration a
+  daemon stores with each ended row (since 2026-11-30; before, fill_raw's rows had none,
+  so `stats` skipped the percentile reads it does on a real history). Measured then, load
+  ~5 on this 2-core VM, median of 5: stats 0.52 s whole (History.stats() alone 0.18 s,
+  peak 58 MiB), runs 0.33 s, a bare `python -c pass` 0.011 s.
 
 Baselines are measured in the same run (a noisy 2-core VM: compare ratios): raw Hamilton
 execute of hello_world, the asyncio timer's own lateness, raw sqlite3 for the reads and a
