@@ -126,3 +126,31 @@ def test_run_bad_input_is_refused_without_a_row(tmp_path: Path):
 def test_version(tmp_path: Path):
     done = cli(tmp_path, "--version")
     assert done.returncode == 0 and done.stdout.startswith("flowerd ")
+
+
+def test_each_command_registers_from_its_room_and_help_lists_them_all(tmp_path: Path):
+    """main() imports only the invoked command's room: ROOMS must name every command,
+    and the one it names must register it (checked in a fresh interpreter per room)."""
+    import subprocess
+    import sys
+
+    from daemon.cli import ALL_ROOMS, ROOMS, command_of
+
+    code = (
+        "import sys, typer.main\nfrom daemon.cli import app, register\n"
+        "register(sys.argv[1] or None)\n"
+        "print(' '.join(sorted(typer.main.get_command(app).commands)))"
+    )
+    every = subprocess.run([sys.executable, "-c", code, ""], capture_output=True, text=True)
+    assert set(every.stdout.split()) == set(ROOMS), every.stderr
+    for room in set(ROOMS.values()):
+        command = min(name for name, its in ROOMS.items() if its == room)
+        done = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True)
+        assert command in done.stdout.split(), (room, done.stderr)
+    assert set(ROOMS.values()) == set(ALL_ROOMS)
+    assert command_of(["--base-dir", "x", "--db=y.db", "--log-level", "DEBUG", "stats"]) == "stats"
+    assert command_of(["--db", "runs", "runs"]) == "runs"  # a value, then the command
+    assert command_of(["--help"]) is None and command_of(["--version", "runs"]) is None
+    assert command_of([]) is None
+    listed = cli(tmp_path, "--help").stdout
+    assert all(name in listed for name in ROOMS)

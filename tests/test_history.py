@@ -29,6 +29,8 @@ from daemon.history import (
 from tests.contract import CONTRACT_KEYS
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
+
+
 async def one_run(history: History, schedule: str, slot: datetime, status: str = "success"):
     run_id = await history.claim(
         pipeline="hello_world",
@@ -329,6 +331,51 @@ async def test_stats_per_schedule_and_pipeline(db_url: str):
     assert sched["last_at"] == "2026-11-24T03:30:00+00:00"
     assert by["pipeline", "hello_world"]["runs"] == 4
     assert {row["name"]: row["runs"] for row in recent if row["kind"] == "schedule"} == {"s": 2}
+
+
+async def test_stats_percentiles_count_only_rows_with_a_duration(db_url: str, db_path: Path):
+    """p50 / p95 rank among the rows that have a duration: a name's rows less those
+    without one (missed, cancelled before it started, still running or queued)."""
+    async with History.open(db_url) as history:
+        for i in range(23):
+            slot = T0 + timedelta(minutes=i)
+            run_id = await history.claim(
+                pipeline="hello_world", trigger="schedule", schedule="s", scheduled_at=slot,
+                async_driver=True, started_at=slot, status="running",
+            )  # fmt: skip
+            took = timedelta(seconds=(i * 7919) % 23 + 0.5)  # not in slot order
+            await history.finish(run_id, status="success", finished_at=slot + took, attempts=1)
+        for minutes, status in ((30, "missed"), (31, "cancelled"), (32, "skipped")):
+            await history.record_slot(
+                schedule="s", pipeline="hello_world", status=status,
+                scheduled_at=T0 + timedelta(minutes=minutes),
+            )  # fmt: skip
+        await history.claim(
+            pipeline="hello_world", trigger="schedule", schedule="s", async_driver=True,
+            scheduled_at=T0 + timedelta(minutes=33), started_at=T0, status="running",
+        )  # fmt: skip
+        await history.claim(pipeline="hello_world", trigger="manual", async_driver=True)
+        since = T0 + timedelta(minutes=5)
+        found = {
+            window: {(r["kind"], r["name"]): r for r in await history.stats(since=window)}
+            for window in (None, since)
+        }
+    with sqlite3.connect(db_path) as conn:
+        for window in (None, since):
+            stamp = (window or T0 - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            durations = sorted(
+                value
+                for (value,) in conn.execute(
+                    "SELECT duration_s FROM runs WHERE duration_s IS NOT NULL AND run_at >= ?",
+                    (stamp,),
+                )
+            )
+            assert len(durations) == (23 if window is None else 18)
+            for key in (("schedule", "s"), ("pipeline", "hello_world")):
+                row = found[window][key]
+                assert row["p50_s"] == pytest.approx(percentile(durations, 50), abs=0.001)
+                assert row["p95_s"] == pytest.approx(percentile(durations, 95), abs=0.001)
+    assert found[None]["pipeline", "hello_world"]["runs"] == 24  # 23 + the cancelled slot
 
 
 async def test_prune_deletes_only_old_finished_runs(db_url: str):

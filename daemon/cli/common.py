@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from pathlib import Path
 
 from daemon.errors import FlowerdError, HistoryError, UsageError
 from daemon.settings import Settings
@@ -67,14 +69,17 @@ def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> 
 
 
 def _configured_schedules(settings: Settings) -> dict:
+    return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation)
+
+
+@functools.cache  # `stats` asks twice (next fires, then the zones of its table)
+def _schedules_in(directory: Path, timezone: str, isolation: str) -> dict:
+    if not directory.is_dir():
+        return {}  # no schedules: the schedule layer (pydantic models, cron) stays unloaded
     from daemon.schedule import load_schedules
 
     try:
-        found = load_schedules(
-            settings.schedules_dir,
-            default_timezone=settings.timezone,
-            default_isolation=settings.isolation,
-        )
+        found = load_schedules(directory, default_timezone=timezone, default_isolation=isolation)
     except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}

@@ -18,18 +18,12 @@ from daemon.cli.common import (
     _read_history,
     _with_next_fires,
 )
-from daemon.cli.fit import zone_of
-from daemon.cli.render import (
-    _print_run,
-    _print_runs,
-    _print_stats,
-)
 from daemon.errors import UsageError, did_you_mean
-from daemon.runlogs import line_json, line_text
 
 # Read-only commands open the database with `readonly=True` (they never block the
 # daemon's writer) and import neither Hamilton nor APScheduler; `daemon.history` is
-# imported inside each command so `flowerd --help` stays fast too.
+# imported inside each command so `flowerd --help` stays fast too, and the tables
+# (render, rich) and run logs only where they are printed.
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -68,6 +62,8 @@ def runs(
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
     else:
+        from daemon.cli.render import _print_runs
+
         _print_runs(records, settings.db_url)
 
 
@@ -101,6 +97,10 @@ def runs_show(
 
         typer.echo(json.dumps(run_detail_json(record, reruns), indent=2))
         return
+    from daemon.cli.fit import zone_of
+    from daemon.cli.render import _print_run
+    from daemon.runlogs import line_text
+
     _print_run(record, zone_of(record.schedule, _zones(settings), settings.timezone))
     chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []
     if reruns:
@@ -170,6 +170,8 @@ async def _show_logs(history, run_id: int, follow: bool, show) -> None:
 
 class _Text:
     def __call__(self, line: dict) -> None:
+        from daemon.runlogs import line_text
+
         typer.echo(line_text(line))
 
     def close(self) -> None:
@@ -184,6 +186,8 @@ class _JsonList:
         self.count = 0
 
     def __call__(self, line: dict) -> None:
+        from daemon.runlogs import line_json
+
         text = json.dumps(line_json(line))
         typer.echo(("[\n  " if not self.count else ",\n  ") + text, nl=False)
         self.count += 1
@@ -212,6 +216,8 @@ def stats(
         doc = {"since": _iso(after), "schedules": by_schedule, "pipelines": by_pipeline}
         typer.echo(json.dumps(doc, indent=2))
     else:
+        from daemon.cli.render import _print_stats
+
         _print_stats(by_schedule, by_pipeline, _zones(settings), settings.timezone)
 
 

@@ -204,50 +204,57 @@ class Reader:
         """Per schedule (kind 'schedule') and per pipeline (kind 'pipeline', manual runs
         included): runs, successes, failures, success_rate, p50_s, p95_s, last_status,
         last_at. `runs` counts terminal rows that ran (not skipped / missed). Counts come
-        from (name, status) index scans and the percentiles off the (name, duration_s)
-        index one row each: no row's data is pulled into Python."""
+        from one (name, status) index scan per kind and the percentiles off the
+        (name, duration_s) index one row each: no row's data is pulled into Python. The
+        two kinds are read side by side, each on its own connection (SQLite scans an
+        index without holding the GIL)."""
         aware(since, "since")
         if self._reader is None or self._empty:
             return []
-        out = []
-        for kind, column in (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline)):
-            found = await self._read(lambda conn, c=column: _stats_of(conn, c, since))
-            for name, counts, percentiles in found:
-                last = await self._last(column, name, since)
-                out.append(_stats_row(kind, name, counts, last, percentiles))
-        return out
-
-    async def _last(self, column, name: str, since: datetime | None):
-        stmt = sa.select(runs.c.status, runs.c.run_at, runs.c.pipeline).where(column == name)
-        if since is not None:
-            stmt = stmt.where(runs.c.run_at >= since)
-        rows = await self._rows(stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc()).limit(1))
-        return rows[0]
+        kinds = (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline))
+        found = await asyncio.gather(
+            *(self._read(lambda conn, c=column: _stats_of(conn, c, since)) for _, column in kinds)
+        )
+        return [
+            _stats_row(kind, *entry)
+            for (kind, _), entries in zip(kinds, found, strict=True)
+            for entry in entries
+        ]
 
 
 FIRED_TRIGGERS = tuple(t for t in SLOT_TRIGGERS if t != "backfill")
 
 
 def _stats_of(conn: sa.Connection, column, since: datetime | None) -> list[tuple]:
-    """[(name, {status: count}, (p50_s, p95_s))] of every name of `column`, by name."""
+    """[(name, {status: count}, last row, (p50_s, p95_s))] of every name of `column`."""
     window = [column.is_not(None)] + ([runs.c.run_at >= since] if since is not None else [])
     counts: dict[str, dict[str, int]] = {}
     by_status = sa.select(column, runs.c.status, sa.func.count()).where(*window)
     for name, status, count in conn.execute(by_status.group_by(column, runs.c.status)):
         counts.setdefault(name, {})[status] = count
-    timed = sa.select(column, sa.func.count(runs.c.duration_s)).where(*window).group_by(column)
-    sizes = dict(conn.execute(timed).all())
     return [
         (
             name,
             counts[name],
-            tuple(
-                _nth_duration(conn, column == name, window, sizes.get(name, 0), pct)
-                for pct in (50, 95)
-            ),
+            _last(conn, column == name, window),
+            _percentiles(conn, column == name, window, sum(counts[name].values())),
         )
         for name in sorted(counts)
     ]
+
+
+def _last(conn: sa.Connection, match, window: list):
+    stmt = sa.select(runs.c.status, runs.c.run_at, runs.c.pipeline).where(match, *window[1:])
+    return conn.execute(stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc()).limit(1)).one()
+
+
+def _percentiles(conn: sa.Connection, match, window: list, rows: int) -> tuple:
+    """(p50_s, p95_s) of one name's durations. How many durations it has: its `rows` less
+    those without one -- NULLs come first in (name, duration_s), so counting them reads
+    only them (a second scan of every row's duration took as long as the counts)."""
+    untimed = sa.select(sa.func.count()).where(match, runs.c.duration_s.is_(None), *window[1:])
+    timed = rows - conn.execute(untimed).scalar_one()
+    return tuple(_nth_duration(conn, match, window, timed, pct) for pct in (50, 95))
 
 
 def _nth_duration(conn: sa.Connection, match, window: list, n: int, pct: float) -> float | None:
