@@ -1,33 +1,31 @@
 """Settings, read once at the edge (the CLI) and passed down.
 
 Precedence: CLI flags > FLOWERD_* environment > <base_dir>/flowerd.toml > defaults.
-
-The three sources are merged here (`_sources`) and pydantic validates the result: the
-merge is what pydantic-settings did for us (env names case-insensitive, list and table
-settings as JSON in the environment, tables merged key by key), without importing it --
-pydantic-settings took ~30 ms of every `flowerd runs` (its sources pull in dotenv, the
-cloud providers and importlib.metadata).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Literal, get_origin
+from typing import Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from daemon.errors import SettingsError, did_you_mean
 
 SETTINGS_FILE = "flowerd.toml"
 STATE_DIR = ".flowerd"
-ENV_PREFIX = "FLOWERD_"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWERD_", extra="forbid", frozen=True)
 
     base_dir: Path = Path(".")
     database_url: str = ""  # empty: sqlite file <base_dir>/.flowerd/history.db
@@ -95,6 +93,17 @@ class Settings(BaseModel):
             raise ValueError(f"unknown IANA timezone {value!r}") from exc
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
     # -- derived paths ---------------------------------------------------------------
     @property
     def pipelines_dir(self) -> Path:
@@ -150,47 +159,16 @@ def load_settings(base_dir: str | Path | None = None, **overrides: object) -> Se
     base = Path(base_dir or os.environ.get("FLOWERD_BASE_DIR") or ".").expanduser().resolve()
     toml_file = base / SETTINGS_FILE
     given = {k: v for k, v in overrides.items() if v is not None}
+
+    class _FromBaseDir(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file)
+
     try:
-        return Settings(**_sources(toml_file, {**given, "base_dir": base}))
+        return _FromBaseDir(base_dir=base, **given)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, toml_file)) from None
     except (OSError, ValueError) as exc:  # unreadable or unparseable flowerd.toml
         raise SettingsError(f"{toml_file}: cannot read settings: {exc}") from None
-
-
-def _sources(toml_file: Path, flags: dict) -> dict:
-    """flowerd.toml, then FLOWERD_* (only names of settings; other FLOWERD_* variables
-    belong to others), then the flags: a later source wins, tables merge key by key."""
-    merged: dict = {}
-    if toml_file.is_file():
-        import tomllib
-
-        with toml_file.open("rb") as file:
-            merged = tomllib.load(file)
-    for source in (_environment(), flags):
-        for name, value in source.items():
-            if isinstance(value, dict) and isinstance(merged.get(name), dict):
-                value = {**merged[name], **value}
-            merged[name] = value
-    return merged
-
-
-def _environment() -> dict:
-    """FLOWERD_<NAME> (any case) of each setting; a list or a table is JSON there."""
-    found = {}
-    fields = Settings.model_fields
-    names = {ENV_PREFIX + name.upper(): name for name in fields}
-    for key, text in os.environ.items():
-        name = names.get(key.upper())
-        if name is None:
-            continue
-        if get_origin(fields[name].annotation) in (list, dict):
-            try:
-                text = json.loads(text)
-            except ValueError as exc:
-                raise SettingsError(f"{key}: not valid JSON ({exc})") from None
-        found[name] = text
-    return found
 
 
 def _describe(exc: ValidationError, toml_file: Path) -> str:
