@@ -6,6 +6,7 @@ Precedence: CLI flags > FLOWERD_* environment > <base_dir>/flowerd.toml > defaul
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
@@ -168,7 +169,18 @@ def load_settings(base_dir: str | Path | None = None, **overrides: object) -> Se
     except ValidationError as exc:
         raise SettingsError(_describe(exc, toml_file)) from None
     except (OSError, ValueError) as exc:  # unreadable or unparseable flowerd.toml
-        raise SettingsError(f"{toml_file}: cannot read settings: {exc}") from None
+        raise SettingsError(_unreadable(exc, toml_file)) from None
+
+
+def _unreadable(exc: Exception, toml_file: Path) -> str:
+    """pydantic-settings names the source, not the variable: a list or table setting in
+    the environment that is not JSON is said as the variable's name."""
+    found = re.search(r'field "(\w+)" from source "EnvSettingsSource"', str(exc))
+    if found:
+        name = f"FLOWERD_{found.group(1).upper()}"
+        example = f"{name}='{{\"a\": 1}}'"
+        return f"{name}: not valid JSON (a list or table setting is JSON there, e.g. {example})"
+    return f"{toml_file}: cannot read settings: {exc}"
 
 
 def _describe(exc: ValidationError, toml_file: Path) -> str:

@@ -271,3 +271,23 @@ def test_db_flag_takes_a_plain_path(tmp_path: Path, base_dir: Path, filled: dict
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 7
+
+
+HEAVY = ("hamilton", "apscheduler", "alembic", "rich", "aiosqlite", "greenlet")
+
+
+@pytest.mark.parametrize("args", [["runs", "--limit", "50"], ["stats"], ["runs", "show", "1"]])
+def test_reading_commands_import_only_what_they_need(base_dir: Path, filled: dict, args):
+    """The reading commands start fast (issue 12: `runs` <= 0.25 s as a whole command):
+    `python -X importtime` showed these packages' cost; none is needed to print JSON."""
+    code = (
+        "import sys\nfrom daemon.cli import main\n"
+        f"sys.argv = ['flowerd', '--base-dir', {str(base_dir)!r}, *{args!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}), "
+        "sorted(m for m in sys.modules if m.startswith(('sqlalchemy.orm', 'sqlalchemy.ext'))),"
+        " file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[] []", done.stderr

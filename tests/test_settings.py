@@ -71,3 +71,23 @@ def test_cli_reports_bad_settings_as_a_usage_error(tmp_path: Path):
     done = flowerd(tmp_path, "runs")
     assert done.returncode == 2 and "unknown setting 'thread'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_env_lists_and_tables_are_json_and_tables_merge_with_the_file(tmp_path: Path, monkeypatch):
+    (tmp_path / "flowerd.toml").write_text("pools = { warehouse = 2, api = 5 }\n")
+    monkeypatch.setenv("FLOWERD_POOLS", '{"warehouse": 3}')
+    monkeypatch.setenv("flowerd_notify", '["json://localhost"]')  # any case
+    monkeypatch.setenv("FLOWERD_NOT_A_SETTING", "x")  # someone else's: not ours to refuse
+    settings = load_settings(tmp_path)
+    assert settings.pools == {"warehouse": 3, "api": 5}
+    assert settings.notify == ["json://localhost"]
+    assert load_settings(tmp_path, pools={"api": 1}).pools == {"warehouse": 3, "api": 1}
+
+
+def test_env_that_is_not_json_names_the_variable(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FLOWERD_POOLS", "warehouse=2")
+    with pytest.raises(SettingsError, match="FLOWERD_POOLS: not valid JSON"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("FLOWERD_POOLS", '{"warehouse": 0}')
+    with pytest.raises(SettingsError, match="pools.*FLOWERD_POOLS"):
+        load_settings(tmp_path)
