@@ -32,6 +32,7 @@ This module imports no Hamilton.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -45,7 +46,7 @@ import types
 import weakref
 from pathlib import Path
 
-from daemon import logs
+from daemon import extensions, logs
 from daemon.errors import ModuleImportError, PipelineError, PipelineNotFound, did_you_mean
 
 ROOT_PACKAGE = logs.PIPELINE_LOGGER_ROOT
@@ -177,13 +178,15 @@ class Project:
         would (`reload=True` reloads it too)."""
         try:
             module = importlib.import_module(name)
-            return importlib.reload(module) if reload else module
+            module = importlib.reload(module) if reload else module
         except ModuleNotFoundError as exc:
             if exc.name is not None and name.startswith(exc.name):
                 raise self._not_found(name) from None
             raise self._raised(name, exc) from exc
         except (Exception, SystemExit) as exc:
             raise self._raised(name, exc) from exc
+        extensions.for_module(module)
+        return module
 
     def _raised(self, name: str, exc: BaseException) -> ModuleImportError:
         return ModuleImportError(
@@ -340,11 +343,14 @@ class _Loader(importlib.machinery.SourceFileLoader):
         self.project = project
 
     def get_code(self, fullname: str) -> types.CodeType:
-        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+        tree = ast.parse(self.get_data(self.path), self.path)
+        extensions.for_source(tree)  # what its decorators look up in Hamilton's registry
+        return compile(tree, self.path, "exec", dont_inherit=True)
 
     def exec_module(self, module: types.ModuleType) -> None:
         super().exec_module(module)
         self.project.adopt(module)
+        extensions.for_module(module)
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import cluster, logs
+from daemon import cluster, extensions, logs
 from daemon.cachekey import value_key
 from daemon.errors import (
     AsyncDriverUnsupported,
@@ -49,12 +49,18 @@ from daemon.runconfig import (
 from daemon.schedule import SLOT_INPUTS
 
 try:  # the sync driver is Hamilton's core; the async driver may be missing in old versions
-    from hamilton import common as _hamilton_common
-    from hamilton import driver as _hamilton_driver
-    from hamilton import node as _hamilton_node
-    from hamilton.lifecycle import base as _lifecycle_base
+    with extensions.autoload_off() as _on_demand:  # each extension once a pipeline uses it
+        from hamilton import common as _hamilton_common
+        from hamilton import driver as _hamilton_driver
+        from hamilton import node as _hamilton_node
+        from hamilton import registry as _hamilton_registry
+        from hamilton.lifecycle import base as _lifecycle_base
 except ImportError as exc:  # pragma: no cover - sf-hamilton is a dependency
     raise ImportError("flowerd needs Hamilton: pip install -U sf-hamilton") from exc
+if _on_demand and hasattr(_hamilton_registry, "load_extension"):
+    extensions.use(
+        _hamilton_registry.load_extension, getattr(_hamilton_registry, "HAMILTON_EXTENSIONS", ())
+    )
 
 log = logging.getLogger(__name__)
 
