@@ -96,11 +96,10 @@ class Project:
         """The pipeline `names[0]` (a module of the directory) and the additional modules
         `names[1:]` (of the directory, else from sys.path), loaded or current, and
         installed. Returns (generation, modules)."""
-        owned = self._owned
-        if not reload and _current is self and all(name in owned for name in names):
-            if all(_stamp(path) == stamp for path, stamp in self._stamps.items()):
-                return self.generation, tuple(owned[name] for name in names)  # no lock: a
-                # reload validating in another thread must not stall this run
+        if not reload and _current is self:
+            current = self._current_modules(names)
+            if current is not None:  # no lock: a reload validating in another thread
+                return self.generation, current  # must not stall this run
         with _LOCK:
             self._refresh(reload)
             modules = []
@@ -112,6 +111,19 @@ class Project:
                     raise
             self.install()
             return self.generation, tuple(modules)
+
+    def _current_modules(self, names: tuple[str, ...]) -> tuple | None:
+        """`names` loaded already, and no file of this project changed since (one stat
+        per file: every run asks)."""
+        owned = self._owned
+        try:
+            modules = tuple([owned[name] for name in names])
+        except KeyError:
+            return None
+        for path, stamp in self._stamps.items():
+            if _stamp(path) != stamp:
+                return None
+        return modules
 
     def install(self) -> None:
         """Make this project's modules the ones `sys.modules` shows under their names."""

@@ -37,7 +37,14 @@ from daemon.errors import (
 )
 from daemon.inputs import convert_input
 from daemon.modules import Project, module_name_problem, prepare_worker
-from daemon.retries import Attempts, backoff_s, no_reload, retrying_async, retrying_sync
+from daemon.retries import (
+    Attempts,
+    backoff_s,
+    no_reload,
+    once,
+    retrying_async,
+    retrying_sync,
+)
 from daemon.runconfig import (
     ExecutorConfig,
     RunConfig,
@@ -85,6 +92,23 @@ def check_pipeline_name(name: str, what: str = "pipeline") -> str:
 
 
 _FIELD_OF = {"pipeline": "pipeline", "additional module": "additional_modules"}
+_NAMES_OK: set[tuple[str, ...]] = set()  # (pipeline, *additional modules) checked already
+
+
+def _checked_names(name: str, additional: Sequence[str]) -> tuple[str, ...]:
+    names = (name, *additional)
+    try:
+        if names in _NAMES_OK:
+            return names
+    except TypeError:  # an unhashable name: the check below says what is wrong with it
+        pass
+    check_pipeline_name(name)
+    for extra in additional:
+        check_pipeline_name(extra, "additional module")
+    if len(_NAMES_OK) >= MAX_DRIVERS:
+        _NAMES_OK.clear()
+    _NAMES_OK.add(names)
+    return names
 
 
 # --------------------------------------------------------------------------- plans
@@ -104,15 +128,18 @@ class _Plan:
     cache: bool | Mapping[str, Any] | None
     config_key: Hashable | None  # None: no exact key (daemon.cachekey), so never shared
     cacheable: bool  # drivers with executors hold per-run state: never shared
+    _key: tuple | None = None
 
     def key(self) -> tuple:
         """What identifies the DAG and the driver: the modules (by name, in their
         generation), the config and cache options by exact value (daemon.cachekey), the
         adapter objects (kept alive by the cached driver, so their ids stay theirs)."""
-        modules = (self.generation, tuple(m.__name__ for m in self.modules))
-        adapters = tuple(id(a) for a in self.adapters)
-        cache = value_key(self.cache) if self.cache else None
-        return (self.mode, modules, self.config_key, adapters, cache)
+        if self._key is None:
+            modules = (self.generation, tuple(m.__name__ for m in self.modules))
+            adapters = tuple(id(a) for a in self.adapters)
+            cache = value_key(self.cache) if self.cache else None
+            self._key = (self.mode, modules, self.config_key, adapters, cache)
+        return self._key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,6 +241,7 @@ class Pipelines:
         self._drivers: dict[tuple, _Built] = {}
         self._unbuilt: dict[tuple, _Built] = {}  # validation's async drivers (no ainit)
         self._declared: dict[tuple, frozenset[str]] = {}
+        self._plain: dict[tuple, _Plan] = {}  # plans of runs with no options: reused
 
     def list_pipelines(self) -> list[str]:
         return self._modules.available()
@@ -322,6 +350,8 @@ class Pipelines:
         if mode == "async":
             raise AsyncDriverUnsupported("execute_sync needs async_driver=False")
         level = logs.level_number(cfg.log_level) if cfg.log_level else None
+        if level is None and logs.run_level_var.get() is None:
+            return self._retry_sync(name, cfg, attempts)  # nothing to scope
         token = logs.run_level_var.set(level)
         try:
             return self._retry_sync(name, cfg, attempts)
@@ -330,6 +360,8 @@ class Pipelines:
 
     async def execute_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         level = logs.level_number(cfg.log_level) if cfg.log_level else None
+        if level is None and logs.run_level_var.get() is None:
+            return await self._retry_async(name, cfg, attempts)  # nothing to scope
         token = logs.run_level_var.set(level)
         try:
             return await self._retry_async(name, cfg, attempts)
@@ -337,21 +369,27 @@ class Pipelines:
             logs.run_level_var.reset(token)
 
     def _retry_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        def attempt() -> dict:
-            plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
-            try:
-                return self._execute_sync_once(plan, cfg)
-            finally:
-                if _on_dask(plan):
-                    attempts.where = cluster.where(plan.executor.address)
+        if once(cfg):  # most runs: no retries, no callbacks -- no wrapper either
+            attempts.count += 1
+            return self._attempt_sync(name, cfg, attempts)
+        return retrying_sync(lambda: self._attempt_sync(name, cfg, attempts), cfg, attempts)
 
-        return retrying_sync(attempt, cfg, attempts)
+    def _attempt_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
+        plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
+        try:
+            return self._execute_sync_once(plan, cfg)
+        finally:
+            if _on_dask(plan):
+                attempts.where = cluster.where(plan.executor.address)
 
     async def _retry_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         async def attempt() -> dict:
             plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
             return await self._execute_async_once(plan, cfg)
 
+        if once(cfg):
+            attempts.count += 1
+            return await self._execute_async_once(self._plan(name, cfg, "async"), cfg)
         return await retrying_async(attempt, cfg, attempts)
 
     def _execute_sync_once(self, plan: _Plan, cfg: RunConfig) -> dict:
@@ -385,11 +423,23 @@ class Pipelines:
 
     # -- planning and building ------------------------------------------------------
     def _plan(self, name: str, cfg: RunConfig, mode: str) -> _Plan:
-        check_pipeline_name(name)
-        for extra in cfg.additional_modules:
-            check_pipeline_name(extra, "additional module")
-        names = (name, *cfg.additional_modules)
+        """Most runs name a pipeline and nothing else that shapes the driver: their plan
+        is made once per mode and pipeline generation, not on every run."""
+        names = _checked_names(name, cfg.additional_modules)
         generation, modules = self._modules.load(names, reload=cfg.reload)
+        if cfg.config or cfg.cache or cfg.executor is not None or cfg.with_adapter or cfg.adapter:
+            return self._new_plan(name, cfg, mode, generation, modules)
+        plan = self._plain.get((mode, names))
+        if plan is None or plan.generation != generation or plan.modules != modules:
+            plan = self._new_plan(name, cfg, mode, generation, modules)
+            if len(self._plain) >= MAX_DRIVERS:
+                self._plain.clear()
+            self._plain[(mode, names)] = plan
+        return plan
+
+    def _new_plan(
+        self, name: str, cfg: RunConfig, mode: str, generation: int, modules: tuple
+    ) -> _Plan:
         plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
         executor = None if plain else executor_config(cfg.executor)
         adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
