@@ -242,6 +242,7 @@ class Pipelines:
         self._unbuilt: dict[tuple, _Built] = {}  # validation's async drivers (no ainit)
         self._declared: dict[tuple, frozenset[str]] = {}
         self._plain: dict[tuple, _Plan] = {}  # plans of runs with no options: reused
+        self._validated: dict[tuple, tuple[str, ...]] = {}  # checks passed: their warnings
 
     def list_pipelines(self) -> list[str]:
         return self._modules.available()
@@ -275,12 +276,21 @@ class Pipelines:
         cfg = _as_run_config(run_config, kwargs)
         plan, built = self._plan_and_describe(name, cfg)
         final_vars = self._final_vars(plan, built, cfg)
+        # schedules that differ only in their triggers share one check (1,000 at start-up)
+        key = (plan.key(), tuple(final_vars), value_key(cfg.inputs)) if plan.cacheable else None
+        if key is not None and key[2] is not None and key in self._validated:
+            return list(self._validated[key])
         inputs = {**_slot_placeholders(built), **dict(cfg.inputs or {})}
         try:
             built.driver.validate_execution(final_vars, inputs=inputs)
         except ValueError as exc:
             raise PipelineError(f"pipeline {name!r}: {exc}", field="inputs") from None
-        return self._warnings(plan, built)
+        warnings = self._warnings(plan, built)
+        if key is not None and key[2] is not None:
+            if len(self._validated) >= MAX_DRIVERS:
+                self._validated.clear()
+            self._validated[key] = tuple(warnings)
+        return warnings
 
     def declared_inputs(self, name: str, cfg: RunConfig, names: Sequence[str]) -> frozenset[str]:
         """Which of `names` the run's DAG declares as inputs (nodes no function computes).
