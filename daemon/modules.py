@@ -32,6 +32,7 @@ This module imports no Hamilton.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -45,7 +46,7 @@ import types
 import weakref
 from pathlib import Path
 
-from daemon import logs
+from daemon import extensions, logs
 from daemon.errors import ModuleImportError, PipelineError, PipelineNotFound, did_you_mean
 
 ROOT_PACKAGE = logs.PIPELINE_LOGGER_ROOT
@@ -95,11 +96,10 @@ class Project:
         """The pipeline `names[0]` (a module of the directory) and the additional modules
         `names[1:]` (of the directory, else from sys.path), loaded or current, and
         installed. Returns (generation, modules)."""
-        owned = self._owned
-        if not reload and _current is self and all(name in owned for name in names):
-            if all(_stamp(path) == stamp for path, stamp in self._stamps.items()):
-                return self.generation, tuple(owned[name] for name in names)  # no lock: a
-                # reload validating in another thread must not stall this run
+        if not reload and _current is self:
+            current = self._current_modules(names)
+            if current is not None:  # no lock: a reload validating in another thread
+                return self.generation, current  # must not stall this run
         with _LOCK:
             self._refresh(reload)
             modules = []
@@ -111,6 +111,19 @@ class Project:
                     raise
             self.install()
             return self.generation, tuple(modules)
+
+    def _current_modules(self, names: tuple[str, ...]) -> tuple | None:
+        """`names` loaded already, and no file of this project changed since (one stat
+        per file: every run asks)."""
+        owned = self._owned
+        try:
+            modules = tuple([owned[name] for name in names])
+        except KeyError:
+            return None
+        for path, stamp in self._stamps.items():
+            if _stamp(path) != stamp:
+                return None
+        return modules
 
     def install(self) -> None:
         """Make this project's modules the ones `sys.modules` shows under their names."""
@@ -177,13 +190,15 @@ class Project:
         would (`reload=True` reloads it too)."""
         try:
             module = importlib.import_module(name)
-            return importlib.reload(module) if reload else module
+            module = importlib.reload(module) if reload else module
         except ModuleNotFoundError as exc:
             if exc.name is not None and name.startswith(exc.name):
                 raise self._not_found(name) from None
             raise self._raised(name, exc) from exc
         except (Exception, SystemExit) as exc:
             raise self._raised(name, exc) from exc
+        extensions.for_module(module)
+        return module
 
     def _raised(self, name: str, exc: BaseException) -> ModuleImportError:
         return ModuleImportError(
@@ -340,11 +355,14 @@ class _Loader(importlib.machinery.SourceFileLoader):
         self.project = project
 
     def get_code(self, fullname: str) -> types.CodeType:
-        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+        tree = ast.parse(self.get_data(self.path), self.path)
+        extensions.for_source(tree)  # what its decorators look up in Hamilton's registry
+        return compile(tree, self.path, "exec", dont_inherit=True)
 
     def exec_module(self, module: types.ModuleType) -> None:
         super().exec_module(module)
         self.project.adopt(module)
+        extensions.for_module(module)
 
 
 class _Finder(importlib.abc.MetaPathFinder):

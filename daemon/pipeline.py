@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import cluster, logs
+from daemon import cluster, extensions, logs
 from daemon.cachekey import value_key
 from daemon.errors import (
     AsyncDriverUnsupported,
@@ -37,7 +37,14 @@ from daemon.errors import (
 )
 from daemon.inputs import convert_input
 from daemon.modules import Project, module_name_problem, prepare_worker
-from daemon.retries import Attempts, backoff_s, no_reload, retrying_async, retrying_sync
+from daemon.retries import (
+    Attempts,
+    backoff_s,
+    no_reload,
+    once,
+    retrying_async,
+    retrying_sync,
+)
 from daemon.runconfig import (
     ExecutorConfig,
     RunConfig,
@@ -49,12 +56,18 @@ from daemon.runconfig import (
 from daemon.schedule import SLOT_INPUTS
 
 try:  # the sync driver is Hamilton's core; the async driver may be missing in old versions
-    from hamilton import common as _hamilton_common
-    from hamilton import driver as _hamilton_driver
-    from hamilton import node as _hamilton_node
-    from hamilton.lifecycle import base as _lifecycle_base
+    with extensions.autoload_off() as _on_demand:  # each extension once a pipeline uses it
+        from hamilton import common as _hamilton_common
+        from hamilton import driver as _hamilton_driver
+        from hamilton import node as _hamilton_node
+        from hamilton import registry as _hamilton_registry
+        from hamilton.lifecycle import base as _lifecycle_base
 except ImportError as exc:  # pragma: no cover - sf-hamilton is a dependency
     raise ImportError("flowerd needs Hamilton: pip install -U sf-hamilton") from exc
+if _on_demand and hasattr(_hamilton_registry, "load_extension"):
+    extensions.use(
+        _hamilton_registry.load_extension, getattr(_hamilton_registry, "HAMILTON_EXTENSIONS", ())
+    )
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +92,23 @@ def check_pipeline_name(name: str, what: str = "pipeline") -> str:
 
 
 _FIELD_OF = {"pipeline": "pipeline", "additional module": "additional_modules"}
+_NAMES_OK: set[tuple[str, ...]] = set()  # (pipeline, *additional modules) checked already
+
+
+def _checked_names(name: str, additional: Sequence[str]) -> tuple[str, ...]:
+    names = (name, *additional)
+    try:
+        if names in _NAMES_OK:
+            return names
+    except TypeError:  # an unhashable name: the check below says what is wrong with it
+        pass
+    check_pipeline_name(name)
+    for extra in additional:
+        check_pipeline_name(extra, "additional module")
+    if len(_NAMES_OK) >= MAX_DRIVERS:
+        _NAMES_OK.clear()
+    _NAMES_OK.add(names)
+    return names
 
 
 # --------------------------------------------------------------------------- plans
@@ -98,15 +128,18 @@ class _Plan:
     cache: bool | Mapping[str, Any] | None
     config_key: Hashable | None  # None: no exact key (daemon.cachekey), so never shared
     cacheable: bool  # drivers with executors hold per-run state: never shared
+    _key: tuple | None = None
 
     def key(self) -> tuple:
         """What identifies the DAG and the driver: the modules (by name, in their
         generation), the config and cache options by exact value (daemon.cachekey), the
         adapter objects (kept alive by the cached driver, so their ids stay theirs)."""
-        modules = (self.generation, tuple(m.__name__ for m in self.modules))
-        adapters = tuple(id(a) for a in self.adapters)
-        cache = value_key(self.cache) if self.cache else None
-        return (self.mode, modules, self.config_key, adapters, cache)
+        if self._key is None:
+            modules = (self.generation, tuple(m.__name__ for m in self.modules))
+            adapters = tuple(id(a) for a in self.adapters)
+            cache = value_key(self.cache) if self.cache else None
+            self._key = (self.mode, modules, self.config_key, adapters, cache)
+        return self._key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +241,8 @@ class Pipelines:
         self._drivers: dict[tuple, _Built] = {}
         self._unbuilt: dict[tuple, _Built] = {}  # validation's async drivers (no ainit)
         self._declared: dict[tuple, frozenset[str]] = {}
+        self._plain: dict[tuple, _Plan] = {}  # plans of runs with no options: reused
+        self._validated: dict[tuple, tuple[str, ...]] = {}  # checks passed: their warnings
 
     def list_pipelines(self) -> list[str]:
         return self._modules.available()
@@ -241,12 +276,21 @@ class Pipelines:
         cfg = _as_run_config(run_config, kwargs)
         plan, built = self._plan_and_describe(name, cfg)
         final_vars = self._final_vars(plan, built, cfg)
+        # schedules that differ only in their triggers share one check (1,000 at start-up)
+        key = (plan.key(), tuple(final_vars), value_key(cfg.inputs)) if plan.cacheable else None
+        if key is not None and key[2] is not None and key in self._validated:
+            return list(self._validated[key])
         inputs = {**_slot_placeholders(built), **dict(cfg.inputs or {})}
         try:
             built.driver.validate_execution(final_vars, inputs=inputs)
         except ValueError as exc:
             raise PipelineError(f"pipeline {name!r}: {exc}", field="inputs") from None
-        return self._warnings(plan, built)
+        warnings = self._warnings(plan, built)
+        if key is not None and key[2] is not None:
+            if len(self._validated) >= MAX_DRIVERS:
+                self._validated.clear()
+            self._validated[key] = tuple(warnings)
+        return warnings
 
     def declared_inputs(self, name: str, cfg: RunConfig, names: Sequence[str]) -> frozenset[str]:
         """Which of `names` the run's DAG declares as inputs (nodes no function computes).
@@ -316,6 +360,8 @@ class Pipelines:
         if mode == "async":
             raise AsyncDriverUnsupported("execute_sync needs async_driver=False")
         level = logs.level_number(cfg.log_level) if cfg.log_level else None
+        if level is None and logs.run_level_var.get() is None:
+            return self._retry_sync(name, cfg, attempts)  # nothing to scope
         token = logs.run_level_var.set(level)
         try:
             return self._retry_sync(name, cfg, attempts)
@@ -324,6 +370,8 @@ class Pipelines:
 
     async def execute_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         level = logs.level_number(cfg.log_level) if cfg.log_level else None
+        if level is None and logs.run_level_var.get() is None:
+            return await self._retry_async(name, cfg, attempts)  # nothing to scope
         token = logs.run_level_var.set(level)
         try:
             return await self._retry_async(name, cfg, attempts)
@@ -331,21 +379,27 @@ class Pipelines:
             logs.run_level_var.reset(token)
 
     def _retry_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        def attempt() -> dict:
-            plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
-            try:
-                return self._execute_sync_once(plan, cfg)
-            finally:
-                if _on_dask(plan):
-                    attempts.where = cluster.where(plan.executor.address)
+        if once(cfg):  # most runs: no retries, no callbacks -- no wrapper either
+            attempts.count += 1
+            return self._attempt_sync(name, cfg, attempts)
+        return retrying_sync(lambda: self._attempt_sync(name, cfg, attempts), cfg, attempts)
 
-        return retrying_sync(attempt, cfg, attempts)
+    def _attempt_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
+        plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
+        try:
+            return self._execute_sync_once(plan, cfg)
+        finally:
+            if _on_dask(plan):
+                attempts.where = cluster.where(plan.executor.address)
 
     async def _retry_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         async def attempt() -> dict:
             plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
             return await self._execute_async_once(plan, cfg)
 
+        if once(cfg):
+            attempts.count += 1
+            return await self._execute_async_once(self._plan(name, cfg, "async"), cfg)
         return await retrying_async(attempt, cfg, attempts)
 
     def _execute_sync_once(self, plan: _Plan, cfg: RunConfig) -> dict:
@@ -379,11 +433,23 @@ class Pipelines:
 
     # -- planning and building ------------------------------------------------------
     def _plan(self, name: str, cfg: RunConfig, mode: str) -> _Plan:
-        check_pipeline_name(name)
-        for extra in cfg.additional_modules:
-            check_pipeline_name(extra, "additional module")
-        names = (name, *cfg.additional_modules)
+        """Most runs name a pipeline and nothing else that shapes the driver: their plan
+        is made once per mode and pipeline generation, not on every run."""
+        names = _checked_names(name, cfg.additional_modules)
         generation, modules = self._modules.load(names, reload=cfg.reload)
+        if cfg.config or cfg.cache or cfg.executor is not None or cfg.with_adapter or cfg.adapter:
+            return self._new_plan(name, cfg, mode, generation, modules)
+        plan = self._plain.get((mode, names))
+        if plan is None or plan.generation != generation or plan.modules != modules:
+            plan = self._new_plan(name, cfg, mode, generation, modules)
+            if len(self._plain) >= MAX_DRIVERS:
+                self._plain.clear()
+            self._plain[(mode, names)] = plan
+        return plan
+
+    def _new_plan(
+        self, name: str, cfg: RunConfig, mode: str, generation: int, modules: tuple
+    ) -> _Plan:
         plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
         executor = None if plain else executor_config(cfg.executor)
         adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)

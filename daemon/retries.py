@@ -87,6 +87,11 @@ def callback(fn: Callable | None, arg: Any) -> None:
         log.exception("callback %r raised", getattr(fn, "__name__", fn))
 
 
+def once(cfg: RunConfig) -> bool:
+    """One attempt and no callbacks: what `retrying_sync` would do is just the call."""
+    return not cfg.max_retries and cfg.on_success is None and cfg.on_failure is None
+
+
 def retrying_sync(attempt: Callable[[], Any], cfg: RunConfig, attempts: Attempts) -> Any:
     """`attempt()` until it succeeds or may not be retried, with backoff between tries;
     then the success or failure callback."""
@@ -138,4 +143,4 @@ def should_retry(exc: Exception, attempts: Attempts, cfg: RunConfig, retry_on) -
     return True
 
 
-__all__ = ["Attempts", "backoff_s", "retrying_async", "retrying_sync"]
+__all__ = ["Attempts", "backoff_s", "once", "retrying_async", "retrying_sync"]

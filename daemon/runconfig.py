@@ -22,17 +22,30 @@ def _strict_kwargs(cls):
     """Unknown keyword arguments raise TypeError with a did-you-mean (a dataclass alone
     says only 'unexpected keyword argument'; FlowerPower drops them silently)."""
     generated_init = cls.__init__
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     known = frozenset(names)
+    # every field a plain default: the instance dict is filled at once (a frozen
+    # dataclass's own __init__ sets each field through object.__setattr__: ~1.3 us of a
+    # ~20 us run for RunConfig's 17 fields); __post_init__ still checks the values
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    plain = len(defaults) == len(fields) and all(f.init for f in fields)
+    post_init = getattr(cls, "__post_init__", None)
 
     def __init__(self, **kwargs: Any) -> None:
-        for key in kwargs:
-            if key not in known:
-                raise TypeError(
-                    f"{cls.__name__} has no field {key!r}{did_you_mean(key, names)}; "
-                    f"fields: {', '.join(names)}"
-                )
-        generated_init(self, **kwargs)
+        if not known.issuperset(kwargs):
+            key = next(k for k in kwargs if k not in known)
+            raise TypeError(
+                f"{cls.__name__} has no field {key!r}{did_you_mean(key, names)}; "
+                f"fields: {', '.join(names)}"
+            )
+        if not plain:
+            generated_init(self, **kwargs)
+            return
+        self.__dict__.update(defaults)
+        self.__dict__.update(kwargs)
+        if post_init is not None:
+            post_init(self)
 
     __init__.__signature__ = inspect.signature(generated_init)
     cls.__init__ = __init__
