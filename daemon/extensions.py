@@ -1,30 +1,32 @@
-"""Hamilton's extensions, loaded when a pipeline uses their library instead of all at once.
+"""Hamilton's extensions, loaded when their library is imported instead of all at once.
 
 Importing Hamilton autoloads an extension (`hamilton.plugins.<name>_extensions`) for every
 library it supports that is installed: with dask installed that alone imports dask's
 dataframe and array stacks, ~0.3 s and ~25 MiB in every daemon, `flowerd run` and worker
 forkserver, whether a pipeline uses dask or not. flowerd imports Hamilton with autoload
-off (daemon.pipeline) and loads the extension of a library once a pipeline uses it:
+off (daemon.pipeline) and loads a library's extension the moment that library is first
+imported -- by a pipeline module, a sibling helper, an additional module from sys.path or
+anything they import -- through a finder on `sys.meta_path` that runs the extension right
+after the library's own module has run. Decorators such as `@extract_columns` on a
+`pd.DataFrame` or `@load_from.csv`, which look Hamilton's registry up while a module runs,
+find it as under autoload, so a pipeline written for Hamilton runs unchanged; a project
+that never imports pandas (or dask, polars ...) never loads their extensions. Whoever
+sets `HAMILTON_AUTOLOAD_EXTENSIONS` keeps Hamilton's own behaviour ("0": none, else all).
 
-- before a module of the pipelines directory runs, for the libraries its source imports
-  (decorators such as `@load_from.csv` look Hamilton's registry up while the module runs);
-- after any pipeline module (or additional module) is imported, for the libraries its
-  globals come from (`@extract_columns` on a `pd.DataFrame` finds the column type when
-  the driver is built).
-
-So a pipeline written for Hamilton's autoload runs unchanged, and a project that never
-imports pandas (or dask, polars...) never loads their extensions. Whoever sets
-`HAMILTON_AUTOLOAD_EXTENSIONS` keeps Hamilton's own behaviour ("0": none, else all).
+(Python has no post-import hook; a meta-path finder that wraps the library's loader is
+the documented way to run code right after a module executes.)
 
 This module imports no Hamilton: daemon.pipeline hands it Hamilton's loader (`use`).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +46,7 @@ _lock = threading.RLock()
 _loader: Callable[[str], object] | None = None
 _by_library: dict[str, tuple[str, ...]] = {}
 _tried: set[str] = set()
+_finding = threading.local()
 
 
 @contextlib.contextmanager
@@ -62,7 +65,8 @@ def autoload_off() -> Iterator[bool]:
 
 
 def use(load_extension: Callable[[str], object], extensions: Iterable[str]) -> None:
-    """Load extensions on demand from now on, with Hamilton's `registry.load_extension`."""
+    """Load extensions on demand from now on, with Hamilton's `registry.load_extension`:
+    at once for libraries already imported, else when they are."""
     global _loader
     by_library: dict[str, list[str]] = {}
     for name in extensions:
@@ -71,6 +75,10 @@ def use(load_extension: Callable[[str], object], extensions: Iterable[str]) -> N
         _by_library.clear()
         _by_library.update({lib: tuple(names) for lib, names in by_library.items()})
         _loader = load_extension
+        if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _Finder())
+    for library in [lib for lib in _by_library if lib in sys.modules]:
+        _load_for(library)
 
 
 def loaded() -> frozenset[str]:
@@ -79,44 +87,42 @@ def loaded() -> frozenset[str]:
         return frozenset(_tried)
 
 
-def for_source(tree: ast.AST) -> None:
-    """Before a module runs: the extensions of the libraries its source imports."""
-    if _loader is None:
-        return
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.partition(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            names.add(node.module.partition(".")[0])
-    _load_for(names)
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: for a library with an extension, it asks the other finders
+    and wraps the loader they give, so the extension loads right after the library."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _by_library or getattr(_finding, "name", None) == fullname:
+            return None
+        _finding.name = fullname  # the inner find_spec must not come back here
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            _finding.name = None
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        spec.loader = _ThenExtension(spec.loader, fullname)
+        return spec
 
 
-def for_module(module: types.ModuleType) -> None:
-    """After a module ran: the extensions of the libraries its globals come from."""
-    if _loader is None:
-        return
-    names = set()
-    for value in list(vars(module).values()):
-        names.add(_library_of(value))
-    _load_for(names)
+class _ThenExtension(importlib.abc.Loader):
+    def __init__(self, loader, library: str):
+        self._loader = loader
+        self._library = library
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        _load_for(self._library)
+
+    def __getattr__(self, name):  # get_data, get_filename ... as the real loader has them
+        return getattr(self._loader, name)
 
 
-def _library_of(value: object) -> str:
-    try:
-        if isinstance(value, types.ModuleType):
-            name = value.__name__
-        elif isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
-            name = value.__module__
-        else:
-            name = type(value).__module__
-    except Exception:  # noqa: BLE001 - a global with a hostile __getattr__ names nothing
-        return ""
-    return name.partition(".")[0] if isinstance(name, str) else ""
-
-
-def _load_for(libraries: set[str]) -> None:
-    wanted = [ext for lib in libraries & _by_library.keys() for ext in _by_library[lib]]
+def _load_for(library: str) -> None:
+    wanted = _by_library.get(library, ())
     if not wanted or _tried.issuperset(wanted):
         return
     with _lock:
@@ -135,4 +141,4 @@ def _load(name: str) -> None:
         log.warning("Hamilton extension %s failed to load: %s: %s", name, type(exc).__name__, exc)
 
 
-__all__ = ["autoload_off", "for_module", "for_source", "loaded", "use"]
+__all__ = ["autoload_off", "loaded", "use"]

@@ -32,7 +32,6 @@ This module imports no Hamilton.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -46,7 +45,7 @@ import types
 import weakref
 from pathlib import Path
 
-from daemon import extensions, logs
+from daemon import logs
 from daemon.errors import ModuleImportError, PipelineError, PipelineNotFound, did_you_mean
 
 ROOT_PACKAGE = logs.PIPELINE_LOGGER_ROOT
@@ -197,7 +196,6 @@ class Project:
             raise self._raised(name, exc) from exc
         except (Exception, SystemExit) as exc:
             raise self._raised(name, exc) from exc
-        extensions.for_module(module)
         return module
 
     def _raised(self, name: str, exc: BaseException) -> ModuleImportError:
@@ -355,14 +353,11 @@ class _Loader(importlib.machinery.SourceFileLoader):
         self.project = project
 
     def get_code(self, fullname: str) -> types.CodeType:
-        tree = ast.parse(self.get_data(self.path), self.path)
-        extensions.for_source(tree)  # what its decorators look up in Hamilton's registry
-        return compile(tree, self.path, "exec", dont_inherit=True)
+        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
 
     def exec_module(self, module: types.ModuleType) -> None:
         super().exec_module(module)
         self.project.adopt(module)
-        extensions.for_module(module)
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -81,7 +81,9 @@ def test_a_pandas_pipeline_written_for_autoload_runs_through_the_api(tmp_path: P
         "loaded_rows": 2,
         "summary": {"a": [0, 1, 2], "b": [0, 10, 20]},
     }
-    assert seen["plugins"] == ["pandas_extensions"]  # its own library's, not dask's
+    # its own library's (and those of libraries already imported, as numpy), not dask's
+    assert "pandas_extensions" in seen["plugins"]
+    assert not {"dask_extensions", "polars_extensions"} & set(seen["plugins"])
     assert not seen["dask"]
     assert seen["env"] is None  # the environment is left as it was (child processes)
 
@@ -89,7 +91,9 @@ def test_a_pandas_pipeline_written_for_autoload_runs_through_the_api(tmp_path: P
 def test_a_project_without_pandas_loads_no_extension(tmp_path: Path):
     seen = _api(make_project(tmp_path), "hello_world", "full_greeting")
     assert seen["result"] == {"full_greeting": "Hello, World!"}
-    assert seen["plugins"] == []
+    # Hamilton itself imports pandas (and numpy): their extensions cost next to nothing;
+    # a library nothing imported (dask: ~0.3 s) is never loaded for its extension
+    assert "dask_extensions" not in seen["plugins"]
     assert not seen["dask"]
 
 
@@ -146,3 +150,34 @@ def test_serve_runs_a_pandas_pipeline_in_a_thread_and_in_a_worker_process(tmp_pa
             )
             assert rows[0].status == "success", (name, rows[0].error, served.log)
         assert served.stop() == 0
+
+
+def test_an_additional_module_from_sys_path_that_decorates_a_frame_at_import(tmp_path: Path):
+    """A module outside pipelines/ (on sys.path) using @extract_columns at import: the
+    extension loads when it imports pandas, before its decorators run."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "shared_frames.py").write_text(
+        "import pandas as pd\n"
+        "from hamilton.function_modifiers import extract_columns\n\n"
+        "@extract_columns('a', 'b')\n"
+        "def frame() -> pd.DataFrame:\n"
+        "    return pd.DataFrame({'a': [1, 2], 'b': [3, 4]})\n\n"
+        "def total(a: pd.Series, b: pd.Series) -> int:\n"
+        "    return int(a.sum() + b.sum())\n"
+    )
+    base = make_project(tmp_path / "p", user="def unused() -> int:\n    return 1\n")
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(lib)!r})\n"
+        "from daemon.api import PipelineManager\n"
+        f"pm = PipelineManager(base_dir={str(base)!r})\n"
+        "out = pm.run('user', final_vars=['total'], additional_modules=['shared_frames'])\n"
+        "print(json.dumps(out))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "HAMILTON_AUTOLOAD_EXTENSIONS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"total": 10}
