@@ -79,22 +79,29 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
     SQLite) began with BEGIN IMMEDIATE: a second process starting at the same moment waits
     here for the first to commit, then finds the schema already at head. Alembic sees an
     external transaction, so the whole upgrade commits or rolls back as one."""
-    from alembic import command
-
     with sync_conn.begin():
         _lock_for_migration(sync_conn)
-        current = _current_revision(sync_conn)
+        current = _stored_revision(sync_conn)
         check_revision(current, label)
         if current is None and _foreign_tables(sync_conn):
             raise HistoryError(
                 f"{label}: not a flowerd history database (it has tables "
                 f"{', '.join(_foreign_tables(sync_conn))} but no flowerd schema)"
             )
-        if current != revision:
+        target = SCHEMA_REVISION if revision == "head" else revision
+        if current != target:  # only then alembic (~50 ms and ~8 MiB a start otherwise)
+            from alembic import command
+
             command.upgrade(alembic_config(connection=sync_conn), revision)
+            current = _current_revision(sync_conn)
         if probe:  # a real write: a read-only file or a full disk shows up now, not later
             sync_conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
-        return _current_revision(sync_conn)
+        return current
+
+
+def _stored_revision(sync_conn) -> str | None:
+    """The database's alembic revision, read without importing alembic (one head)."""
+    return schema_state(sync_conn)[1]
 
 
 # any constant: daemons sharing one PostgreSQL take this lock to migrate one at a time
