@@ -17,6 +17,9 @@ import asyncio
 from alembic import context
 
 from daemon.history import metadata, writer_engine
+from daemon.history.schema import with_postgresql
+
+with_postgresql()  # the metadata as the migrations build it, for every dialect
 
 config = context.config
 

@@ -48,6 +48,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncEng
     engine = create_async_engine(url)
     if is_sqlite(url):
         _sqlite_events(engine.sync_engine, readonly=False, busy_timeout_ms=busy_timeout_ms)
+    else:
+        from daemon.history.schema import with_postgresql
+
+        with_postgresql()
     return engine
 
 
