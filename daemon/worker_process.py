@@ -196,8 +196,8 @@ class _ReportedAttempts(Attempts):
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        if name == "count" and value:
-            self._outbox.send(("attempt", value))
+        if name == "count" and value:  # the errors of the attempts before this one, too
+            self._outbox.send(("attempt", value, list(self.errors)))
 
 
 def worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 from daemon import worker_process
 from daemon.durations import format_bytes
 from daemon.pipeline import Attempts, RunConfig
+from daemon.retries import backoff_s, delays, exception_types, should_retry
 from daemon.worker_process import Job, worker_main
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,16 @@ class _Run:
 
     def __init__(self, job: Job, attempts: Attempts, done: asyncio.Future):
         self.job, self.attempts, self.done = job, attempts, done
+        # attempts made by earlier workers of this run (one died; see WorkerPool.run)
+        self.before = (attempts.count, len(attempts.errors))
         self.context = contextvars.copy_context()  # the run's: run_id_var is set
         self.keep_worker = True  # False: the worker's state is suspect, it must go
 
     def handle(self, message: tuple) -> None:
         kind = message[0]
-        if kind == "attempt":
-            self.attempts.count = message[1]
+        if kind == "attempt":  # (count, errors of the attempts retried) in this worker
+            self.attempts.count = self.before[0] + message[1]
+            self.attempts.errors[self.before[1] :] = message[2]
         elif kind in ("log", "out", "cut"):
             self.context.run(_EMITTERS[kind], self.job, *message[1:])
         elif not self.done.done():
@@ -319,7 +323,38 @@ class WorkerPool:
         """Run in a worker and return the result; raises WorkerRunError / WorkerDied, or
         TimeoutError after `timeout_s` (0: none), counted from when a worker has the run
         (starting one is not the run's time). Timed out or cancelled (the drain): the
-        worker's process group is killed before this returns."""
+        worker's process group is killed before this returns. A worker that dies (a
+        signal, the OOM killer) is an attempt that failed like any other: retried in a
+        new worker under the run's retry policy (`max_retries`, `retry_exceptions`)."""
+        retry_on = exception_types(cfg.retry_exceptions)
+        loop = asyncio.get_running_loop()
+        spent_s = 0.0  # the run's timeout covers its attempts in every worker
+        while True:
+            left = max(cfg.max_retries - attempts.count, 0)  # the budget a worker has left
+            if timeout_s and spent_s >= timeout_s:
+                raise TimeoutError(f"the run exceeded its timeout of {timeout_s:g} s")
+            started = loop.time()
+            try:
+                return await self._run_once(
+                    pipeline, cfg.merged({"max_retries": left}), attempts,
+                    memory_limit_bytes=memory_limit_bytes,
+                    timeout_s=timeout_s - spent_s if timeout_s else 0,
+                )  # fmt: skip
+            except WorkerDied as exc:
+                if not should_retry(exc, attempts, cfg, retry_on):
+                    raise
+                await asyncio.sleep(backoff_s(attempts.count, **delays(cfg)))
+            spent_s += loop.time() - started
+
+    async def _run_once(
+        self,
+        pipeline: str,
+        cfg: RunConfig,
+        attempts: Attempts,
+        *,
+        memory_limit_bytes: int | None,
+        timeout_s: float,
+    ) -> dict[str, Any]:
         job = Job(
             pipeline=pipeline,
             cfg=cfg,

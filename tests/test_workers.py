@@ -83,6 +83,14 @@ def flaky(count_file: str) -> int:
         raise OSError(f"attempt {n + 1} fails")
     return n + 1
 
+def dies_once(count_file: str) -> int:
+    n = int(open(count_file).read()) if os.path.exists(count_file) else 0
+    with open(count_file, "w") as f:
+        f.write(str(n + 1))
+    if n == 0:
+        os.kill(os.getpid(), 9)  # as the OOM killer would
+    return n + 1
+
 def sleepy(pidfile: str) -> int:
     import time
     with open(pidfile, "w") as f:
@@ -378,6 +386,50 @@ async def test_retries_run_in_the_worker_and_count_attempts(parts, tmp_path):
     outcome = await runner.run_manual("hostile", cfg, schedule=spec)
     row = await history.get_run(outcome.run_id)
     assert (row.status, row.attempts, outcome.result) == ("success", 3, {"flaky": 3})
+
+
+async def test_the_errors_of_retried_attempts_come_back_from_the_worker(parts, tmp_path):
+    runner, history = parts
+    spec = process_schedule(pipeline="hostile")
+    cfg = RunConfig(
+        final_vars=["flaky"],
+        inputs={"count_file": str(tmp_path / "count")},
+        max_retries=2,
+        retry_delay=0.01,
+    )
+    outcome = await runner.run_manual("hostile", cfg, schedule=spec)
+    row = await history.get_run(outcome.run_id)
+    assert [e["type"] for e in row.attempt_errors] == ["OSError", "OSError"]
+    assert row.attempt_errors[0]["message"] == "attempt 1 fails"
+
+
+async def test_a_worker_killed_mid_run_is_a_failed_attempt_and_retried(parts, tmp_path):
+    """SIGKILL (the OOM killer) in the first attempt: with max_retries the run goes on in
+    a new worker, and its row says what happened to the attempt before."""
+    runner, history = parts
+    spec = process_schedule(pipeline="hostile")
+    cfg = RunConfig(
+        final_vars=["dies_once"],
+        inputs={"count_file": str(tmp_path / "count")},
+        max_retries=1,
+        retry_delay=0.01,
+    )
+    outcome = await runner.run_manual("hostile", cfg, schedule=spec)
+    row = await history.get_run(outcome.run_id)
+    assert (row.status, row.attempts, outcome.result) == ("success", 2, {"dies_once": 2})
+    assert [e["type"] for e in row.attempt_errors] == ["WorkerDied"]
+    assert "SIGKILL" in row.attempt_errors[0]["message"]
+    assert runner._workers.started == 2
+
+
+async def test_a_worker_that_keeps_dying_fails_after_its_retries(parts, tmp_path):
+    runner, history = parts
+    spec = process_schedule(pipeline="hostile")
+    cfg = RunConfig(final_vars=["exited"], max_retries=1, retry_delay=0.01)
+    outcome = await runner.run_manual("hostile", cfg, schedule=spec)
+    row = await history.get_run(outcome.run_id)
+    assert (row.status, row.error.type, row.attempts) == ("failed", "WorkerDied", 2)
+    assert [e["type"] for e in row.attempt_errors] == ["WorkerDied"]
 
 
 async def test_a_timeout_kills_the_worker_and_the_next_run_gets_a_new_one(parts, tmp_path):
