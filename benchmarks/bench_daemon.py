@@ -378,6 +378,17 @@ def measure(
             f"burst {n_async} async: CPU per run", b["cpu_per_run_us"], "us", async_us, "<= 300"
         )  # fmt: skip
     )
+    # what the default log level costs: at INFO each run's log keeps flowerd's two lines
+    b = burst(n_async, seconds, mixed=False, warm_s=warm_s, settings='log_level = "WARNING"\n')
+    figures.append(
+        _figure(
+            f"burst {n_async} async, WARNING: CPU per run",
+            b["cpu_per_run_us"],
+            "us",
+            async_us,
+            "",
+        )  # fmt: skip
+    )
     i = idle(idle_n, seconds)
     figures += [
         _figure(f"idle {idle_n} schedules: CPU", i["cpu_pct"], "%", None, "<= 0.5"),
