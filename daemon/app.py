@@ -25,7 +25,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from daemon import cluster, retention, systemd
+from daemon import cluster, logs, retention, systemd
 from daemon.across import Across
 from daemon.backfill import Jobs
 from daemon.calendars import EXCLUDED, excluded_reason
@@ -642,5 +642,6 @@ def exit_past_stuck_threads(code: int) -> None:
         log.warning(
             "exiting past %d thread(s) that did not return: %s", len(stuck), ", ".join(stuck)
         )
+        logs.stop_background()
         logging.shutdown()
         os._exit(code)

@@ -14,11 +14,14 @@ never see each other's values:
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import io
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -91,12 +94,14 @@ def log_config(
     *,
     environ: Mapping[str, str] = os.environ,
     stream: TextIO | None = None,
+    background: bool = False,
 ) -> None:
     """Install flowerd's one handler on the root logger (idempotent: it replaces only the
     handler an earlier call installed, never a host's). Lines go to `stream` (stderr) and
     carry the run id. `fmt`: "text" (timestamped, human-readable) or "json" (one object
     per line, for log shippers). Under journald (JOURNAL_STREAM names this stream) lines
-    get `<N>` priority prefixes and no timestamps: journald adds its own."""
+    get `<N>` priority prefixes and no timestamps: journald adds its own. `background`
+    (the daemon): lines are written by a thread of their own (see _written_behind)."""
     number = level_number(level)
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
@@ -109,7 +114,9 @@ def log_config(
         formatter = JournaldFormatter(_TEXT_FORMAT)
     else:
         formatter = logging.Formatter("%(asctime)s " + _TEXT_FORMAT)
-    handler = logging.StreamHandler(stream)
+    handler: logging.Handler = logging.StreamHandler(stream)
+    if background:
+        handler = _written_behind(handler)
     setattr(handler, _OURS, True)
     handler.addFilter(RunContextFilter())
     handler.setFormatter(formatter)
@@ -117,9 +124,64 @@ def log_config(
     for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(old)
         old.close()  # a StreamHandler leaves its stream open
+        if getattr(old, "listener", None) is not None:
+            _stop(old.listener)
     root.addHandler(handler)
     root.setLevel(number)  # the handler stays NOTSET, so a run's own log_level can go lower
     _quiet_third_parties(number)
+
+
+def _written_behind(writer: logging.StreamHandler) -> logging.Handler:
+    """The daemon's lines go through stdlib's QueueHandler / QueueListener: a line is
+    filtered and formatted where it is logged (the filters read the run's context), and
+    written to stderr by the listener's thread. A write to stderr can block -- journald
+    slow or rate-limiting, a pipe nobody reads -- and the event loop must not wait on it
+    (a pipe that fills would stop every slot). While the writer is stuck, lines queue up
+    to MAX_QUEUED_LINES; past that they are counted, and the count is written once the
+    writer moves again."""
+    lines: queue.Queue = queue.Queue(MAX_QUEUED_LINES)
+    front = _Front(lines)
+    writer.setFormatter(logging.Formatter("%(message)s"))  # formatted by `front` already
+    front.listener = logging.handlers.QueueListener(lines, writer)
+    front.listener.start()
+    atexit.register(_stop, front.listener)  # before logging's own shutdown (atexit: LIFO)
+    return front
+
+
+MAX_QUEUED_LINES = 10_000
+
+
+class _Front(logging.handlers.QueueHandler):
+    """Drops (and counts) lines while the queue is full, never blocks the caller."""
+
+    listener: logging.handlers.QueueListener
+    dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped and self.queue.qsize() < MAX_QUEUED_LINES // 2:
+                note = logging.makeLogRecord(
+                    {"msg": f"flowerd: {self.dropped} log line(s) dropped: stderr was not "
+                     "being read (the history has every run)", "levelno": logging.WARNING}
+                )  # fmt: skip
+                self.queue.put_nowait(note)
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+def _stop(listener: logging.handlers.QueueListener) -> None:
+    if listener._thread is not None:  # noqa: SLF001 - stop() twice fails on its None
+        listener.stop()
+
+
+def stop_background() -> None:
+    """Write what the daemon's line writer still holds (before an exit that skips
+    atexit); a no-op when lines are written where they are logged."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False) and getattr(handler, "listener", None) is not None:
+            _stop(handler.listener)
 
 
 def set_terminal_level(level: str | int) -> None:

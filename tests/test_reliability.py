@@ -5,6 +5,7 @@ lost, none run twice) and, once a daemon has started again, no row is left activ
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from datetime import timedelta
@@ -61,3 +62,31 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         assert len(slots) == len(set(slots)), f"{schedule}: a slot has two rows"
         gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
         assert gaps == {timedelta(seconds=1)}, f"{schedule}: slots missing: {gaps}"
+
+
+def test_a_stderr_nobody_reads_never_stops_the_slots(tmp_path: Path):
+    """stderr is a pipe whose reader hangs (a stuck journald, a full pipe): the daemon's
+    lines wait in their own thread, and every slot still runs and is recorded."""
+    import subprocess
+
+    from tests.contract import FLOWERD
+
+    schedules = "".join(f'[s{i}]\npipeline = "hello_world"\ninterval = "1s"\n' for i in range(60))
+    base = make_project(tmp_path, schedules)
+    proc = subprocess.Popen(
+        [FLOWERD, "--base-dir", str(base), "--log-level", "DEBUG", "serve", "--http", "off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # never read: 64 KiB of lines fill it within seconds
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")},
+    )
+    try:
+        wait_for(lambda: len(runs(base)) >= 60, timeout_s=30, what="the first slots")
+        time.sleep(8)  # ~30 KB of lines a second: the pipe has long been full by now
+        since = time.time() - 3
+        recent = [r for r in runs(base) if r.scheduled_at.timestamp() >= since]
+        assert len(recent) >= 100, f"{len(recent)} slots in the last 3 s: the loop is stuck"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()

@@ -26,16 +26,17 @@ def serve(
     """Run the daemon in the foreground (what systemd runs)."""
     from daemon import app as daemon_app
     from daemon.http.address import parse_address
-    from daemon.logs import log_config
+    from daemon.logs import log_config, stop_background
 
     settings = settings_of(ctx)
     if http is not None:
         settings = settings.model_copy(update={"http": http})
     parse_address(settings.http)  # a bad value is refused before anything starts
-    log_config(settings.log_level, settings.log_format)
+    log_config(settings.log_level, settings.log_format, background=True)
     try:
         code = asyncio.run(daemon_app.serve(settings))
     except FlowerdError as exc:  # start-up refused: one paragraph, then no thread holds us
+        stop_background()  # the lines logged before it come first
         print(f"flowerd: {exc}", file=sys.stderr)
         daemon_app.exit_past_stuck_threads(exc.exit_code)
         raise typer.Exit(exc.exit_code) from None
