@@ -191,7 +191,6 @@ class Pipelines(Drivers, Execution):
 
 __all__ = [
     "ASYNC_DRIVER_MISSING",
-    "_as_run_config",
     "Attempts",
     "ExecutorConfig",
     "Pipelines",
