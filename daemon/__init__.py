@@ -5,7 +5,7 @@ The data flows one way (see README.md):
     schedules/*.toml --schedule.py--> Schedule (frozen)
         --trigger.py / scheduler.py--> a slot fires (APScheduler AsyncIOScheduler)
         --runner.py--> claim the slot in the history, overlap / concurrency / timeout / retries
-        --pipeline.py--> Hamilton: async driver (awaited) | sync driver (thread pool)
+        --pipeline/--> Hamilton: async driver (awaited) | sync driver (thread pool)
         --history.py--> one row per slot: queued -> running -> terminal state
 
 `app.py` composes these for `flowerd serve`; `cli.py` is the command line.

@@ -125,7 +125,7 @@ def test_driver_is_built_once_and_reused(pm: PipelineManager):
 
 
 def test_driver_cache_is_bounded(pm: PipelineManager, monkeypatch):
-    monkeypatch.setattr("daemon.pipeline.MAX_DRIVERS", 3)
+    monkeypatch.setattr("daemon.pipeline.plans.MAX_DRIVERS", 3)  # every cache of the layer
     for hour in range(5):
         pm.run("hello_world", config={"variant": hour})
     assert len(pm._drivers) == 3

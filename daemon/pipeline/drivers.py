@@ -1,0 +1,254 @@
+"""Building Hamilton's drivers from a `_Plan`, and keeping them: one code path builds both
+the sync and the async driver; a driver is built once per (mode, modules, config,
+adapters) and reused until a module file changes or `reload=True`. Mixed into Pipelines.
+
+Part of the pipeline layer (daemon.pipeline), the only package that imports Hamilton.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from daemon import cluster
+from daemon.cachekey import value_key
+from daemon.errors import PipelineError
+from daemon.modules import Project, prepare_worker
+from daemon.pipeline import plans
+from daemon.pipeline.core import hamilton_driver, import_async_driver
+from daemon.pipeline.graph import (
+    _Built,
+    _describe,
+    _has_parallelizable,
+    _is_async,
+    _nodes,
+    _refuse_parallelizable,
+)
+from daemon.pipeline.plans import (
+    _checked_names,
+    _flag_adapters,
+    _on_dask,
+    _Plan,
+    _refuse_for_async,
+)
+from daemon.runconfig import ExecutorConfig, RunConfig, executor_config, user_adapters
+
+log = logging.getLogger("daemon.pipeline")  # a part of the pipeline layer: its name
+
+
+class Drivers:
+    """Mixed into Pipelines: plans (reused for runs with no options) and drivers (cached)."""
+
+    base_dir: Path
+    pipelines_dir: Path
+    _modules: Project
+    _drivers: dict[tuple, _Built]
+    _unbuilt: dict[tuple, _Built]
+    _plain: dict[tuple, _Plan]
+
+    def _plan(self, name: str, cfg: RunConfig, mode: str) -> _Plan:
+        """Most runs name a pipeline and nothing else that shapes the driver: their plan
+        is made once per mode and pipeline generation, not on every run."""
+        names = _checked_names(name, cfg.additional_modules)
+        generation, modules = self._modules.load(names, reload=cfg.reload)
+        if cfg.config or cfg.cache or cfg.executor is not None or cfg.with_adapter or cfg.adapter:
+            return self._new_plan(name, cfg, mode, generation, modules)
+        plan = self._plain.get((mode, names))
+        if plan is None or plan.generation != generation or plan.modules != modules:
+            plan = self._new_plan(name, cfg, mode, generation, modules)
+            if len(self._plain) >= plans.MAX_DRIVERS:
+                self._plain.clear()
+            self._plain[(mode, names)] = plan
+        return plan
+
+    def _new_plan(
+        self, name: str, cfg: RunConfig, mode: str, generation: int, modules: tuple
+    ) -> _Plan:
+        plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
+        executor = None if plain else executor_config(cfg.executor)
+        adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
+        config = dict(cfg.config) if cfg.config else {}
+        config_key = value_key(config) if config else ()
+        plan = _Plan(
+            name=name,
+            mode=mode,
+            generation=generation,
+            modules=modules,
+            config=config,
+            adapters=() if plain else tuple(adapters + user_adapters(cfg.adapter)),
+            executor=executor,
+            cache=cfg.cache,
+            config_key=config_key,
+            # a config (or cache option) with no exact key gets a driver of its own per run
+            cacheable=executor is None
+            and not adapters
+            and config_key is not None
+            and (not cfg.cache or value_key(cfg.cache) is not None),
+        )
+        if mode == "async" and (plan.executor or plan.cache or plan.adapters):
+            _refuse_for_async(plan)
+        return plan
+
+    def _builder(self, plan: _Plan, builder):
+        # Later modules override earlier ones (allow_module_overrides). Hamilton finds a
+        self._modules.install()  # module's functions through sys.modules: ours, there
+        builder = builder.with_modules(*plan.modules).with_config(dict(plan.config))
+        builder = builder.allow_module_overrides()
+        if plan.adapters:
+            builder = builder.with_adapters(*plan.adapters)
+        return builder
+
+    def _build_sync(self, plan: _Plan) -> _Built:
+        key = plan.key()
+        built = self._drivers.get(key) if plan.cacheable else None
+        if built is None:
+            built = self._new_sync(plan, dynamic=False)
+            self._refuse_async_nodes(plan, built)
+            if _has_parallelizable(built) and plan.executor is None:
+                built = dataclasses.replace(built, dynamic=True)
+            if plan.cacheable:
+                self._remember(key, built)
+        if built.dynamic:
+            # Parallelizable with no executor named: Hamilton runs it only with dynamic
+            # execution (its synchronous executor), as a user's script would enable. Such a
+            # driver may not be shared ("Cannot initialize an already initialized
+            # executor"), so each run gets its own; the cached one only describes the DAG.
+            return self._new_sync(plan, dynamic=True)
+        return built
+
+    def _new_sync(self, plan: _Plan, *, dynamic: bool) -> _Built:
+        builder = self._builder(plan, hamilton_driver.Builder())
+        if dynamic:
+            builder = builder.enable_dynamic_execution(allow_experimental_mode=True)
+        if _on_dask(plan):
+            builder = self._with_dask(plan, builder)
+        else:
+            builder = _with_executor(builder, plan.executor, self._modules.worker_args())
+        if plan.cache:
+            options = plan.cache if isinstance(plan.cache, Mapping) else {}
+            builder = builder.with_cache(**options)
+        return dataclasses.replace(
+            _describe(self._guard_build(plan, builder.build)), dynamic=dynamic
+        )
+
+    def _with_dask(self, plan: _Plan, builder):
+        """Every node on the cluster through Hamilton's Dask graph adapter; a DAG with
+        Parallelizable blocks runs them through its Dask executor instead."""
+        try:
+            from hamilton import base as h_base
+            from hamilton.plugins import h_dask
+        except ImportError as exc:
+            raise PipelineError(
+                f"executor 'dask' needs Dask: pip install 'flowerd[dask]' ({exc})",
+                field="executor",
+            ) from None
+        client = cluster.client(plan.executor.address)
+        log.info("executing on %s", cluster.where(plan.executor.address))
+        self._modules.install()
+        cluster.ship(client, plan.modules)
+        shape = self._guard_build(plan, self._builder(plan, hamilton_driver.Builder()).build)
+        if _has_parallelizable(_describe(shape)):
+            executor = h_dask.DaskExecutor(client=client)
+            builder = builder.enable_dynamic_execution(allow_experimental_mode=True)
+            return builder.with_remote_executor(executor)
+        adapter = h_dask.DaskGraphAdapter(client, result_builder=h_base.DictResult())
+        return builder.with_adapters(adapter)
+
+    async def _build_async(self, plan: _Plan) -> _Built:
+        key = plan.key()
+        built = self._drivers.get(key) if plan.cacheable else None
+        if built is None:
+            async_driver = import_async_driver()
+            builder = self._builder(plan, async_driver.Builder())
+            driver = self._guard_build(plan, builder.build_without_init)
+            await driver.ainit()
+            built = _describe(driver)
+            _refuse_parallelizable(plan, built)
+            if plan.cacheable:
+                self._remember(key, built)
+        return built
+
+    def _remember(self, key: tuple, built: _Built) -> None:
+        """Keep at most MAX_DRIVERS drivers; the oldest go first (a long-lived daemon
+        whose pipelines are edited builds a new generation each time)."""
+        self._drivers.setdefault(key, built)
+        while len(self._drivers) > plans.MAX_DRIVERS:
+            del self._drivers[next(iter(self._drivers))]
+
+    def _build_for_validation(self, plan: _Plan) -> _Built:
+        """Schedules that share a DAG share its check (1,000 schedules of one pipeline
+        at start-up: one build, not 1,000)."""
+        key = plan.key() if plan.cacheable else None
+        built = self._drivers.get(key) or self._unbuilt.get(key) if key else None
+        if built is None:
+            async_driver = import_async_driver()
+            builder = self._builder(plan, async_driver.Builder())
+            built = _describe(self._guard_build(plan, builder.build_without_init))
+            if key:
+                self._unbuilt[key] = built
+                while len(self._unbuilt) > plans.MAX_DRIVERS:
+                    del self._unbuilt[next(iter(self._unbuilt))]
+        _refuse_parallelizable(plan, built)
+        return built
+
+    @staticmethod
+    def _guard_build(plan: _Plan, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise PipelineError(
+                f"pipeline {plan.name!r}: Hamilton cannot build the DAG from modules "
+                f"{', '.join(m.__name__ for m in plan.modules)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _refuse_async_nodes(plan: _Plan, built: _Built) -> None:
+        async_nodes = [n.name for n in _nodes(built.driver) if _is_async(n)]
+        if async_nodes:
+            raise PipelineError(
+                f"pipeline {plan.name!r} has async def nodes ({', '.join(async_nodes[:5])}) "
+                "that the sync driver cannot await; use `await pm.run_async(...)` "
+                "(async_driver = true)"
+            )
+
+
+def _with_executor(builder, executor: ExecutorConfig | None, worker_args: tuple):
+    if executor is None:
+        return builder
+    from hamilton.execution import executors
+
+    workers = executor.max_workers or 4
+    if executor.type == "threadpool":
+        remote = executors.MultiThreadingExecutor(max_tasks=workers)
+    elif executor.type == "multiprocessing":
+        remote = _process_executor(executors)(max_tasks=workers, worker_args=worker_args)
+    else:  # dask: see Pipelines._with_dask
+        raise AssertionError("dask executors are built by _with_dask")
+    return builder.enable_dynamic_execution(allow_experimental_mode=True).with_remote_executor(
+        remote
+    )
+
+
+def _process_executor(executors):
+    """Hamilton's MultiProcessingExecutor, whose workers first import the pipelines the
+    way this process does (a `spawn`ed worker starts with none of them)."""
+
+    class ProcessExecutor(executors.MultiProcessingExecutor):
+        def __init__(self, max_tasks: int, worker_args: tuple):
+            super().__init__(max_tasks=max_tasks)
+            self.worker_args = worker_args
+
+        def create_pool(self):
+            from concurrent.futures import ProcessPoolExecutor
+
+            return ProcessPoolExecutor(
+                max_workers=self.max_tasks, initializer=prepare_worker, initargs=self.worker_args
+            )
+
+    return ProcessExecutor
