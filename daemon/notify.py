@@ -26,6 +26,7 @@ import contextvars
 import logging
 import re
 import socket
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -209,6 +210,9 @@ class Sender:
         # more of a URL than its privacy form
         logging.getLogger("apprise").propagate = False
         self._tasks: set[asyncio.Task] = set()
+        # one target's messages go out in the order they were told (a `recovered` never
+        # reaches anyone before the `failed` it follows); different targets in parallel
+        self._in_order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def send(self, message: Message) -> None:
         for url in message.targets:
@@ -225,6 +229,10 @@ class Sender:
             task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, url: str, message: Message) -> bool:
+        async with self._in_order[url]:  # FIFO: the tasks were made in the order told
+            return await self._deliver_now(url, message)
+
+    async def _deliver_now(self, url: str, message: Message) -> bool:
         loop = asyncio.get_running_loop()
         why = None
         for attempt in range(1, self.attempts + 1):
