@@ -81,12 +81,6 @@ def use(load_extension: Callable[[str], object], extensions: Iterable[str]) -> N
         _load_for(library)
 
 
-def loaded() -> frozenset[str]:
-    """The extensions loaded on demand so far (tried: a missing library stays unloaded)."""
-    with _lock:
-        return frozenset(_tried)
-
-
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds nothing itself: for a library with an extension, it asks the other finders
     and wraps the loader they give, so the extension loads right after the library."""
@@ -141,4 +135,4 @@ def _load(name: str) -> None:
         log.warning("Hamilton extension %s failed to load: %s: %s", name, type(exc).__name__, exc)
 
 
-__all__ = ["autoload_off", "loaded", "use"]
+__all__ = ["autoload_off", "use"]

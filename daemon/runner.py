@@ -41,6 +41,7 @@ from daemon.slots import SlotPolicies
 from daemon.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+_OF_SPEC = object()  # _track: the schedule id is the spec's
 
 
 class Runner(OnDemand, SlotPolicies, Running):
@@ -103,12 +104,23 @@ class Runner(OnDemand, SlotPolicies, Running):
 
     # -- the runs going now ------------------------------------------------------------
     def _track(
-        self, run_id, pipeline, schedule, scheduled_at, trigger, *, background=False, **named
+        self,
+        run_id,
+        pipeline,
+        schedule,
+        scheduled_at,
+        trigger,
+        *,
+        background=False,
+        schedule_id=_OF_SPEC,
     ) -> ActiveRun:
-        """`schedule_id` (named) overrides the schedule's id (a rerun of a removed one)."""
+        """`schedule_id`: the row's schedule where it is not `schedule`'s (a rerun of a
+        schedule no longer in the files)."""
+        if schedule_id is _OF_SPEC:
+            schedule_id = schedule.id if schedule else None
         active = ActiveRun(
             run_id=run_id,
-            schedule=named.get("schedule_id", schedule.id if schedule else None),
+            schedule=schedule_id,
             pipeline=pipeline,
             scheduled_at=scheduled_at,
             task=asyncio.current_task(),

@@ -39,7 +39,7 @@ ROOMS = {
     "service": "service",
 }
 # every room, in the order `flowerd --help` lists their commands
-ALL_ROOMS = ("backfill", "db", "notify", "runs", "schedules", "serve", "service", "talk")
+ALL_ROOMS = tuple(sorted(set(ROOMS.values())))
 GLOBAL_VALUES = frozenset({"--base-dir", "--db", "--log-level", "--log-format"})
 
 

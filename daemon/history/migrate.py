@@ -68,12 +68,6 @@ def _foreign_tables(sync_conn) -> list[str]:
     return sorted(names - {"alembic_version"})
 
 
-def _current_revision(sync_conn) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(sync_conn).get_current_revision()
-
-
 def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> str | None:
     """Check, then bring the schema to `revision`, all inside one transaction that (on
     SQLite) began with BEGIN IMMEDIATE: a second process starting at the same moment waits
@@ -93,7 +87,7 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
             from alembic import command
 
             command.upgrade(alembic_config(connection=sync_conn), revision)
-            current = _current_revision(sync_conn)
+            current = _stored_revision(sync_conn)
         if probe:  # a real write: a read-only file or a full disk shows up now, not later
             sync_conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
         return current
@@ -166,7 +160,7 @@ async def downgrade(url: str, revision: str) -> str | None:
                 lambda sync: command.downgrade(alembic_config(connection=sync), revision)
             )
             await conn.commit()
-            return await conn.run_sync(_current_revision)
+            return await conn.run_sync(_stored_revision)
     finally:
         await engine.dispose()
 
