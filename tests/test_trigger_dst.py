@@ -195,3 +195,30 @@ def test_the_two_passes_of_a_repeated_slot_are_two_slot_keys():
 )  # fmt: skip
 def test_which_jobs_follow_real_time(cron, wild):
     assert follows_real_time(parse_cron(cron)) is wild
+
+
+# The three cases where cronsim differs (issue 22): on Lord Howe's 30-minute change cronsim
+# steps whole hours of 3,600 s from the instant before the change and so jumps over a
+# slot that happens. cronie's main loop (src/cron.c) reads the local minute each minute:
+# a jump forward of 31 minutes is its "medium" wake-up (wildcard jobs for the current
+# minute, fixed jobs for each minute jumped over), a jump back of 29 its "negative" one
+# (wildcard jobs only, until the clock passes the minutes already seen) -- the same rule
+# as for an hour, so `0 */3` fires at 03:00 local on both change days.
+HALF_HOUR_CASES = [
+    ("0 */3 * * *", "2026-04-04T12:00:00+00:00",
+     ["2026-04-05T00:00:00+11:00", "2026-04-05T03:00:00+10:30", "2026-04-05T06:00:00+10:30"]),
+    ("0 */2 * * *", "2026-04-04T12:00:00+00:00",
+     ["2026-04-05T00:00:00+11:00", "2026-04-05T02:00:00+10:30", "2026-04-05T04:00:00+10:30"]),
+    ("0 */3 * * *", "2026-10-03T12:00:00+00:00",
+     ["2026-10-04T00:00:00+10:30", "2026-10-04T03:00:00+11:00", "2026-10-04T06:00:00+11:00"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cron", "start", "expected"), HALF_HOUR_CASES)
+def test_lord_howes_half_hour_change_follows_cronies_main_loop(cron, start, expected):
+    since = datetime.fromisoformat(start)
+    ours = slots_between(_schedule(LORD_HOWE, cron), since, since + timedelta(hours=20))
+    assert [s.isoformat() for s in ours[:3]] == expected
+    day = datetime.fromisoformat(expected[1]).date()
+    model = [s for s in _cronie(LORD_HOWE, cron, day) if s > since]
+    assert [s.astimezone(UTC) for s in ours[:3]] == model[:3]
