@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import socket
 import threading
 import types
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DASK_CONNECT_S = 10.0
 CLOSE_S = 2.0
+PROBE_S = 2.0  # validate's look at a cluster: a warning, so never long
 _USABLE = ("running", "connecting", "newly-created")
 
 _clients: dict[str, Any] = {}
@@ -45,13 +48,34 @@ def _client_class():
     return Client
 
 
-def client(address: str | None, *, timeout_s: float = DASK_CONNECT_S) -> Any:
-    """The Client for the scheduler at `address`: the one made before, or a new one."""
+def check_address(address: str | None) -> str:
+    """An executor's own setting, checked without reaching the cluster (validation)."""
     if not address:
         raise PipelineError(
             "executor 'dask' needs an address (the Dask scheduler, tcp://HOST:PORT)",
             field="executor",
         )
+    return address
+
+
+def unreachable(address: str, *, timeout_s: float = PROBE_S) -> str | None:
+    """Why the scheduler at `address` cannot be reached now (a TCP connect, no Dask
+    handshake), or None if it answers or is not a TCP address. For `flowerd validate`'s
+    warning only: a cluster down now may be up when its runs come."""
+    parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 8786
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"the Dask scheduler at {address} cannot be reached now: {exc}"
+
+
+def client(address: str | None, *, timeout_s: float = DASK_CONNECT_S) -> Any:
+    """The Client for the scheduler at `address`: the one made before, or a new one."""
+    address = check_address(address)
     Client = _client_class()
     with _lock:
         existing = _clients.get(address)

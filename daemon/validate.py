@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from daemon import cluster
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.notify import url_problems
 from daemon.pipeline import Pipelines, RunConfig
@@ -23,10 +25,14 @@ from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
 
 
-def load_and_validate(settings: Settings, pm: Pipelines) -> tuple[list[Schedule], list[str]]:
+def load_and_validate(
+    settings: Settings, pm: Pipelines, *, reach_clusters: bool = False
+) -> tuple[list[Schedule], list[str]]:
     """Every schedule file parsed, and every schedule's pipeline built with its own
     options. Returns (schedules, warnings) -- the schedules' inputs converted to the
-    types their pipelines annotate; raises ScheduleError listing every problem."""
+    types their pipelines annotate; raises ScheduleError listing every problem.
+    `reach_clusters` (`flowerd validate`): also warn of a Dask cluster that cannot be
+    reached now -- never a problem: reaching it is its runs' business."""
     schedules, problems = read_schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
@@ -42,6 +48,8 @@ def load_and_validate(settings: Settings, pm: Pipelines) -> tuple[list[Schedule]
             problems.append(f"{where} {_describe(schedule, exc)}")
             continue
         checked.append(schedule)
+        if reach_clusters:
+            found = [*found, *_cluster_down(schedule)]
         for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
             warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
@@ -59,6 +67,14 @@ def _past_at(schedule: Schedule) -> list[str]:
         f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
         "fires again (catch-up runs only slots after the last one recorded)"
     ]
+
+
+def _cluster_down(schedule: Schedule) -> list[str]:
+    executor = schedule.executor
+    if not isinstance(executor, Mapping) or executor.get("type") != "dask":
+        return []
+    why = cluster.unreachable(str(executor.get("address") or ""))
+    return [f"{why}; its runs fail until it can"] if why else []
 
 
 def _check(pm: Pipelines, schedule: Schedule) -> tuple[Schedule, list[str]]:

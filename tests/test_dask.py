@@ -24,6 +24,7 @@ pytest.importorskip("hamilton.plugins.h_dask", exc_type=ImportError)
 from daemon import cluster  # noqa: E402
 from daemon.errors import PipelineError  # noqa: E402
 from daemon.pipeline import Pipelines  # noqa: E402
+from tests.contract import flowerd  # noqa: E402
 from tests.serve import Served, make_project, runs, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -248,3 +249,40 @@ def test_a_worker_killed_mid_run_dask_reruns_its_work(project: Path, tmp_path: P
     print(f"\nworker w2 killed mid-run: items per worker in the result {spread}")
     assert [w["item"] for w in work] == list(range(20))
     assert spread["w1"] > 10  # w1 did its own share and took over what w2 lost
+
+
+def test_a_cluster_that_is_down_fails_its_runs_not_the_daemon(
+    project: Path, dask_cluster: Cluster
+):
+    """One schedule on a live cluster, one on an address where nothing listens: `serve`
+    starts, the live one's runs succeed, the other's fail naming the address (within the
+    connect bound), and `flowerd validate` only warns."""
+    down = "tcp://127.0.0.1:9"
+    (project / "schedules" / "test.toml").write_text(
+        '[on_dask]\npipeline = "dask_nodes"\ninterval = "2s"\nasync_driver = false\n'
+        'final_vars = ["here"]\ncatchup = "none"\n'
+        f'executor = {{ type = "dask", address = "{dask_cluster.address}" }}\n'
+        '[on_nothing]\npipeline = "dask_nodes"\ninterval = "2s"\nasync_driver = false\n'
+        'final_vars = ["here"]\ncatchup = "none"\n'
+        f'executor = {{ type = "dask", address = "{down}" }}\n'
+    )
+    (project / "flowerd.toml").write_text('http = "off"\n')
+    checked = flowerd(project, "validate")
+    assert checked.returncode == 0, checked.stderr
+    assert f"[on_nothing] the Dask scheduler at {down} cannot be reached now" in checked.stderr
+    with Served(project) as served:
+        served.wait_ready(timeout_s=60)
+
+        def ended(schedule: str, status: str) -> list:
+            return [r for r in runs(project, schedule=schedule) if r.status == status]
+
+        good = wait_for(lambda: ended("on_dask", "success"), timeout_s=90, what="a success")
+        failed = wait_for(lambda: ended("on_nothing", "failed"), timeout_s=90, what="a failure")
+        assert served.proc.poll() is None  # the daemon carries on
+        assert served.stop() == 0
+    rows = runs(project)
+    print(f"\nlive cluster: {len(good)} success; dead one: {failed[0].error.message}")
+    assert not [r for r in rows if r.schedule == "on_dask" and r.status == "failed"]
+    assert f"Dask scheduler at {down} cannot be reached" in failed[0].error.message
+    took = (failed[0].finished_at - failed[0].started_at).total_seconds()
+    assert took < cluster.DASK_CONNECT_S + 10, took

@@ -52,8 +52,8 @@ def validate(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
-    schedules, warnings = load_and_validate(settings, pm)  # ScheduleError: exit 1, all listed
-    for warning in warnings:
+    schedules, warnings = load_and_validate(settings, pm, reach_clusters=True)
+    for warning in warnings:  # a ScheduleError above: exit 1, every problem listed
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{len(schedules)} schedule(s) valid in {settings.schedules_dir}")
 

@@ -120,7 +120,7 @@ class Pipelines(Drivers, Execution):
         key = (plan.key(), tuple(names)) if plan.cacheable else None
         found = self._declared.get(key) if key is not None else None
         if found is None:
-            built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
+            built = self._shape_sync(plan) if mode == "sync" else self._build_for_validation(plan)
             found = frozenset(_inputs_of(built) & set(names))
             if key is not None:
                 if len(self._declared) >= plans.MAX_DRIVERS:
@@ -163,7 +163,7 @@ class Pipelines(Drivers, Execution):
         """The plan and driver a run with `cfg` would use (the async one unbuilt)."""
         mode = "sync" if cfg.async_driver is False else "async"
         plan = self._plan(name, cfg, mode)
-        built = self._build_sync(plan) if mode == "sync" else self._build_for_validation(plan)
+        built = self._shape_sync(plan) if mode == "sync" else self._build_for_validation(plan)
         return plan, built
 
     def dag(self, name: str, run_config: RunConfig | Mapping | None = None) -> tuple[list, list]:

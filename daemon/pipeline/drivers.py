@@ -119,6 +119,21 @@ class Drivers:
             return self._new_sync(plan, dynamic=True)
         return built
 
+    def _shape_sync(self, plan: _Plan) -> _Built:
+        """The DAG a sync run would execute, to check and describe it. A Dask run's
+        driver is built without its cluster: reaching the cluster is the run's business
+        (an unreachable one fails that run, naming its address), not validation's."""
+        if not _on_dask(plan):
+            return self._build_sync(plan)
+        cluster.check_address(plan.executor.address)
+        builder = self._builder(plan, hamilton_driver.Builder())
+        built = _describe(self._guard_build(plan, builder.build))
+        self._refuse_async_nodes(plan, built)
+        if _has_parallelizable(built):
+            dynamic = builder.enable_dynamic_execution(allow_experimental_mode=True)
+            built = _describe(self._guard_build(plan, dynamic.build))
+        return built
+
     def _new_sync(self, plan: _Plan, *, dynamic: bool) -> _Built:
         builder = self._builder(plan, hamilton_driver.Builder())
         if dynamic:
