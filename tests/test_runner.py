@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,3 +128,46 @@ async def test_a_row_that_cannot_be_written_is_logged_not_raised(parts, caplog):
     with caplog.at_level(logging.ERROR, logger="daemon.runner"):
         await asyncio.wait_for(task, timeout=5)
     assert "could not be written" in caplog.text and "crashed" in caplog.text
+
+
+KEYED = "def out(a: int = 0, b: str = '-') -> str:\n    return f'{a}{b}'\n"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{("a", "b"): 1}, {1: "x", "a": 2}, {("a", ("b", 1)): 1, "b": "y"}, {2.5: 0, None: 1}],
+)
+async def test_any_config_key_hamilton_accepts_runs_as_raw_hamilton(parts, tmp_path, config):
+    """Config keys that are no strings (tuples, ints, mixed) become DAG nodes Hamilton
+    keys by them: pm.run, pm.run_async and a schedule's run (either driver) give the
+    result raw Hamilton gives."""
+    import importlib.util
+
+    from hamilton import driver
+
+    runner, history = parts
+    (tmp_path / "pipelines" / "keyed.py").write_text(KEYED)
+    spec = importlib.util.spec_from_file_location("raw_keyed", tmp_path / "pipelines" / "keyed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["raw_keyed"] = module  # Hamilton finds a module's functions there
+    try:
+        raw = driver.Builder().with_modules(module).with_config(config).build().execute(["out"])
+    finally:
+        del sys.modules["raw_keyed"]
+    pm = Pipelines(tmp_path)
+    assert pm.run("keyed", final_vars=["out"], config=config) == raw
+    assert await pm.run_async("keyed", final_vars=["out"], config=config) == raw
+    assert pm.validate("keyed", RunConfig(final_vars=["out"], config=config)) is not None
+    for sync in (True, False):  # a schedule's inputs, converted as validation does
+        typed = pm.typed_inputs("keyed", {"a": "3"}, async_driver=not sync,
+                                run_config=RunConfig(config=config))  # fmt: skip
+        assert typed == {"a": 3}
+    for i, async_driver in enumerate((True, False)):
+        keyed = schedule(
+            id=f"k{i}", pipeline="keyed", final_vars=["out"], config=config,
+            async_driver=async_driver,
+        )  # fmt: skip
+        await runner.run_slot(keyed, now(), "schedule")
+    rows = await history.list_runs()
+    assert [(r.status, r.result) for r in rows] == [("success", raw)] * 2, rows

@@ -145,7 +145,7 @@ class Pipelines(Drivers, Execution):
             return {}
         cfg = dataclasses.replace(run_config or RunConfig(), async_driver=async_driver, inputs={})
         _, built = self._plan_and_describe(name, cfg)
-        declared = {v.name: v.type for v in built.driver.list_available_variables()}
+        declared = {node.name: node.type for node in _nodes(built.driver)}
         inputs = {}
         for key, value in raw.items():
             if key in declared:

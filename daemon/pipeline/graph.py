@@ -47,7 +47,10 @@ def _final_vars(plan: _Plan, built: _Built, cfg: RunConfig) -> list[str]:
 
 
 def _nodes(driver) -> list:
-    return list(driver.graph.nodes.values())
+    """The DAG's named nodes. A config key Hamilton accepts that is not a string (a
+    tuple, an int) becomes a node too, keyed by it, whose `.name` raises: such a node
+    is no function, input or final var anyone can name, so it is left out."""
+    return [node for key, node in driver.graph.nodes.items() if isinstance(key, str)]
 
 
 def _is_function(node) -> bool:
