@@ -8,6 +8,8 @@ Figures:
   /proc), RSS; and 100 async-driver schedules for the CPU per async-driver run; the
   largest burst again with max_concurrent_runs = its size (what the default limit of 16
   runs at once costs a burst: the rest of it waits for runs to finish);
+- the first run of each of 100 schedules after a restart (lateness p50 / max, against the
+  later runs' p50): a first run must be as punctual as the rest (nothing built lazily);
 - an idle daemon with 1,000 schedules (CPU %, RSS) and its start to READY (the control
   socket answers);
 - history reads on a generated 1,000,000-row database: `flowerd stats` (wall, peak RSS)
@@ -55,7 +57,9 @@ RESULTS = HERE / "results.json"
 # --------------------------------------------------------------------------- serving
 
 
-def _project(base: Path, schedules: int, *, every: str = "1s", mixed: bool = True) -> None:
+def _project(
+    base: Path, schedules: int, *, every: str = "1s", mixed: bool = True, extra: str = ""
+) -> None:
     (base / "schedules").mkdir(parents=True)
     (base / "pipelines").mkdir()
     for name in ("hello_world.py", "pipeline_setup.py"):
@@ -63,6 +67,7 @@ def _project(base: Path, schedules: int, *, every: str = "1s", mixed: bool = Tru
     lines = []
     for i in range(schedules):
         lines += [f"[s{i:04d}]", 'pipeline = "hello_world"', f'interval = "{every}"']
+        lines += [extra] if extra else []
         if mixed and i % 2:
             lines.append("async_driver = false")
         lines.append("")
@@ -168,6 +173,46 @@ def burst(
         "rss_mib": rss,
         "once": _slots_once(rows),
         "all_ok": all(r.status == "success" for r in rows),
+    }
+
+
+def first_runs(schedules: int, every_s: int, later: int) -> dict:
+    """The lateness of each schedule's first run in a process against its later runs
+    (ms): a daemon restarted just after a slot boundary on a history that knows its
+    schedules, so its first slots come after READY and are fired by a running scheduler
+    -- anything a first run does lazily (driver build, imports, threads) shows. A slot
+    due before READY (a start-up slower than `every_s`) is left out, and so is the
+    schedule: its first run came during start-up."""
+    with tempfile.TemporaryDirectory(prefix="flowerd-bench-first-") as tmp:
+        base = Path(tmp)
+        _project(base, schedules, every=f"{every_s}s", extra='catchup = "none"')
+        proc, _ = _serve(base)
+        _stop(proc)
+        time.sleep(every_s - time.time() % every_s + 0.02)  # just after a slot
+        restarted = time.time()
+        proc, _ = _serve(base)
+        ready_at = time.time()
+        try:
+            first_slot = (ready_at // every_s + 1) * every_s
+            time.sleep(max(0.0, first_slot + every_s * later + 1.5 - time.time()))
+        finally:
+            _stop(proc)
+        rows = [r for r in _rows(base, restarted) if r.trigger == "schedule"]
+    by_schedule: dict[str, list] = {}
+    for row in sorted(rows, key=lambda r: r.scheduled_at):
+        by_schedule.setdefault(row.schedule, []).append(row)
+    first, rest = [], []
+    for slots in by_schedule.values():
+        if slots[0].scheduled_at.timestamp() > ready_at and slots[0].lateness_s is not None:
+            first.append(slots[0].lateness_s * 1000)
+            rest += [r.lateness_s * 1000 for r in slots[1:] if r.lateness_s is not None]
+    first.sort()
+    rest.sort()
+    return {
+        "first_p50_ms": _pct(first, 50),
+        "first_max_ms": first[-1] if first else float("nan"),
+        "later_p50_ms": _pct(rest, 50),
+        "schedules": len(first),
     }
 
 
@@ -393,6 +438,15 @@ def measure(
             "",
         )  # fmt: skip
     )
+    n = max(sizes[1:] or sizes)
+    f = first_runs(n, every_s=2 if seconds < 5 else 5, later=2 if seconds < 5 else 4)
+    figures += [
+        _figure(f"first run of {n} schedules: lateness p50", f["first_p50_ms"], "ms",
+                f["later_p50_ms"], "<= 2x later runs"),
+        _figure(f"first run of {n} schedules: lateness max", f["first_max_ms"], "ms",
+                f["later_p50_ms"], ""),
+        _figure(f"first run of {n}: schedules that ran", f["schedules"], "runs", None, f"{n}"),
+    ]  # fmt: skip
     i = idle(idle_n, seconds)
     figures += [
         _figure(f"idle {idle_n} schedules: CPU", i["cpu_pct"], "%", None, "<= 0.5"),

@@ -21,7 +21,9 @@ its commit before the cancellation continues.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,7 @@ from daemon.slots import SlotPolicies
 from daemon.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+WARM_WAIT_S = 5.0  # warm_threads: how long a started thread waits for the others
 _OF_SPEC = object()  # _track: the schedule id is the spec's
 
 
@@ -171,10 +174,25 @@ class Runner(OnDemand, SlotPolicies, Running):
         if tasks:  # a cancelled run waits (bounded) for its row before it ends
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
+    def warm_threads(self, wanted: int) -> None:
+        """Start up to `wanted` of the pool's threads now (they start on demand, one per
+        run that finds none idle): at start-up, not when the first burst of slots fires."""
+        count = min(wanted, self._threads)
+        if count < 1:
+            return
+        together = threading.Barrier(count)  # all busy at once: each its own thread
+        for _ in range(count):
+            self._pool.submit(_meet, together)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._workers is not None:
             self._workers.close()  # no worker (nor what it started) outlives the runner
+
+
+def _meet(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=WARM_WAIT_S)
 
 
 def install_task_guard(loop: asyncio.AbstractEventLoop) -> None:

@@ -48,6 +48,7 @@ from daemon.runconfig import (
     WithAdapterConfig,
     _as_run_config,
 )
+from daemon.schedule import SLOT_INPUTS
 
 
 class Pipelines(Drivers, Execution):
@@ -111,6 +112,22 @@ class Pipelines(Drivers, Execution):
                 self._validated.clear()
             self._validated[key] = tuple(warnings)
         return warnings
+
+    async def prepare(self, name: str, run_config: RunConfig) -> None:
+        """Build and keep the driver a run with `run_config` uses, and what the runner
+        asks of it (its slot inputs), so that its first run finds them built: the
+        daemon's start-up does it, not its first slot. Drivers that are not shared (a
+        config with no exact key, executors, Dask: reaching a cluster is the run's) are
+        left to their runs."""
+        mode = "sync" if run_config.async_driver is False else "async"
+        plan = self._plan(name, no_reload(run_config), mode)
+        if not plan.cacheable:
+            return
+        if mode == "async":
+            await self._build_async(plan)
+        else:
+            self._build_sync(plan)
+        self.declared_inputs(name, run_config, SLOT_INPUTS)
 
     def declared_inputs(self, name: str, cfg: RunConfig, names: Sequence[str]) -> frozenset[str]:
         """Which of `names` the run's DAG declares as inputs (nodes no function computes).
