@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.contract import bound
+
 
 @dataclass(frozen=True)
 class Message:
@@ -89,6 +91,7 @@ class NotifySocket:
     def wait_for(self, predicate: Predicate, timeout: float = 5.0, *, after: int = 0) -> Message:
         """The first message (at index >= `after`) matching `predicate`, waiting up to
         `timeout` seconds for it (blocking); TimeoutError lists what did arrive."""
+        timeout = bound(timeout)
         deadline = time.monotonic() + timeout
         while True:
             self.drain()
@@ -105,6 +108,7 @@ class NotifySocket:
     ) -> Message:
         """Like wait_for, without blocking the event loop."""
         loop = asyncio.get_running_loop()
+        timeout = bound(timeout)
         try:
             async with asyncio.timeout(timeout):
                 while True:

@@ -15,7 +15,7 @@ from daemon.control import request
 from daemon.errors import DaemonNotRunning
 from daemon.history import History
 from daemon.settings import load_settings
-from tests.contract import FLOWERD
+from tests.contract import FLOWERD, bound
 from tests.contract import flowerd as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ class Served:
         return request(self.settings.control_socket, cmd, **args)
 
     def wait_ready(self, timeout_s: float = 30) -> dict:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + bound(timeout_s)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"flowerd serve exited {self.proc.returncode}:\n{self.log}")
@@ -63,14 +63,14 @@ class Served:
                 return self.ask("status")
             except (DaemonNotRunning, OSError, ValueError):
                 time.sleep(0.05)
-        raise AssertionError(f"flowerd serve not ready in {timeout_s} s:\n{self.log}")
+        raise AssertionError(f"flowerd serve not ready in {bound(timeout_s):g} s:\n{self.log}")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
     def wait(self, timeout_s: float = 30) -> int:
         try:
-            return self.proc.wait(timeout=timeout_s)
+            return self.proc.wait(timeout=bound(timeout_s))
         finally:
             self._log.close()
 
@@ -106,14 +106,16 @@ def runs(base: Path, **filters) -> list:
 
 
 def wait_for(predicate, *, timeout_s: float = 20, interval_s: float = 0.1, what: str = ""):
-    """Poll until `predicate()` is truthy; returns its value. Every wait is bounded."""
-    deadline = time.monotonic() + timeout_s
+    """Poll until `predicate()` is truthy; returns its value. Every wait is bounded
+    (by `timeout_s` times WAIT_SCALE)."""
+    deadline = time.monotonic() + bound(timeout_s)
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+            waited = f"{bound(timeout_s):g} s"
+            raise AssertionError(f"timed out after {waited} waiting for {what or predicate}")
         time.sleep(interval_s)
 
 

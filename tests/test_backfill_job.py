@@ -16,6 +16,7 @@ from daemon.pipeline import Pipelines
 from daemon.runner import Runner
 from daemon.schedule import Schedule
 from daemon.settings import sqlite_url
+from tests.contract import bound
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEPY = (
@@ -62,7 +63,7 @@ async def test_scheduled_slots_never_wait_behind_a_backfill(parts):
     began = asyncio.get_running_loop().time()
     await runner.run_slot(spec, fired, "schedule")
     assert asyncio.get_running_loop().time() - began < 0.3 + 0.25
-    await asyncio.wait_for(task, timeout=10)
+    await asyncio.wait_for(task, timeout=bound(10))
     rows = await history.list_runs(trigger="backfill")
     assert len(rows) == 4 and {r.status for r in rows} == {"success"}
     assert job.progress()["left"] == 0 and job.progress()["succeeded"] == 4
@@ -76,7 +77,7 @@ async def test_overlap_skip_never_records_a_backfill_slot_skipped(parts):
     )
     await asyncio.sleep(0.05)
     job = Job(runner, await planned(runner, spec, 2))
-    await asyncio.wait_for(job.run(), timeout=10)
+    await asyncio.wait_for(job.run(), timeout=bound(10))
     await running
     backfilled = await history.list_runs(trigger="backfill")
     scheduled = (await history.list_runs(trigger="schedule"))[0]
@@ -91,7 +92,7 @@ async def test_a_stopped_job_leaves_slots_not_started_unrecorded(parts):
     while not job.run_ids:
         await asyncio.sleep(0.01)
     job.stop()
-    await asyncio.wait_for(task, timeout=10)
+    await asyncio.wait_for(task, timeout=bound(10))
     rows = await history.list_runs()
     assert [r.status for r in rows] == ["success"] and job.progress()["left"] == 4
     again = await planned(runner, schedule(), 5)
@@ -106,7 +107,7 @@ async def test_cancelling_a_job_records_the_running_run_cancelled(parts):
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     task.cancel()
-    await asyncio.wait({task}, timeout=10)
+    await asyncio.wait({task}, timeout=bound(10))
     rows = await history.list_runs()
     assert [r.status for r in rows] == ["cancelled"]
 
@@ -153,7 +154,7 @@ async def test_a_drain_stops_the_job_started_runs_finish_the_rest_untouched(part
     runner.spawn(job.run())
     while not job.run_ids:
         await asyncio.sleep(0.01)
-    await asyncio.wait_for(runner.drain(5), timeout=10)
+    await asyncio.wait_for(runner.drain(5), timeout=bound(10))
     assert job.finished and job.progress()["left"] == 4
     assert [r.status for r in await history.list_runs()] == ["success"]
     assert len((await planned(runner, schedule(), 5)).items) == 4

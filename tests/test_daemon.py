@@ -11,7 +11,7 @@ import pytest
 
 from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 WHERE = """
 import threading

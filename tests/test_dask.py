@@ -27,7 +27,7 @@ from daemon.pipeline import Pipelines  # noqa: E402
 from tests.contract import flowerd  # noqa: E402
 from tests.serve import Served, make_project, runs, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(420)
 DASK = str(Path(sys.executable).with_name("dask"))
 WORKERS = ("w1", "w2")
 
@@ -276,8 +276,8 @@ def test_a_cluster_that_is_down_fails_its_runs_not_the_daemon(
         def ended(schedule: str, status: str) -> list:
             return [r for r in runs(project, schedule=schedule) if r.status == status]
 
-        good = wait_for(lambda: ended("on_dask", "success"), timeout_s=90, what="a success")
-        failed = wait_for(lambda: ended("on_nothing", "failed"), timeout_s=90, what="a failure")
+        good = wait_for(lambda: ended("on_dask", "success"), timeout_s=60, what="a success")
+        failed = wait_for(lambda: ended("on_nothing", "failed"), timeout_s=60, what="a failure")
         assert served.proc.poll() is None  # the daemon carries on
         assert served.stop() == 0
     rows = runs(project)

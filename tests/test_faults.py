@@ -22,7 +22,7 @@ import pytest
 
 from tests.serve import Served, make_project, runs, wait_for
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(360)
 # The trial holds the lock 20 s; `make soak` does, `make test` a sized-down 8 s
 # (the writer's busy wait is 2 s, so the outage is seen and held either way).
 LOCK_S = 20 if os.environ.get("FLOWERD_SOAK") else 8

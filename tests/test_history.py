@@ -26,7 +26,7 @@ from daemon.history import (
     percentile,
     redact,
 )
-from tests.contract import CONTRACT_KEYS
+from tests.contract import CONTRACT_KEYS, bound
 
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
 
@@ -194,7 +194,7 @@ async def test_finish_lands_even_if_the_calling_task_is_cancelled(db_url: str, d
             blocker.execute("ROLLBACK")
             blocker.close()
         with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
+            await asyncio.wait_for(task, timeout=bound(10))
         record = await history.get_run(run_id)
     assert record.status == "cancelled" and record.finished_at == T0
 
@@ -207,7 +207,7 @@ async def test_close_drains_queued_writes(db_url: str):
     )
     await asyncio.sleep(0)  # queued, not yet committed
     await history.close()
-    await asyncio.wait_for(pending, timeout=5)
+    await asyncio.wait_for(pending, timeout=bound(5))
     async with History.open(db_url, readonly=True) as reader:
         assert (await reader.get_run(run_id)).status == "success"
     with pytest.raises(HistoryError, match="closed"):
@@ -520,7 +520,7 @@ async def test_readers_in_other_processes_never_see_a_locked_database(db_url: st
                 *(one_run(history, "w", T0 + timedelta(seconds=written + i)) for i in range(50))
             )
             written += 50
-        outputs = [await asyncio.wait_for(r.communicate(), timeout=30) for r in readers]
+        outputs = [await asyncio.wait_for(r.communicate(), timeout=bound(30)) for r in readers]
     results = [tuple(map(int, out.split())) for out, _ in outputs]
     assert [r.returncode for r in readers] == [0, 0, 0, 0]
     assert all(locked == 0 for _, locked in results), results

@@ -20,7 +20,7 @@ from daemon.http.address import is_loopback, parse_address
 from daemon.http.metrics import Metrics
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 TOKEN = "correct horse battery staple"
 

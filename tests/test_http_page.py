@@ -16,7 +16,7 @@ import pytest
 from tests.serve import Served, make_project, wait_for
 from tests.test_http import get_json
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "page-token"

@@ -20,7 +20,7 @@ from tests import pg
 from tests.contract import flowerd
 from tests.serve import Served, make_project, wait_for
 
-pytestmark = [pg.needs_postgres, pytest.mark.timeout(300)]
+pytestmark = [pg.needs_postgres, pytest.mark.timeout(600)]
 pg_url = pg.pg_url  # a fresh database per test
 
 LEASE_S = 3.0

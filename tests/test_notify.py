@@ -25,7 +25,7 @@ from daemon.schedule import Schedule, load_schedules
 from daemon.settings import sqlite_url
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 FLAKY = """
 from pathlib import Path

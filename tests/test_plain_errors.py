@@ -19,7 +19,7 @@ import pytest
 from tests.contract import flowerd
 from tests.serve import Served, make_project, wait_for
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)
 
 TICK = """
 [tick]

@@ -19,7 +19,7 @@ from tests import pg
 from tests.contract import flowerd
 from tests.serve import Served, make_project, wait_for
 
-pytestmark = [pg.needs_postgres, pytest.mark.timeout(120)]
+pytestmark = [pg.needs_postgres, pytest.mark.timeout(300)]
 pg_url = pg.pg_url  # a fresh database per test
 T0 = datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
 

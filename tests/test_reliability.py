@@ -15,7 +15,7 @@ import pytest
 
 from tests.serve import Served, make_project, rows_where, runs, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 SLEEPY = """
 import asyncio

@@ -23,7 +23,7 @@ from daemon.settings import sqlite_url
 from tests.contract import FLOWERD
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(autouse=True)

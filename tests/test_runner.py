@@ -16,6 +16,7 @@ from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner import Runner
 from daemon.schedule import Schedule
 from daemon.settings import sqlite_url
+from tests.contract import bound
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEPY = "import asyncio\n\nasync def slept(seconds: float = 30.0) -> float:\n" \
@@ -69,7 +70,7 @@ async def test_overlap_skip_records_skipped(parts):
     first = asyncio.create_task(runner.run_slot(sleepy, now(), "schedule"))
     await asyncio.sleep(0.05)
     await runner.run_slot(sleepy, now() + timedelta(seconds=1), "schedule")
-    await asyncio.wait_for(first, timeout=5)
+    await asyncio.wait_for(first, timeout=bound(5))
     statuses = sorted(r.status for r in await history.list_runs())
     assert statuses == ["skipped", "success"]
 
@@ -126,7 +127,7 @@ async def test_a_row_that_cannot_be_written_is_logged_not_raised(parts, caplog):
     await asyncio.sleep(0.1)
     await history.close()  # the history goes away under a running run
     with caplog.at_level(logging.ERROR, logger="daemon.runner"):
-        await asyncio.wait_for(task, timeout=5)
+        await asyncio.wait_for(task, timeout=bound(5))
     assert "could not be written" in caplog.text and "crashed" in caplog.text
 
 

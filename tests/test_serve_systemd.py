@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from daemon.settings import sqlite_path
+from tests.contract import bound
 from tests.notify_socket import Message, NotifySocket
 from tests.serve import Served, make_project, rows_where, wait_for
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)
 
 KEYS = {
     "READY",
@@ -86,6 +87,7 @@ class Listener:
             self._freeze = (predicate, pid)
 
     def wait_for(self, predicate, *, after: int = 0, timeout_s: float = 5) -> Message:
+        timeout_s = bound(timeout_s)
         with self._cond:
             found = self._cond.wait_for(lambda: self._find(predicate, after), timeout_s)
             if not found:
