@@ -77,7 +77,12 @@ def answers_errors(handler: Callable[..., Awaitable[Response]]):
         except FlowerdError as exc:
             return error(400, str(exc))
         except ClientDisconnect:  # no one to answer: one line, no traceback
-            log.info("HTTP: %s %s: the client hung up", request.method, request.url.path)
+            log.info(
+                "HTTP: %s %s: the client hung up (or was cut for being slow) before its "
+                "request arrived",
+                request.method,
+                request.url.path,
+            )
             return Response(status_code=499)
 
     return wrapped
