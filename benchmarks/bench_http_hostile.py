@@ -196,12 +196,12 @@ def slow(base: Path, seconds: float, connections: int = 100) -> dict:
     }
 
 
-def main(rows: int, seconds: float, which: str) -> None:
+def main(rows: int, seconds: float, which: str, clients: int = 8) -> None:
     with tempfile.TemporaryDirectory(prefix="flowerd-hostile-") as tmp:
         base = Path(tmp)
         _project(base, rows)
         if which in ("reads", "both"):
-            print("reads:", reads(base, seconds), flush=True)
+            print("reads:", reads(base, seconds, clients), flush=True)
         if which in ("slow", "both"):
             print("slow:", slow(base, seconds), flush=True)
 
@@ -211,5 +211,6 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--only", choices=("reads", "slow", "both"), default="both")
+    parser.add_argument("--clients", type=int, default=8, help="readers (0: a control run)")
     args = parser.parse_args()
-    main(args.rows, args.seconds, args.only)
+    main(args.rows, args.seconds, args.only, args.clients)

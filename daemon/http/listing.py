@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ MAX_ROWS = 1_000
 CHUNK_ROWS = 100
 READS_AT_ONCE = 2
 MAX_BYTES = 8 * 1024 * 1024
+ROWS_PER_TURN = 20
 
 
 class Listing:
@@ -78,4 +80,6 @@ def _dump(records: list, budget: int) -> list[bytes]:
         if budget < 0 and pieces:
             break
         pieces.append(piece)
+        if len(pieces) % ROWS_PER_TURN == 0:
+            time.sleep(0)  # the GIL to the event loop's thread (see _records_of)
     return pieces
