@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon.errors import RunNotFound, UsageError
+from daemon.history import History
+from tests import pg
 from tests.serve import Served, make_project
 from tests.test_http import fetch
 
@@ -99,3 +102,35 @@ def _check_bad_values(url: str, ids: list[int]) -> None:
         for path in ("/api/runs/", "/runs/"):
             assert fetch(f"{url}{path}{long_id}")[0] == 404, (path, len(long_id))
     assert fetch(f"{url}/api/runs/{'9' * 19}/logs")[0] == 404
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pg.needs_postgres)])
+def any_db(request) -> str:
+    return request.getfixturevalue("db_url" if request.param == "sqlite" else "pg_url")
+
+
+pg_url = pg.pg_url  # a fresh database per test
+
+
+async def test_before_pages_through_ties_on_every_database(any_db: str):
+    """list_runs(before=ID) is a keyset on (run_at, id): slots that share a run_at
+    (two schedules) are neither lost nor repeated from page to page."""
+    async with History.open(any_db, instance_id="i-1") as history:
+        for i in range(30):
+            await history.claim(
+                pipeline="p",
+                trigger="schedule",
+                schedule=f"s{i % 3}",
+                scheduled_at=T0 + timedelta(minutes=i // 3),
+                async_driver=True,
+            )
+        everything = [r.id for r in await history.list_runs(limit=0)]
+        paged, before = [], None
+        while chunk := await history.list_runs(limit=4, before=before):
+            paged += [r.id for r in chunk]
+            before = chunk[-1].id
+        assert paged == everything and len(paged) == 30
+        with pytest.raises(RunNotFound):
+            await history.get_run(2**64)
+        with pytest.raises(UsageError):
+            await history.list_runs(before=2**64)
