@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # see it: HOST:PORT or "off" (port 0: any free port); the token for POST endpoints
     http: str = "127.0.0.1:8787"
     http_token: str | None = None
+    # a request's line and headers, then its body, must each arrive within this
+    http_read_timeout_s: float = Field(default=10.0, gt=0)
     # retention: finished runs older than this are pruned by the daemon ("90d"); None: keep
     retention: str | None = None
     # several daemons on one PostgreSQL: each renews its lease every lease_s / 3

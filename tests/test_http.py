@@ -41,9 +41,12 @@ async def slept(seconds: float = 30.0) -> float:
 # --------------------------------------------------------------------------- helpers
 
 
-def fetch(url: str, *, method: str = "GET", token: str | None = None, body: dict | None = None):
-    """(status, headers, body bytes) -- error statuses included, never raised."""
-    data = json.dumps(body).encode() if body is not None else None
+def fetch(
+    url: str, *, method: str = "GET", token: str | None = None, body: dict | bytes | None = None
+):
+    """(status, headers, body bytes) -- error statuses included, never raised; a dict
+    body is sent as JSON, bytes as they are."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")

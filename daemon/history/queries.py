@@ -5,6 +5,7 @@ thread, so the CLI can never block the daemon's writer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,13 @@ class Reader:
         if self._reader is None or self._empty:
             return []
         return await self._read(lambda conn: conn.execute(stmt).all())
+
+    async def _records(self, stmt) -> list[RunRecord]:
+        """Rows made records where they are read: in the reader's thread for SQLite, so
+        a page of runs (JSON columns parsed) never holds the event loop."""
+        if self._reader is None or self._empty:
+            return []
+        return await self._read(lambda conn: _records_of(conn.execute(stmt)))
 
     async def last_slots(self) -> dict[str, datetime]:
         """The newest slot per schedule the daemon fired (not manual runs, reruns or
@@ -172,11 +180,15 @@ class Reader:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 50,
+        before: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching every filter given, newest first; `limit` 0 means all."""
+        """Runs matching every filter given, newest first; `limit` 0 means all;
+        `before`: only the runs listed after run `before` in that order (the next page)."""
         if limit < 0:
             raise UsageError(f"limit must be 0 (all) or more, not {limit}")
         stmt = sa.select(runs)
+        if before is not None:
+            stmt = stmt.where(_listed_after(before))
         for column, value in (
             (runs.c.schedule, schedule),
             (runs.c.pipeline, pipeline),
@@ -192,9 +204,11 @@ class Reader:
         stmt = stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc())
         if limit:
             stmt = stmt.limit(limit)
-        return [record_of(row._mapping) for row in await self._rows(stmt)]
+        return await self._records(stmt)
 
     async def get_run(self, run_id: int) -> RunRecord:
+        if not 0 <= run_id <= MAX_RUN_ID:  # beyond the column's range: no such run
+            raise RunNotFound(f"no run {run_id} in {self.label}")
         rows = await self._rows(sa.select(runs).where(runs.c.id == run_id))
         if not rows:
             raise RunNotFound(f"no run {run_id} in {self.label}")
@@ -220,6 +234,33 @@ class Reader:
             for (kind, _), entries in zip(kinds, found, strict=True)
             for entry in entries
         ]
+
+
+ROWS_PER_TURN = 20
+
+
+def _records_of(rows: Any) -> list[RunRecord]:
+    """Records of rows, letting other threads have the GIL every ROWS_PER_TURN rows: a
+    thread that holds it for its whole switch interval (5 ms) makes the event loop wait
+    that long each time it wakes, and a slot's claim wakes it several times."""
+    found = []
+    for i, row in enumerate(rows, 1):
+        found.append(record_of(row._mapping))
+        if i % ROWS_PER_TURN == 0:
+            time.sleep(0)
+    return found
+
+
+MAX_RUN_ID = 2**63 - 1  # the id column is a 64-bit integer in SQLite and PostgreSQL
+
+
+def _listed_after(run_id: int) -> sa.ColumnElement[bool]:
+    """Rows after run `run_id` in list_runs' order (run_at, id descending): a keyset on
+    the (run_at, id) pair, which the run_at indexes serve (they end in the row id)."""
+    if not 0 <= run_id <= MAX_RUN_ID:
+        raise UsageError(f"before: {run_id} is not a run id")
+    anchor = sa.select(runs.c.run_at).where(runs.c.id == run_id).scalar_subquery()
+    return sa.tuple_(runs.c.run_at, runs.c.id) < sa.tuple_(anchor, sa.literal(run_id))
 
 
 FIRED_TRIGGERS = tuple(t for t in SLOT_TRIGGERS if t != "backfill")

@@ -7,37 +7,57 @@ holds the event loop. Changes (trigger, pause, resume) need `Authorization: Bear
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.requests import Request
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from daemon.errors import FlowerdError, RunNotFound, UsageError
+from daemon.http.listing import MAX_ROWS, Listing
 from daemon.http.metrics import CONTENT_TYPE
 from daemon.shapes import run_detail_json, schedule_json
 
+log = logging.getLogger(__name__)
+
 LAG_LIMIT_S = 1.0  # /healthz: a loop this late fires slots late (the daemon warns too)
-RUN_FILTERS = ("schedule", "pipeline", "status", "trigger", "since", "until", "limit")
+RUN_FILTERS = ("schedule", "pipeline", "status", "trigger", "since", "until", "limit", "before")
 ACTIONS = ("trigger", "pause", "resume")
 MAX_BODY_BYTES = 64 * 1024  # a trigger's inputs; History bounds each stored value anyway
 
 
-def routes(daemon: Any) -> list[Route]:
-    api = Api(daemon)
+class RunIdConvertor(Convertor[int]):
+    """`{run_id:run_id}`: at most 19 digits (a 64-bit id). Starlette's `int` matches any
+    length and int() of 5,000 digits raises (a 500); a longer id is no route: a 404."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("run_id", RunIdConvertor())
+
+
+def routes(daemon: Any, listing: Listing) -> list[Route]:
+    api = Api(daemon, listing)
     return [
         Route("/metrics", api.metrics),
         Route("/healthz", api.healthz),
         Route("/api/status", api.status),
         Route("/api/schedules", api.schedules),
         Route("/api/runs", api.runs),
-        Route("/api/runs/{run_id:int}", api.run),
-        Route("/api/runs/{run_id:int}/logs", api.logs),
+        Route("/api/runs/{run_id:run_id}", api.run),
+        Route("/api/runs/{run_id:run_id}/logs", api.logs),
         Route("/api/schedules/{schedule}/{action}", api.act, methods=["POST"]),
     ]
 
@@ -56,13 +76,22 @@ def answers_errors(handler: Callable[..., Awaitable[Response]]):
             return error(404, str(exc))
         except FlowerdError as exc:
             return error(400, str(exc))
+        except ClientDisconnect:  # no one to answer: one line, no traceback
+            log.info(
+                "HTTP: %s %s: the client hung up (or was cut for being slow) before its "
+                "request arrived",
+                request.method,
+                request.url.path,
+            )
+            return Response(status_code=499)
 
     return wrapped
 
 
 def parse_run_filters(query: dict[str, str]) -> dict:
     """`/api/runs?...` (and the page's filter form) -> History.list_runs arguments, with
-    the CLI's rules: T is ISO-8601 or a duration ago; limit 0 means all."""
+    the CLI's rules (T is ISO-8601 or a duration ago) but at most MAX_ROWS rows: a
+    larger or zero `limit` is capped; `before=ID` asks for the rows listed after run ID."""
     from daemon.durations import parse_instant
 
     unknown = sorted(set(query) - set(RUN_FILTERS))
@@ -80,15 +109,30 @@ def parse_run_filters(query: dict[str, str]) -> dict:
         except ValueError as exc:
             raise UsageError(f"{key}: {exc}") from None
     limit = given.get("limit", "50")
-    if not limit.isdigit():
-        raise UsageError(f"limit: {limit!r} is not a whole number 0 (all) or more")
-    filters["limit"] = int(limit)
+    if not _digits(limit):
+        raise UsageError(f"limit: {_shown(limit)} is not a whole number 0 (all) or more")
+    rows = int(limit) if len(limit) <= 6 else 0
+    filters["limit"] = rows if 0 < rows <= MAX_ROWS else MAX_ROWS
+    before = given.get("before")
+    if before is not None and not (_digits(before) and len(before) <= 19):
+        raise UsageError(f"before: {_shown(before)} is not a run id")
+    filters["before"] = None if before is None else int(before)
     return filters
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _shown(text: str) -> str:
+    """A client's value in a message: repr, cut short."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
 class Api:
-    def __init__(self, daemon: Any):
+    def __init__(self, daemon: Any, listing: Listing):
         self.daemon = daemon
+        self.listing = listing
 
     async def metrics(self, request: Request) -> Response:
         return Response(await self.daemon.metrics.render_async(), media_type=CONTENT_TYPE)
@@ -129,9 +173,12 @@ class Api:
     @answers_errors
     async def runs(self, request: Request) -> Response:
         filters = parse_run_filters(dict(request.query_params))
-        records = await self.daemon.history.list_runs(**filters)
-        body = await asyncio.to_thread(lambda: json.dumps([r.to_json() for r in records]))
-        return Response(body, media_type="application/json")
+        body, before = await self.listing.json(filters)
+        headers = {}
+        if before is not None:  # RFC 8288: where the next page is
+            after = request.url.include_query_params(before=before)
+            headers["Link"] = f'<{after.path}?{after.query}>; rel="next"'
+        return Response(body, media_type="application/json", headers=headers)
 
     @answers_errors
     async def run(self, request: Request) -> Response:
@@ -188,6 +235,8 @@ async def _trigger_inputs(request: Request) -> dict:
         doc = json.loads(body)
     except ValueError as exc:
         raise UsageError(f"the request body is not JSON: {exc}") from None
+    except RecursionError:  # e.g. 30,000 nested lists
+        raise UsageError("the request body is nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs", {}), dict):
         raise UsageError('the request body must be {"inputs": {"NAME": VALUE, ...}}')
     unknown = sorted(set(doc) - {"inputs"})

@@ -14,6 +14,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
 from daemon.http.api import parse_run_filters, read_logs
 from daemon.http.cells import RecentRuns
+from daemon.http.listing import Listing
 
 HERE = Path(__file__).resolve().parent
 CELLS = 30
@@ -42,13 +44,13 @@ LEGEND = (
 )
 
 
-def routes(daemon: Any) -> list:
-    page = Page(daemon)
+def routes(daemon: Any, listing: Listing) -> list:
+    page = Page(daemon, listing)
     return [
         Route("/", page.schedules),
         Route("/runs", page.runs),
-        Route("/runs/{run_id:int}", page.run),
-        Route("/runs/{run_id:int}/dag.svg", page.dag),
+        Route("/runs/{run_id:run_id}", page.run),
+        Route("/runs/{run_id:run_id}/dag.svg", page.dag),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -71,8 +73,9 @@ def _templates() -> Environment:
 
 
 class Page:
-    def __init__(self, daemon: Any):
+    def __init__(self, daemon: Any, listing: Listing):
         self.daemon = daemon
+        self.listing = listing
         self.templates = _templates()
         self._dags: dict[tuple, bytes] = {}
         self.recent = RecentRuns(daemon.history, per_schedule=CELLS)
@@ -103,15 +106,19 @@ class Page:
 
     async def runs(self, request: Request) -> Response:
         query = dict(request.query_params)
+        older = None
         try:
-            records = await self.daemon.history.list_runs(**parse_run_filters(query))
-            problem = None
+            filters = parse_run_filters(query)
+            records, problem = await self.listing.records(filters), None
+            if records and len(records) >= filters["limit"]:  # a full page: more below
+                older = "/runs?" + urlencode({**query, "before": records[-1].id})
         except FlowerdError as exc:
             records, problem = [], str(exc)
         return await self._render(
             "runs.html",
             runs=records,
             query=query,
+            older=older,
             problem=problem,
             refresh_s=10,
             schedules=sorted(self.daemon.scheduler.schedules),

@@ -6,8 +6,9 @@ logging. So uvicorn gets a socket we bound (a busy port is our message, not uvic
 no-op; it stops when the daemon's AsyncExitStack unwinds, after the drain.
 
 A slow or hostile client costs a connection, never a slot: handlers do no blocking work
-(history reads run in a thread), connections are capped, and shutdown waits at most
-SHUTDOWN_S for them.
+(history reads run in a thread, the runs list in bounded pages: listing.py), a request
+must arrive within `http_read_timeout_s` and open connections are bounded without ever
+locking out a new client (protocol.py), and shutdown waits at most SHUTDOWN_S for them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from daemon.http.address import base_url, is_loopback, parse_address
+from daemon.http.protocol import protocol
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 64  # beyond it uvicorn answers 503 at once
+MAX_CONNECTIONS = 64  # beyond it the oldest idle or slow one is closed (protocol.py)
 SHUTDOWN_S = 2.0
 STOP_WAIT_S = 5.0
 TICK_S = 1.0
@@ -110,7 +112,9 @@ async def start(daemon: Any, stack: AsyncExitStack) -> HttpServer | None:
         ws="none",
         server_header=False,
         proxy_headers=False,
-        limit_concurrency=MAX_CONNECTIONS,
+        # not uvicorn's limit_concurrency: it answers 503 to /healthz while slow clients
+        # hold the connections it counts; the protocol bounds them instead
+        http=protocol(settings.http_read_timeout_s, MAX_CONNECTIONS),
         timeout_graceful_shutdown=SHUTDOWN_S,
     )
     _quiet_uvicorn()
@@ -130,8 +134,10 @@ async def start(daemon: Any, stack: AsyncExitStack) -> HttpServer | None:
 def build_app(daemon: Any) -> Starlette:
     """The Starlette app: the API and metrics routes, then the page's. No CORS."""
     from daemon.http import api, page
+    from daemon.http.listing import Listing
 
-    return Starlette(routes=api.routes(daemon) + page.routes(daemon))
+    listing = Listing(daemon.history)
+    return Starlette(routes=api.routes(daemon, listing) + page.routes(daemon, listing))
 
 
 def _bind(host: str, port: int) -> socket.socket:
