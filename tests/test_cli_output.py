@@ -160,10 +160,12 @@ def test_log_level_after_run_and_debug_without_plugin_noise(tmp_path: Path):
 def test_runs_for_an_unknown_schedule_says_so(tmp_path: Path):
     base = project(tmp_path)
     seed(base)
-    done = cli(base, "runs", "--schedule", "crash_daily_reprt_x")
-    assert (done.returncode, done.stdout.strip()) == (0, "no runs")
-    assert "no schedule 'crash_daily_reprt_x'" in done.stderr
-    assert "did you mean 'crash_daily_report_x'" in done.stderr
+    for json_flag in ((), ("--json",)):
+        done = cli(base, "runs", "--schedule", "crash_daily_reprt_x", *json_flag)
+        assert (done.returncode, done.stdout) == (1, "")  # an error, never also "no runs"
+        assert "no schedule 'crash_daily_reprt_x'" in done.stderr
+        assert "did you mean 'crash_daily_report_x'" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_pause_twice_says_so_and_the_daemon_logs_it(tmp_path: Path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from daemon.errors import FlowerdError, HistoryError, UsageError
@@ -35,13 +35,17 @@ async def _read_history(url: str, query):
         return await query(history)
 
 
-def _instant(flag: str, text: str | None) -> datetime | None:
-    from daemon.durations import parse_instant
+def _instant(
+    flag: str, text: str | None, *, zone: tzinfo = UTC, until: bool = False
+) -> datetime | None:
+    """A time a flag gives, naive in `zone`; as `until` (an exclusive end) a bare date
+    includes that whole day."""
+    from daemon.durations import parse_instant, parse_until
 
     if text is None:
         return None
     try:
-        return parse_instant(text)
+        return (parse_until if until else parse_instant)(text, zone=zone)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
 
