@@ -106,6 +106,7 @@ def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
         settings.schedules_dir,
         default_timezone=settings.timezone,
         default_isolation=settings.isolation,
+        defaults=settings.defaults,
     )
     spec = find_schedule({s.id: s for s in schedules}, schedule_id)
     now = datetime.now(UTC)
@@ -292,6 +293,7 @@ async def _local_rerun(settings: Settings, run_id: int):
                 settings.schedules_dir,
                 default_timezone=settings.timezone,
                 default_isolation=settings.isolation,
+                defaults=settings.defaults,
             )
             schedules = {s.id: s for s in found}
         schedule = schedules.get(record.schedule or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
@@ -73,17 +74,23 @@ def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> 
 
 
 def _configured_schedules(settings: Settings) -> dict:
-    return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation)
+    defaults = json.dumps(settings.defaults, sort_keys=True, default=str)  # hashable
+    return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation, defaults)
 
 
 @functools.cache  # `stats` asks twice (next fires, then the zones of its table)
-def _schedules_in(directory: Path, timezone: str, isolation: str) -> dict:
+def _schedules_in(directory: Path, timezone: str, isolation: str, defaults: str) -> dict:
     if not directory.is_dir():
         return {}  # no schedules: the schedule layer (pydantic models, cron) stays unloaded
     from daemon.schedule import load_schedules
 
     try:
-        found = load_schedules(directory, default_timezone=timezone, default_isolation=isolation)
+        found = load_schedules(
+            directory,
+            default_timezone=timezone,
+            default_isolation=isolation,
+            defaults=json.loads(defaults),
+        )
     except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}
