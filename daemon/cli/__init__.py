@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from daemon.cli.app import app
+from daemon.cli.app import app, unwrap_help
 from daemon.errors import FlowerdError
 
 # the first word after the global options -> the room that registers it
@@ -74,6 +74,7 @@ def main() -> None:
     message and exit with their code (1, 2 or 3) -- never a traceback."""
     try:
         register(command_of(sys.argv[1:]))
+        unwrap_help(app)
         app()
     except FlowerdError as exc:
         print(f"flowerd: {exc}", file=sys.stderr)
