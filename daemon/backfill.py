@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon.durations import iso, parse_instant
+from daemon.durations import iso, parse_instant, parse_last
 from daemon.errors import FlowerdError, PipelineError, RunNotFound, UsageError, did_you_mean
 from daemon.history import History, RunRecord
 from daemon.inputs import SLOT_INPUTS
@@ -65,13 +65,21 @@ class Plan:
     later: int = 0  # slots after now, left to the scheduler
 
 
-def parse_bound(flag: str, text: str, zone: ZoneInfo, now: datetime) -> datetime:
+def parse_bound(
+    flag: str, text: str, zone: ZoneInfo, now: datetime, *, last: bool = False
+) -> datetime:
     """ISO-8601 (a date, or a date-time without offset, is in the schedule's timezone)
-    or a duration ago (`3d`)."""
+    or a duration ago (`3d`). `last` (--to): a bare date includes that whole day."""
+    parse = parse_last if last else parse_instant
     try:
-        return parse_instant(text, now=now, zone=zone)
+        return parse(text, now=now, zone=zone)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
+
+
+def shown(moment: datetime) -> str:
+    """A bound in a message: the last moment of a day (a bare date as --to) to the second."""
+    return moment.isoformat(timespec="seconds" if moment.microsecond == 999_999 else "auto")
 
 
 def find_schedule(schedules: Mapping[str, Schedule], schedule_id: str) -> Schedule:
@@ -95,24 +103,24 @@ def slots_in(
     """(the slots in [start, end] up to now, oldest first, in the schedule's timezone;
     how many later ones were left out). More than MAX_SLOTS_WITHOUT_YES needs `yes`."""
     if start > end:
-        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
+        raise UsageError(f"--from {shown(start)} is after --to {shown(end)}")
     before = start - timedelta(microseconds=1)  # slots_between is (start, end]: inclusive
     if not yes and count_slots(schedule, before, end, cap=MAX_SLOTS_WITHOUT_YES) is None:
         raise UsageError(
             f"schedule {schedule.id!r} has more than {MAX_SLOTS_WITHOUT_YES:,} slots from "
-            f"{start.isoformat()} to {end.isoformat()}; add --yes to run them all"
+            f"{shown(start)} to {shown(end)}; add --yes to run them all"
         )
     slots = slots_between(schedule, before, end)
     due = [slot for slot in slots if slot <= now]
     if not slots:
         raise FlowerdError(
             f"schedule {schedule.id!r} ({schedule.describe_trigger()} in {schedule.timezone}) "
-            f"has no slot from {start.isoformat()} to {end.isoformat()}"
+            f"has no slot from {shown(start)} to {shown(end)}"
         )
     if not due:
         raise FlowerdError(
-            f"the {len(slots)} slot(s) of schedule {schedule.id!r} from {start.isoformat()} "
-            f"to {end.isoformat()} are all still to come; the scheduler will run them"
+            f"the {len(slots)} slot(s) of schedule {schedule.id!r} from {shown(start)} "
+            f"to {shown(end)} are all still to come; the scheduler will run them"
         )
     return due, len(slots) - len(due)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -91,6 +91,30 @@ def parse_instant(text: str, *, now: datetime | None = None, zone: tzinfo = UTC)
             "nor a duration ago (30m, 2h, 7d)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def parse_until(text: str, *, now: datetime | None = None, zone: tzinfo = UTC) -> datetime:
+    """The end of a range, exclusive: a bare date (`2026-12-04`) means that whole day in
+    `zone`, so its end is the next day's midnight there; anything else as parse_instant."""
+    day = _bare_date(text)
+    if day is None:
+        return parse_instant(text, now=now, zone=zone)
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=zone)
+
+
+def parse_last(text: str, *, now: datetime | None = None, zone: tzinfo = UTC) -> datetime:
+    """The end of a range, inclusive (`backfill --to`): a bare date is the last moment of
+    that day in `zone`; a time is the bound itself."""
+    if _bare_date(text) is None:
+        return parse_instant(text, now=now, zone=zone)
+    return parse_until(text, now=now, zone=zone) - timedelta(microseconds=1)
+
+
+def _bare_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from pydantic import Field, ValidationError, field_validator
@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0)
     # pools shared by schedules: name -> how many runs at once
     pools: dict[str, int] = Field(default_factory=dict)
+    # [defaults]: any schedule field, for every schedule that leaves it out
+    defaults: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -83,6 +85,17 @@ class Settings(BaseSettings):
         for name, limit in value.items():
             if limit < 1:
                 raise ValueError(f"pool {name!r} needs a limit of 1 or more, not {limit}")
+        return value
+
+    @field_validator("defaults")
+    @classmethod
+    def _schedule_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            from daemon.schedule.table import defaults_problems
+
+            problems = defaults_problems(value)
+            if problems:
+                raise ValueError("[defaults] " + "; ".join(problems))
         return value
 
     @field_validator("timezone")
@@ -197,6 +210,7 @@ def _describe(exc: ValidationError, toml_file: Path) -> str:
             )
         else:
             lines.append(
-                f"setting {name!r} (flag, FLOWERD_{name.upper()} or {toml_file}): {err['msg']}"
+                f"setting {name!r} (flag, FLOWERD_{name.upper()} or {toml_file}): "
+                + err["msg"].removeprefix("Value error, ")
             )
     return "\n".join(lines)

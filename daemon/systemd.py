@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from daemon.errors import FlowerdError
+from daemon.errors import FlowerdError, UsageError
 from daemon.http.address import unit_notes
 from daemon.settings import Settings, sqlite_path
 
@@ -161,7 +161,8 @@ def _one_line(value: object) -> str:
 
 
 # -- the unit file -------------------------------------------------------------------
-UNIT_NAME = "flowerd.service"
+UNIT_PREFIX = "flowerd-"  # flowerd-<project>.service: two projects on one host never clash
+_UNIT_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 WATCHDOG_S = 30
 STOP_MARGIN_S = 15  # TimeoutStopSec = shutdown_grace + this: drain, record, close the db
@@ -203,6 +204,35 @@ _SYSTEM_HARDENING = (
 )
 
 
+def project_name(base_dir: Path, given: str | None = None) -> str:
+    """The project's name in its unit (`flowerd-<name>.service`) and state directory
+    (`flowerd/<name>`): `given` (checked), else the base dir's name, made unit-safe."""
+    if given is not None:
+        if not _UNIT_WORD.fullmatch(given):
+            raise UsageError(
+                f"--name {given!r}: a unit name may hold only letters, digits, '_', '.' and "
+                "'-', and starts with a letter, a digit or '_'"
+            )
+        return given
+    found = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(base_dir).absolute().name).strip("-.")
+    return found or "project"
+
+
+def unit_name(name: str) -> str:
+    return f"{UNIT_PREFIX}{name}.service"
+
+
+def check_user(user: str) -> None:
+    """--run-as names a user of this host (systemd would only fail at start)."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(
+            f"--run-as: no user {user!r} on this host; create it (useradd --system {user}), "
+            "name another, or give 'dynamic' for a transient user (DynamicUser=yes)"
+        ) from None
+
+
 def render_unit(
     settings: Settings,
     *,
@@ -210,17 +240,20 @@ def render_unit(
     flowerd_path: str | None = None,
     run_as: str | None = None,
     watchdog_s: int = WATCHDOG_S,
+    name: str | None = None,
 ) -> str:
-    """The flowerd.service unit for this install, as text.
+    """The flowerd-<name>.service unit for this install, as text.
 
     `user`: a unit for the per-user manager (`systemctl --user`), else a system unit.
     `run_as`: a system unit's User=; None means DynamicUser=yes (a transient user that can
     only read world-readable files). See `default_run_as`. Ignored for user units.
+    `name`: the project's name (see `project_name`; default: the base dir's).
     """
     base = Path(settings.base_dir).absolute()
+    name = project_name(base, name)
     exe = flowerd_path or flowerd_executable()
     lines = [
-        f"# {UNIT_NAME} for {base}, written by `flowerd service print`.",
+        f"# {unit_name(name)} for {base}, written by `flowerd service print`.",
         *unit_notes(settings.http, bool(settings.http_token)),
         "[Unit]",
         f"Description=flowerd scheduled pipelines ({_value(str(base))})",
@@ -250,7 +283,7 @@ def render_unit(
         "OOMPolicy=continue",
         "SyslogIdentifier=flowerd",
         "Environment=PYTHONUNBUFFERED=1",
-        *_state_lines(settings, user=user),
+        *_state_lines(settings, user=user, name=name),
     ]
     if not user:
         lines += [f"User={run_as}" if run_as else "DynamicUser=yes"]
@@ -264,38 +297,41 @@ def render_unit(
     return "\n".join(lines) + "\n"
 
 
-def _state_lines(settings: Settings, *, user: bool) -> list[str]:
+def _state_lines(settings: Settings, *, user: bool, name: str) -> list[str]:
     """StateDirectory= (writable even under ProtectSystem=strict) holds the history
-    database, its lock and the control socket. A non-SQLite database_url (PostgreSQL) is
-    left to flowerd.toml, so no password ends up in a world-readable unit file."""
-    lines = ["StateDirectory=flowerd"]
+    database, its lock and the control socket, one directory per project. A non-SQLite
+    database_url (PostgreSQL) is left to flowerd.toml, so no password ends up in a
+    world-readable unit file."""
+    lines = [f"StateDirectory=flowerd/{name}"]
     if settings.database_url and sqlite_path(settings.database_url) is None:
         lines.append("# database_url: not SQLite, so read from flowerd.toml as configured.")
         return lines
-    state = "%S/flowerd" if user else "/var/lib/flowerd"  # %S: the user's state directory
-    lines.append(f"Environment=FLOWERD_DATABASE_URL=sqlite+aiosqlite:///{state}/history.db")
+    state = "%S" if user else "/var/lib"  # %S: the user's state directory
+    lines.append(
+        f"Environment=FLOWERD_DATABASE_URL=sqlite+aiosqlite:///{state}/flowerd/{name}/history.db"
+    )
     return lines
 
 
-def unit_path(*, user: bool, home: Path | None = None) -> Path:
+def unit_path(*, user: bool, name: str, home: Path | None = None) -> Path:
     """Where `flowerd service install` writes the unit."""
     if not user:
-        return SYSTEM_UNIT_DIR / UNIT_NAME
+        return SYSTEM_UNIT_DIR / unit_name(name)
     config = os.environ.get("XDG_CONFIG_HOME") or str((home or Path.home()) / ".config")
-    return Path(config) / "systemd" / "user" / UNIT_NAME
+    return Path(config) / "systemd" / "user" / unit_name(name)
 
 
-def enable_commands(*, user: bool) -> str:
+def enable_commands(*, user: bool, name: str) -> str:
     systemctl = "systemctl --user" if user else "systemctl"
-    return f"{systemctl} daemon-reload && {systemctl} enable --now flowerd"
+    return f"{systemctl} daemon-reload && {systemctl} enable --now {UNIT_PREFIX}{name}"
 
 
-def database_hint(settings: Settings, *, user: bool) -> str | None:
+def database_hint(settings: Settings, *, user: bool, name: str) -> str | None:
     """The SQLite file the unit's daemon uses, for `flowerd --db ... runs` on the shell
     (None when the database is not SQLite: flowerd.toml already says where it is)."""
     if settings.database_url and sqlite_path(settings.database_url) is None:
         return None
-    return f"{_user_state_dir() if user else '/var/lib'}/flowerd/history.db"
+    return f"{_user_state_dir() if user else '/var/lib'}/flowerd/{name}/history.db"
 
 
 def _user_state_dir() -> str:

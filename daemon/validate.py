@@ -38,6 +38,7 @@ def load_and_validate(
         default_timezone=settings.timezone,
         pipelines_dir=settings.pipelines_dir,
         default_isolation=settings.isolation,
+        defaults=settings.defaults,
     )
     checked, warnings = [], {}
     for schedule in schedules:

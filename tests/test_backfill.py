@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -199,6 +200,43 @@ def test_backfill_across_dst_without_a_daemon_then_skip_then_rerun(tmp_path: Pat
     assert shown["rerun_of"] == filled[0]["id"] and shown["reruns"] == []
     listed = json.loads(cli(base, "runs", "--trigger", "rerun", "--json").stdout)
     assert sorted(r["id"] for r in listed) == sorted(r["id"] for r in again)
+
+
+NIGHTLY_0315 = """
+    [sales_nightly]
+    pipeline = "slotted"
+    cron = "15 3 * * *"
+    timezone = "Europe/Berlin"
+    catchup = "none"
+"""
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["in-process", "through-daemon"])
+def test_a_date_as_to_includes_that_whole_day(tmp_path: Path, daemon: bool):
+    """A slot at 03:15 is on Dec 4 even though midnight of Dec 4 is before it: a bare
+    date as --to covers every slot of that day; a full time is the bound, included."""
+    base = project(tmp_path, NIGHTLY_0315)
+
+    def days(*args: str) -> list[str]:
+        done = backfill(base, "sales_nightly", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [r["result"]["day"] for r in json.loads(done.stdout)]
+
+    with contextlib.ExitStack() as stack:
+        if daemon:
+            stack.enter_context(Served(base)).wait_ready()
+        assert days("--from", "2026-12-01", "--to", "2026-12-03") == [
+            f"2026-12-0{d}T03:15:00+01:00" for d in (1, 2, 3)
+        ]
+        assert days("--from", "2026-12-04", "--to", "2026-12-04") == ["2026-12-04T03:15:00+01:00"]
+        assert days("--from", "2026-12-05T03:15", "--to", "2026-12-06T03:15") == [
+            "2026-12-05T03:15:00+01:00",
+            "2026-12-06T03:15:00+01:00",
+        ]
+        assert days("--from", "2026-12-01", "--to", "2026-12-04", "--rerun") == [
+            f"2026-12-0{d}T03:15:00+01:00" for d in (1, 2, 3, 4)
+        ]
+    assert len(rows_where(base, trigger="backfill")) == 6
 
 
 @pytest.mark.slow  # sized down in test_backfill_job.py

@@ -109,12 +109,50 @@ def test_runs_json_is_the_contract_newest_first(base_dir: Path, filled: dict):
         (["--since", "90m"], ["manual", "nightly-0", "nightly-1"]),
         (["--until", "2d", "--since", "5d"], ["hourly", "missed"]),
         (["--schedule", "nightly", "--limit", "2"], ["nightly-0", "nightly-1"]),
-        (["--schedule", "nosuch"], []),
     ],
 )
 def test_runs_filters(base_dir: Path, filled: dict, args: list[str], expected: list[str]):
     ids = [row["id"] for row in as_json(base_dir, "runs", *args)]
     assert ids == [filled[name] for name in expected]
+
+
+def test_schedule_not_known_is_an_error(base_dir: Path, filled: dict):
+    done = flowerd(base_dir, "runs", "--schedule", "nosuch")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "no schedule 'nosuch'" in done.stderr and "nightly" in done.stderr
+
+
+async def fill_around_midnight(db_url: str) -> dict[str, int]:
+    """nightly runs at 23:30 Berlin on Dec 3 and Dec 4, and 00:30 on Dec 5."""
+    ids = {}
+    async with History.open(db_url) as history:
+        for name, slot in (
+            ("dec3", "2026-12-03T22:30:00+00:00"),
+            ("dec4", "2026-12-04T22:30:00+00:00"),
+            ("dec5", "2026-12-04T23:30:00+00:00"),
+        ):
+            ids[name] = await history.record_slot(
+                schedule="nightly",
+                pipeline="hello_world",
+                scheduled_at=datetime.fromisoformat(slot),
+                status="missed",
+            )
+    return ids
+
+
+def test_a_date_as_until_includes_that_whole_day(base_dir: Path, db_url: str):
+    ids = asyncio.run(fill_around_midnight(db_url))
+    berlin = {"FLOWERD_TIMEZONE": "Europe/Berlin"}  # dates and naive times: that zone
+
+    def found(*args: str) -> list[int]:
+        done = flowerd(base_dir, "runs", *args, "--json", env=berlin)
+        assert done.returncode == 0, done.stderr
+        return [row["id"] for row in json.loads(done.stdout)]
+
+    assert found("--since", "2026-12-04", "--until", "2026-12-04") == [ids["dec4"]]
+    assert found("--until", "2026-12-04") == [ids["dec4"], ids["dec3"]]
+    assert found("--since", "2026-12-05") == [ids["dec5"]]
+    assert found("--until", "2026-12-04T23:30") == [ids["dec3"]]  # a time: the bound
 
 
 def test_since_takes_iso_times(base_dir: Path, filled: dict):

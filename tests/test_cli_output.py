@@ -101,6 +101,7 @@ def test_runs_stats_and_schedules_fit_80_columns(tmp_path: Path):
     assert stats.returncode == 0, stats.stderr
     assert_fits(stats.stdout, "hello_every_minute_long_name", "crash_daily_report_x", "success")
     assert "JST" in stats.stdout  # next fire in the schedule's own zone
+    assert "p50" in stats.stdout and "p95" in stats.stdout  # what stats are for
     schedules = cli(base, "schedules", env=NARROW)
     assert schedules.returncode == 0, schedules.stderr
     assert_fits(schedules.stdout, "hello_every_minute_long_name", "enabled")
@@ -149,6 +150,15 @@ def test_help_has_no_bool_noise():
     assert "Print the version and exit." in top
 
 
+def test_help_is_wrapped_by_the_terminal_not_the_source():
+    """A docstring's line breaks are the source's; a wide terminal shows each on one line."""
+    top = cli(Path("."), "--help").stdout  # COLUMNS=200
+    assert "oldest first, trigger `backfill`; slots already in the history" in top
+    assert "recorded with trigger `manual`. Prints the result" in top
+    narrow = cli(Path("."), "run", "--help", env={"COLUMNS": "60"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 60
+
+
 def test_log_level_after_run_and_debug_without_plugin_noise(tmp_path: Path):
     base = project(tmp_path)
     done = cli(base, "run", "hello_world", "--log-level", "DEBUG")
@@ -160,10 +170,12 @@ def test_log_level_after_run_and_debug_without_plugin_noise(tmp_path: Path):
 def test_runs_for_an_unknown_schedule_says_so(tmp_path: Path):
     base = project(tmp_path)
     seed(base)
-    done = cli(base, "runs", "--schedule", "crash_daily_reprt_x")
-    assert (done.returncode, done.stdout.strip()) == (0, "no runs")
-    assert "no schedule 'crash_daily_reprt_x'" in done.stderr
-    assert "did you mean 'crash_daily_report_x'" in done.stderr
+    for json_flag in ((), ("--json",)):
+        done = cli(base, "runs", "--schedule", "crash_daily_reprt_x", *json_flag)
+        assert (done.returncode, done.stdout) == (1, "")  # an error, never also "no runs"
+        assert "no schedule 'crash_daily_reprt_x'" in done.stderr
+        assert "did you mean 'crash_daily_report_x'" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_pause_twice_says_so_and_the_daemon_logs_it(tmp_path: Path):

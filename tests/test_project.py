@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -89,10 +88,7 @@ def test_a_second_daemon_on_the_same_project_is_refused_even_with_another_db(tmp
     assert "Traceback" not in second.stderr
 
 
-def test_service_install_records_its_database_so_the_cli_reads_it(tmp_path):
-    service_db = Path("/var/lib/flowerd/history.db")
-    if service_db.exists():
-        pytest.skip(f"{service_db} exists on this machine")
+def test_service_install_with_a_path_writes_that_file_alone(tmp_path):
     base = make_project(tmp_path / "p", HELLO)
     (base / "flowerd.toml").write_text('timezone = "UTC"')
     unit = tmp_path / "flowerd.service"
@@ -104,11 +100,11 @@ def test_service_install_records_its_database_so_the_cli_reads_it(tmp_path):
         env={k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")},
     )
     assert done.returncode == 0, done.stderr
-    assert f"recorded in {base / 'flowerd.toml'}" in done.stdout
-    toml = (base / "flowerd.toml").read_text()
-    assert toml.startswith('timezone = "UTC"\n')
-    assert f'database_url = "sqlite+aiosqlite:///{service_db}"' in toml
+    assert (base / "flowerd.toml").read_text() == 'timezone = "UTC"'  # untouched
+    assert not (base / ".flowerd").exists()  # no lock, no history: nothing but the unit
+    service_db = "/var/lib/flowerd/p/history.db"
     assert f"FLOWERD_DATABASE_URL=sqlite+aiosqlite:///{service_db}" in unit.read_text()
-    assert (base / ".flowerd" / "project.lock").is_file()  # the read-only service can lock it
-    runs = cli(base, "runs")  # no flags: the service's history, not .flowerd/history.db
-    assert runs.stderr.strip() == f"flowerd: no such history: {service_db}"
+    assert f"`flowerd --db {service_db} runs` reads it" in done.stdout
+    assert "systemctl enable --now flowerd-p" in done.stdout
+    runs = cli(base, "runs")  # the project's own history, as before
+    assert runs.returncode == 0 and "no such history" not in runs.stderr

@@ -123,6 +123,34 @@ def test_defaults_and_the_daemon_timezone(tmp_path):
     assert s.run_config_kwargs()["retry_exceptions"] == ["Exception"]
 
 
+def test_project_defaults_fill_what_a_schedule_leaves_out(tmp_path):
+    write(
+        tmp_path,
+        "a.toml",
+        '[plain]\npipeline = "hello_world"\ncron = "15 3 * * *"\n'
+        '[own]\npipeline = "hello_world"\ninterval = 30\nasync_driver = true\n'
+        'timezone = "UTC"\nmax_retries = 0\n',
+    )
+    defaults = {
+        "async_driver": False,
+        "max_retries": 2,
+        "timezone": "Europe/Berlin",
+        "notify": ["json://localhost/x"],
+        "isolation": "process",
+    }
+    plain, own = load_schedules(tmp_path, default_timezone="America/New_York", defaults=defaults)
+    assert (plain.async_driver, plain.max_retries, plain.timezone) == (False, 2, "Europe/Berlin")
+    assert (plain.notify, plain.isolation) == (("json://localhost/x",), "process")
+    assert (own.async_driver, own.max_retries, own.timezone) == (True, 0, "UTC")  # its own wins
+
+
+def test_a_bad_value_from_project_defaults_names_them(tmp_path):
+    write(tmp_path, "a.toml", '[plain]\npipeline = "hello_world"\ncron = "15 3 * * *"\n')
+    [line] = problems_of(tmp_path, defaults={"memory_limit": "1GiB"})
+    assert "a.toml: [plain] field 'memory_limit': only a schedule" in line
+    assert line.endswith("(the value from [defaults] in flowerd.toml)")
+
+
 def test_a_schedule_is_frozen_hashable_and_hands_out_fresh_copies(tmp_path):
     write(tmp_path, "a.toml", '[a]\npipeline = "p"\ncron = "* * * * *"\ninputs = { xs = [1] }\n')
     [s] = load_schedules(tmp_path)

@@ -91,3 +91,26 @@ def test_env_that_is_not_json_names_the_variable(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FLOWERD_POOLS", '{"warehouse": 0}')
     with pytest.raises(SettingsError, match="pools.*FLOWERD_POOLS"):
         load_settings(tmp_path)
+
+
+def test_project_defaults_for_schedules(tmp_path: Path, monkeypatch):
+    (tmp_path / "flowerd.toml").write_text("[defaults]\nasync_driver = false\nmax_retries = 2\n")
+    assert load_settings(tmp_path).defaults == {"async_driver": False, "max_retries": 2}
+    monkeypatch.setenv("FLOWERD_DEFAULTS", '{"max_retries": 3, "notify": ["json://h/x"]}')
+    found = load_settings(tmp_path).defaults  # the variable's keys over the file's
+    assert found == {"async_driver": False, "max_retries": 3, "notify": ["json://h/x"]}
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ("async_drivr = false", "unknown field 'async_drivr' (did you mean 'async_driver'?)"),
+        ('cron = "* * * * *"', "[defaults] field 'cron' is what makes a schedule"),
+        ('max_retries = "two"', "field 'max_retries': expected an integer, got \"two\""),
+    ],
+)
+def test_project_defaults_name_the_bad_key(tmp_path: Path, table: str, says: str):
+    (tmp_path / "flowerd.toml").write_text(f"[defaults]\n{table}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(tmp_path)
+    assert says in str(caught.value) and str(tmp_path / "flowerd.toml") in str(caught.value)

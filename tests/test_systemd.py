@@ -208,8 +208,8 @@ def test_system_unit(tmp_path):
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert d["TimeoutStopSec"] == ["65"]  # the grace period and a margin
     assert d["User"] == ["alice"] and "DynamicUser" not in d
-    assert d["StateDirectory"] == ["flowerd"]
-    db_url = "sqlite+aiosqlite:////var/lib/flowerd/history.db"
+    assert d["StateDirectory"] == [f"flowerd/{tmp_path.name}"]  # one per project
+    db_url = f"sqlite+aiosqlite:////var/lib/flowerd/{tmp_path.name}/history.db"
     assert f"FLOWERD_DATABASE_URL={db_url}" in d["Environment"]
     assert "PYTHONUNBUFFERED=1" in d["Environment"]
     assert d["ProtectSystem"] == ["strict"] and d["ProtectHome"] == ["read-only"]
@@ -227,7 +227,8 @@ def test_system_unit_defaults_to_a_dynamic_user(tmp_path):
 
 def test_user_unit_keeps_only_what_a_user_manager_can_apply(tmp_path):
     d = directives(render_unit(unit_settings(tmp_path), user=True, flowerd_path=FLOWERD))
-    assert "FLOWERD_DATABASE_URL=sqlite+aiosqlite:///%S/flowerd/history.db" in d["Environment"]
+    db_url = f"sqlite+aiosqlite:///%S/flowerd/{tmp_path.name}/history.db"
+    assert f"FLOWERD_DATABASE_URL={db_url}" in d["Environment"]
     for system_only in ("User", "DynamicUser", "ProtectSystem", "PrivateUsers", "After"):
         assert system_only not in d
     assert d["NoNewPrivileges"] == ["yes"] and d["SystemCallFilter"][0] == "@system-service"
@@ -328,9 +329,28 @@ def test_service_install_writes_the_unit_and_says_how_to_enable_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert target.read_text() == render_unit(unit_settings(tmp_path), user=True)
     assert f"wrote {target}" in result.stdout
-    assert "systemctl --user daemon-reload && systemctl --user enable --now flowerd" in (
-        result.stdout
+    enable = (
+        f"systemctl --user daemon-reload && systemctl --user enable --now flowerd-{tmp_path.name}"
     )
+    assert enable in result.stdout
+
+
+def test_two_projects_get_two_units_and_a_name_can_be_given(tmp_path):
+    shop, blog = project(tmp_path / "shop"), project(tmp_path / "blog")
+    units = [directives(render_unit(unit_settings(p), user=False)) for p in (shop, blog)]
+    assert [u["StateDirectory"] for u in units] == [["flowerd/shop"], ["flowerd/blog"]]
+    named = render_unit(unit_settings(shop), user=False, name="webshop")
+    assert named.startswith(f"# flowerd-webshop.service for {shop},")
+    assert directives(named)["StateDirectory"] == ["flowerd/webshop"]
+    done = flowerd_cli("--base-dir", str(shop), "service", "print", "--name", "web shop")
+    assert done.returncode == 2 and "--name 'web shop'" in done.stderr
+
+
+def test_run_as_a_user_that_does_not_exist_is_refused(tmp_path):
+    project(tmp_path)
+    done = flowerd_cli("--base-dir", str(tmp_path), "service", "print", "--run-as", "nobody_x7")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--run-as: no user 'nobody_x7' on this host" in done.stderr
 
 
 def test_a_dynamic_user_is_warned_about_unreadable_paths(tmp_path):

@@ -3,7 +3,7 @@
 History commands must start fast: nothing here imports Hamilton (or pandas) at module
 level; only `run`, `validate` and `serve` import the pipeline layer, lazily.
 Rooms: `app` (the typer app and global options), `serve`, `schedules`, `talk` (the
-running daemon), `service`, `runs`, `db`, `backfill` (backfill, rerun), `common`, `render`.
+running daemon), `service`, `init`, `runs`, `db`, `backfill` (backfill, rerun), `common`, `render`.
 
 `main()` imports only the room of the command it is given (ROOMS): typer builds every
 registered command's parameters from its signature at each start, so registering all
@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from daemon.cli.app import app
+from daemon.cli.app import app, unwrap_help
 from daemon.errors import FlowerdError
 
 # the first word after the global options -> the room that registers it
@@ -37,6 +37,7 @@ ROOMS = {
     "db": "db",
     "notify": "notify",
     "service": "service",
+    "init": "init",
 }
 # every room, in the order `flowerd --help` lists their commands
 ALL_ROOMS = tuple(sorted(set(ROOMS.values())))
@@ -73,6 +74,7 @@ def main() -> None:
     message and exit with their code (1, 2 or 3) -- never a traceback."""
     try:
         register(command_of(sys.argv[1:]))
+        unwrap_help(app)
         app()
     except FlowerdError as exc:
         print(f"flowerd: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def unwrap_help(typer_app: typer.Typer) -> None:
+    """Docstrings are wrapped for the source; help text is wrapped by rich for the
+    terminal. Each paragraph becomes one line, so the terminal's width decides."""
+    for info in typer_app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(" ".join(part.split()) for part in text.split("\n\n")) or None
+    for group in typer_app.registered_groups:
+        unwrap_help(group.typer_instance)
 
 
 def settings_of(ctx: typer.Context) -> Settings:

@@ -41,7 +41,13 @@ def backfill(
             "timezone) or a duration ago (7d).",
         ),
     ],
-    to: Annotated[str, typer.Option("--to", help="Last slot time (inclusive), as --from.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Last slot time (inclusive), as --from; a date includes that whole day.",
+        ),
+    ],
     rerun: Annotated[
         bool, typer.Option("--rerun", help="Run slots already in the history again.")
     ] = False,
@@ -93,20 +99,21 @@ def rerun_cmd(
 
 
 def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
-    from daemon.backfill import find_schedule, parse_bound
+    from daemon.backfill import find_schedule, parse_bound, shown
     from daemon.schedule import load_schedules
 
     schedules = load_schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
         default_isolation=settings.isolation,
+        defaults=settings.defaults,
     )
     spec = find_schedule({s.id: s for s in schedules}, schedule_id)
     now = datetime.now(UTC)
     start = parse_bound("--from", from_, spec.zone, now)
-    end = parse_bound("--to", to, spec.zone, now)
+    end = parse_bound("--to", to, spec.zone, now, last=True)
     if start > end:
-        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
+        raise UsageError(f"--from {shown(start)} is after --to {shown(end)}")
     return spec, start, end
 
 
@@ -286,6 +293,7 @@ async def _local_rerun(settings: Settings, run_id: int):
                 settings.schedules_dir,
                 default_timezone=settings.timezone,
                 default_isolation=settings.isolation,
+                defaults=settings.defaults,
             )
             schedules = {s.id: s for s in found}
         schedule = schedules.get(record.schedule or "")

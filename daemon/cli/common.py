@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from daemon.errors import FlowerdError, HistoryError, UsageError
@@ -35,13 +36,17 @@ async def _read_history(url: str, query):
         return await query(history)
 
 
-def _instant(flag: str, text: str | None) -> datetime | None:
-    from daemon.durations import parse_instant
+def _instant(
+    flag: str, text: str | None, *, zone: tzinfo = UTC, until: bool = False
+) -> datetime | None:
+    """A time a flag gives, naive in `zone`; as `until` (an exclusive end) a bare date
+    includes that whole day."""
+    from daemon.durations import parse_instant, parse_until
 
     if text is None:
         return None
     try:
-        return parse_instant(text)
+        return (parse_until if until else parse_instant)(text, zone=zone)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
 
@@ -69,17 +74,23 @@ def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> 
 
 
 def _configured_schedules(settings: Settings) -> dict:
-    return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation)
+    defaults = json.dumps(settings.defaults, sort_keys=True, default=str)  # hashable
+    return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation, defaults)
 
 
 @functools.cache  # `stats` asks twice (next fires, then the zones of its table)
-def _schedules_in(directory: Path, timezone: str, isolation: str) -> dict:
+def _schedules_in(directory: Path, timezone: str, isolation: str, defaults: str) -> dict:
     if not directory.is_dir():
         return {}  # no schedules: the schedule layer (pydantic models, cron) stays unloaded
     from daemon.schedule import load_schedules
 
     try:
-        found = load_schedules(directory, default_timezone=timezone, default_isolation=isolation)
+        found = load_schedules(
+            directory,
+            default_timezone=timezone,
+            default_isolation=isolation,
+            defaults=json.loads(defaults),
+        )
     except (FlowerdError, OSError):
         return {}  # stats still answer from the history alone
     return {schedule.id: schedule for schedule in found}

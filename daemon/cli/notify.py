@@ -65,6 +65,7 @@ def _targets(settings, schedule_id: str | None) -> tuple[list[str], str]:  # noq
         settings.schedules_dir,
         default_timezone=settings.timezone,
         default_isolation=settings.isolation,
+        defaults=settings.defaults,
     )
     schedules = {s.id: s for s in found}
     found = schedules.get(schedule_id)

@@ -18,12 +18,17 @@ from daemon.cli.common import (
     _read_history,
     _with_next_fires,
 )
-from daemon.errors import UsageError, did_you_mean
+from daemon.errors import FlowerdError, UsageError, did_you_mean
 
 # Read-only commands open the database with `readonly=True` (they never block the
 # daemon's writer) and import neither Hamilton nor APScheduler; `daemon.history` is
 # imported inside each command so `flowerd --help` stays fast too, and the tables
 # (render, rich) and run logs only where they are printed.
+
+
+UntilOption = typer.Option(
+    help="ISO-8601, or a duration ago: 30m, 2h, 7d; a date includes that whole day."
+)
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -37,7 +42,7 @@ def runs(
         typer.Option("--trigger", help="schedule | catchup | manual | backfill | rerun | upstream"),
     ] = None,
     since: Annotated[str | None, WhenOption] = None,
-    until: Annotated[str | None, WhenOption] = None,
+    until: Annotated[str | None, UntilOption] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many; 0: all.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
@@ -51,11 +56,13 @@ def runs(
         "pipeline": pipeline,
         "status": status,
         "trigger": trigger,
-        "since": _instant("--since", since),
-        "until": _instant("--until", until),
         "limit": limit,
     }
     settings = settings_of(ctx)
+    if since or until:  # a date or a naive time: the schedule's timezone, else the setting's
+        zone = _zone_of_schedule(settings, schedule)
+        filters["since"] = _instant("--since", since, zone=zone)
+        filters["until"] = _instant("--until", until, zone=zone, until=True)
     records = asyncio.run(_read_history(settings.db_url, lambda h: h.list_runs(**filters)))
     if not records and schedule is not None:
         _known_schedule(settings, schedule)
@@ -67,17 +74,24 @@ def runs(
         _print_runs(records, settings.db_url)
 
 
+def _zone_of_schedule(settings, schedule: str | None):  # noqa: ANN001, ANN202
+    from zoneinfo import ZoneInfo
+
+    configured = _configured_schedules(settings) if schedule else {}
+    found = configured.get(schedule)
+    return found.zone if found is not None else ZoneInfo(settings.timezone)
+
+
 def _known_schedule(settings, schedule: str) -> None:  # noqa: ANN001
-    """`runs --schedule nope` says there is no such schedule, not just `no runs` (on
-    stderr: the answer itself, an empty list, stays what it is)."""
+    """`runs --schedule nope` is an error (exit 1) naming the schedules there are, not an
+    empty answer: a typo must not read as 'it never ran'."""
     known = set(_configured_schedules(settings))
     known |= asyncio.run(_read_history(settings.db_url, lambda h: h.schedule_names()))
     if schedule not in known:
-        typer.echo(
-            f"flowerd: no schedule {schedule!r}{did_you_mean(schedule, known)} in "
+        raise FlowerdError(
+            f"no schedule {schedule!r}{did_you_mean(schedule, known)} in "
             f"{settings.schedules_dir} or the history; "
-            f"schedules: {', '.join(sorted(known)) or '(none)'}",
-            err=True,
+            f"schedules: {', '.join(sorted(known)) or '(none)'}"
         )
 
 

@@ -41,6 +41,7 @@ def schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
         default_isolation=settings.isolation,
+        defaults=settings.defaults,
     )
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else {}
     rows = [schedule_json(s, s.id in paused, after, next_n, paused.get(s.id)) for s in found]

@@ -26,8 +26,17 @@ RunAs = Annotated[
     ),
 ]
 
+Name = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="The project's name: unit flowerd-NAME.service, state directory "
+        "flowerd/NAME (default: the base dir's name).",
+    ),
+]
 
-def _unit_for(ctx: typer.Context, user: bool, run_as: str | None) -> str:
+
+def _unit_for(ctx: typer.Context, user: bool, run_as: str | None, name: str) -> str:
     from daemon import systemd
 
     settings = settings_of(ctx)
@@ -35,17 +44,27 @@ def _unit_for(ctx: typer.Context, user: bool, run_as: str | None) -> str:
         run_as = systemd.default_run_as(settings.base_dir)
     elif run_as == "dynamic":
         run_as = None
+    elif not user:
+        systemd.check_user(run_as)
     exe = systemd.flowerd_executable()
     for needed in (settings.base_dir, exe) if not user and run_as is None else ():
         if not systemd.world_readable(needed):
             typer.echo(f"warning: a DynamicUser cannot read {needed}; use --run-as USER", err=True)
-    return systemd.render_unit(settings, user=user, run_as=run_as, flowerd_path=exe)
+    return systemd.render_unit(settings, user=user, run_as=run_as, flowerd_path=exe, name=name)
+
+
+def _name(ctx: typer.Context, given: str | None) -> str:
+    from daemon import systemd
+
+    return systemd.project_name(settings_of(ctx).base_dir, given)
 
 
 @service_app.command("print")
-def service_print(ctx: typer.Context, user: UserFlag = False, run_as: RunAs = None) -> None:
-    """Print the flowerd.service unit for this install."""
-    typer.echo(_unit_for(ctx, user, run_as), nl=False)
+def service_print(
+    ctx: typer.Context, user: UserFlag = False, run_as: RunAs = None, name: Name = None
+) -> None:
+    """Print the flowerd-NAME.service unit for this install."""
+    typer.echo(_unit_for(ctx, user, run_as, _name(ctx, name)), nl=False)
 
 
 @service_app.command("install")
@@ -53,13 +72,20 @@ def service_install(
     ctx: typer.Context,
     user: UserFlag = False,
     run_as: RunAs = None,
-    path: Annotated[Path | None, typer.Option("--path", help="Write the unit here.")] = None,
+    name: Name = None,
+    path: Annotated[
+        Path | None,
+        typer.Option("--path", help="Write the unit here, and nothing else."),
+    ] = None,
 ) -> None:
-    """Write the unit (system-wide, or for your user manager) and say how to enable it."""
+    """Write the unit (system-wide, or for your user manager) and say how to enable it.
+    Without --path it also records the service's database in flowerd.toml and creates
+    the project lock; with --path it writes that file alone."""
     from daemon import systemd
 
-    target = path or systemd.unit_path(user=user)
-    text = _unit_for(ctx, user, run_as)
+    name = _name(ctx, name)
+    target = path or systemd.unit_path(user=user, name=name)
+    text = _unit_for(ctx, user, run_as, name)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
@@ -67,11 +93,26 @@ def service_install(
         hint = "" if user else "; run it as root, or use --user"
         raise FlowerdError(f"cannot write {target}: {exc.strerror or exc}{hint}") from None
     typer.echo(f"wrote {target}")
+    db = systemd.database_hint(settings_of(ctx), user=user, name=name)
+    if path is not None:
+        _only_the_file(ctx, user, name, db)
+        return
     _prepare_lock(settings_of(ctx).base_dir, dynamic=not user and _dynamic(ctx, run_as))
-    typer.echo(f"enable and start it:\n  {systemd.enable_commands(user=user)}")
-    db = systemd.database_hint(settings_of(ctx), user=user)
+    typer.echo(f"enable and start it:\n  {systemd.enable_commands(user=user, name=name)}")
     if db:
         _record_database(settings_of(ctx), db)
+
+
+def _only_the_file(ctx: typer.Context, user: bool, name: str, db: str | None) -> None:
+    """--path: the unit alone; say what installing it takes."""
+    from daemon import systemd
+
+    target = systemd.unit_path(user=user, name=name)
+    typer.echo("nothing else was written (--path): flowerd.toml and the project are as they were")
+    enable = systemd.enable_commands(user=user, name=name)
+    typer.echo(f"to install it: copy it to {target}, then\n  {enable}")
+    if db:
+        typer.echo(f"its history will be {db}: `flowerd --db {db} runs` reads it")
 
 
 def _dynamic(ctx: typer.Context, run_as: str | None) -> bool:

@@ -90,9 +90,10 @@ def answers_errors(handler: Callable[..., Awaitable[Response]]):
 
 def parse_run_filters(query: dict[str, str]) -> dict:
     """`/api/runs?...` (and the page's filter form) -> History.list_runs arguments, with
-    the CLI's rules (T is ISO-8601 or a duration ago) but at most MAX_ROWS rows: a
-    larger or zero `limit` is capped; `before=ID` asks for the rows listed after run ID."""
-    from daemon.durations import parse_instant
+    the CLI's rules (T is ISO-8601 or a duration ago; a bare date as `until` is that whole
+    day) but at most MAX_ROWS rows: a larger or zero `limit` is capped; `before=ID` asks
+    for the rows listed after run ID."""
+    from daemon.durations import parse_instant, parse_until
 
     unknown = sorted(set(query) - set(RUN_FILTERS))
     if unknown:
@@ -103,9 +104,9 @@ def parse_run_filters(query: dict[str, str]) -> dict:
     filters: dict[str, Any] = {
         k: given.get(k) for k in ("schedule", "pipeline", "status", "trigger")
     }
-    for key in ("since", "until"):
-        try:
-            filters[key] = parse_instant(given[key]) if key in given else None
+    for key, parse in (("since", parse_instant), ("until", parse_until)):
+        try:  # a bare date as `until` includes that whole day
+            filters[key] = parse(given[key]) if key in given else None
         except ValueError as exc:
             raise UsageError(f"{key}: {exc}") from None
     limit = given.get("limit", "50")

@@ -200,8 +200,8 @@ class Pipelines(Drivers, Execution):
             return [
                 f"pipeline {plan.name!r} has only sync functions: under the async driver "
                 "(the default) they run on the daemon's event loop and stall it while they "
-                "run; add the line `async_driver = false` to its schedules to run it in the "
-                "thread pool"
+                "run; add the line `async_driver = false` to its schedules (or to "
+                "[defaults] in flowerd.toml, for all) to run it in the thread pool"
             ]
         return []
 

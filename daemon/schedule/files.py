@@ -7,7 +7,9 @@ all listed, one line each, prefixed with the file.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from daemon.errors import ScheduleError, did_you_mean
 from daemon.schedule.record import Schedule
@@ -21,17 +23,20 @@ def load_schedules(
     default_timezone: str = "UTC",
     pipelines_dir: Path | None = None,
     default_isolation: str = "thread",
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[Schedule]:
     """Every schedule in `directory/*.toml` (files sorted by name, tables in file order).
 
     Raises `ScheduleError` listing every problem in every file. A missing directory
     holds no schedules. With `pipelines_dir`, each pipeline must be a module there.
-    `default_timezone` and `default_isolation` apply where a schedule sets none."""
+    `default_timezone` and `default_isolation` apply where a schedule sets none, and
+    before them `defaults` (flowerd.toml's [defaults]: any field a schedule leaves out)."""
     schedules, problems = read_schedules(
         directory,
         default_timezone=default_timezone,
         pipelines_dir=pipelines_dir,
         default_isolation=default_isolation,
+        defaults=defaults,
     )
     if problems:
         raise ScheduleError(problems)
@@ -44,6 +49,7 @@ def read_schedules(
     default_timezone: str = "UTC",
     pipelines_dir: Path | None = None,
     default_isolation: str = "thread",
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[list[Schedule], list[str]]:
     """(the valid schedules, every problem): `flowerd validate` goes on to check the
     valid schedules' pipelines, so one run reports every problem of every phase."""
@@ -53,9 +59,10 @@ def read_schedules(
     schedules: list[Schedule] = []
     problems: list[str] = []
     ids: list[tuple[str, Path]] = []
-    defaults = Defaults(timezone=default_timezone, isolation=default_isolation)
+    fields = tuple((defaults or {}).items())
+    given = Defaults(timezone=default_timezone, isolation=default_isolation, fields=fields)
     for path in sorted(directory.glob("*.toml")):
-        found, file_problems, file_ids = _load_file(path, defaults)
+        found, file_problems, file_ids = _load_file(path, given)
         schedules += found
         problems += file_problems
         ids += [(schedule_id, path) for schedule_id in file_ids]
@@ -73,6 +80,7 @@ def validate_schedule_dir(
     default_timezone: str = "UTC",
     pipelines_dir: Path | None = None,
     default_isolation: str = "thread",
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Every problem in the schedule files, as lines (empty: all valid)."""
     try:
@@ -81,6 +89,7 @@ def validate_schedule_dir(
             default_timezone=default_timezone,
             pipelines_dir=pipelines_dir,
             default_isolation=default_isolation,
+            defaults=defaults,
         )
     except ScheduleError as exc:
         return exc.problems

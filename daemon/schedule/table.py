@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -26,12 +27,36 @@ SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
 
 
+# What makes a schedule itself: never a project-wide default.
+NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *TRIGGER_FIELDS, "after")
+
+
 @dataclass(frozen=True)
 class Defaults:
-    """What a schedule gets for the fields it leaves out that come from settings."""
+    """What a schedule gets for the fields it leaves out: the settings' timezone and
+    isolation, and `[defaults]` of flowerd.toml (`fields`, which win over those two)."""
 
     timezone: str = "UTC"
     isolation: str = "thread"
+    fields: tuple[tuple[str, Any], ...] = ()
+
+
+def defaults_problems(table: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a `[defaults]` table: unknown keys, the fields that make a
+    schedule (no default for those), values a schedule could not take."""
+    allowed = [name for name in TABLE_FIELDS if name not in NOT_DEFAULTS]
+    problems = []
+    for key in table:
+        if key in NOT_DEFAULTS:
+            problems.append(f"field {key!r} is what makes a schedule; set it in each schedule")
+        elif key not in TABLE_FIELDS:
+            problems.append(f"unknown field {key!r}{did_you_mean(key, allowed)}")
+    known = {key: value for key, value in table.items() if key in allowed}
+    try:
+        ScheduleTable.model_validate({"pipeline": "defaults", **known})
+    except ValidationError as exc:
+        problems += _field_problems(exc)
+    return problems
 
 
 def parse_table(
@@ -42,6 +67,23 @@ def parse_table(
             f"{schedule_id!r} is a {_toml_type(table)}, not a table; each schedule is a "
             f"[section] (write [{schedule_id}] with pipeline = ... under it)"
         ]
+    merged = {**dict(defaults.fields), **table}
+    schedule, problems = _parse_table(path, schedule_id, merged, defaults)
+    inherited = [name for name, _ in defaults.fields if name not in table]
+    return schedule, [_from_defaults(line, inherited) for line in problems]
+
+
+def _from_defaults(line: str, inherited: list[str]) -> str:
+    """A problem with a field the schedule took from [defaults] says so."""
+    for name in inherited:
+        if f" field {name!r}" in line:
+            return f"{line} (the value from [defaults] in flowerd.toml)"
+    return line
+
+
+def _parse_table(
+    path: Path, schedule_id: str, table: dict, defaults: Defaults
+) -> tuple[Schedule | None, list[str]]:
     prefix = f"[{schedule_id}]"
     problems = [f"{prefix} {line}" for line in _shape_problems(schedule_id, table)]
     known = {key: value for key, value in table.items() if key in TABLE_FIELDS}
