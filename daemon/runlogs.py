@@ -58,6 +58,29 @@ LINE_OVERHEAD_BYTES = 32  # a line's time, level and separators, as `runs logs` 
 STREAM_LEVELS = {"stdout": "INFO", "stderr": "WARNING"}
 MARKER_LOGGER = "daemon.runlogs"
 _formatter = logging.Formatter()
+# Hamilton logs a banner with the traceback each time a node raises: once per attempt.
+# A run's log keeps the banner's words (which node, its inputs); the traceback is told
+# once, as the run's error, when the run ends (RunLogs.on_event).
+HAMILTON_NODE_ERRORS = "hamilton.execution.graph_functions"
+_TRACEBACK_HEAD = "\nTraceback (most recent call last):"
+
+
+def _node_error(message: str) -> str:
+    """Hamilton's node-error banner as one line, without its traceback:
+    `total [deep.total()] encountered an error. Node inputs: {'depth': 12}`."""
+    head = message.split(_TRACEBACK_HEAD, 1)[0]
+    words = [part.strip(" <>") for part in head.splitlines()]
+    words = [part for part in words if part and set(part) != {"*"}]
+    if not words:
+        return message
+    return " ".join([words[0] + "."] + words[1:]) if words[1:] else words[0]
+
+
+def error_line(error: Any) -> str | None:
+    """The run's error for its log, once: its traceback (without flowerd's frames)."""
+    if error is None or not getattr(error, "traceback", None):
+        return None
+    return "the run's error (flowerd runs show has it too):\n" + error.traceback.rstrip()
 
 
 class RunLog:
@@ -80,6 +103,8 @@ class RunLog:
         self.recent: deque[dict] = deque(maxlen=RECENT_LINES)
 
     def add(self, created: float, level: str, logger: str, message: str) -> None:
+        if logger == HAMILTON_NODE_ERRORS and level == "ERROR":
+            message = _node_error(message)
         message = self._clipped(message)
         size = len(message.encode("utf-8", "replace")) + len(logger) + LINE_OVERHEAD_BYTES
         with self.lock:
@@ -380,6 +405,10 @@ class RunLogs:
         if event.kind == "started":
             self.begin(event.run_id)
         elif event.kind == "finished":
+            told = error_line(event.error)
+            run = self.mine.get(event.run_id)
+            if told is not None and run is not None:
+                run.add(time.time(), "ERROR", "daemon.runner", told)
             self.end(event.run_id)
 
     def begin(self, run_id: int) -> None:
