@@ -167,7 +167,10 @@ def _check_metrics(url: str, ok) -> None:  # noqa: ANN001
     assert s[("flowerd_fire_lateness_seconds_count", ())] == 2
     assert s[("flowerd_fire_lateness_seconds_bucket", (("le", "60.0"),))] == 2
     assert s[(LAST, (("schedule", "ok_once"),))] == pytest.approx(ok.finished_at.timestamp())
-    assert (LAST, (("schedule", "bad_once"),)) not in s
+    # a sample for every schedule from the start: 0 until its first success, so an alert
+    # "no success in N hours" fires for one that never succeeded
+    assert s[(LAST, (("schedule", "bad_once"),))] == 0
+    assert s[(LAST, (("schedule", "daily"),))] == 0
     assert s[("flowerd_runs_running", ())] == 0
     nxt = get_json(f"{url}/api/schedules?next=1")
     daily = next(row for row in nxt if row["id"] == "daily")
