@@ -41,6 +41,7 @@ class Status:
     paused: set[str]
     paused_reasons: dict[str, str | None]
     http: object | None
+    http_health: str
     _status_due: bool
 
     async def status(self, request: dict | None = None) -> dict:
@@ -81,6 +82,7 @@ class Status:
             "scheduler": self.scheduler.health(),
             "runner": self.runner.health(),
             "history": self.history.health(),
+            "http": self.http_health,
         }
 
     def _history_state(self) -> None:

@@ -146,6 +146,9 @@ def test_metrics_api_and_tokens_of_a_real_daemon(tmp_path: Path):
         )
         status, _, body = fetch(f"{url}/api/schedules/daily/pause", method="POST", token=TOKEN)
         assert status == 403 and "no http_token" in json.loads(body)["error"]
+        page = fetch(url)[2].decode()  # read-only: it says how to set a token, no dead buttons
+        assert 'id="token"' not in page and "set <code>http_token</code> in flowerd.toml" in page
+        assert page.count("<button data-action=") == page.count(" disabled title=") > 0
         _check_healthz_while_draining(served, url)
 
 
@@ -267,7 +270,11 @@ def test_a_busy_port_leaves_the_daemon_firing_without_http(tmp_path: Path):
         taken.listen()
         port = taken.getsockname()[1]
         with Served(base, env={"FLOWERD_HTTP": f"127.0.0.1:{port}"}) as served:
-            assert served.wait_ready()["http"] is None
+            status = served.wait_ready()
+            assert status["http"] is None
+            said = f"could not listen on 127.0.0.1:{port}: address in use"
+            assert status["health"]["http"].startswith(said)  # not a log line only
+            assert said in cli(base, "status").stdout
             wait_for(lambda: rows_where(base, schedule="tick", status="success"), what="a run")
             assert f"cannot listen on 127.0.0.1:{port}" in served.log
             assert served.stop() == 0
