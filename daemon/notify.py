@@ -31,9 +31,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from daemon.durations import shown_iso
 from daemon.errors import did_you_mean
 
 if TYPE_CHECKING:
@@ -305,8 +306,9 @@ def _release_apprise() -> None:
 # --------------------------------------------------------------------------- composing
 
 
-def _slot(moment: datetime | None) -> str:
-    return moment.isoformat() if moment else "-"
+def _slot(moment: datetime | None, schedule: Any) -> str:
+    """As every time for people: in the schedule's timezone, its offset shown."""
+    return shown_iso(moment, getattr(schedule, "zone", UTC)) if moment else "-"
 
 
 def _clip(text: str, most: int) -> str:
@@ -329,7 +331,8 @@ def compose(
     head = [
         f"schedule {schedule}, pipeline {event.pipeline}, run {event.run_id}: {word}",
         # a manual run has no slot of its own: its slot is when it started
-        f"slot: {_slot(event.scheduled_at or event.started_at)}   duration: {duration}   "
+        f"slot: {_slot(event.scheduled_at or event.started_at, event.schedule)}   "
+        f"duration: {duration}   "
         f"attempts: {event.attempts}   trigger: {event.trigger}",
     ]
     if event.error is not None:
@@ -380,7 +383,8 @@ def compose_burst(schedule: str, pipeline: str, events: list[RunEvent], targets)
     shown = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if ids[10:] else "")
     body = [f"schedule {schedule}, pipeline {pipeline}: {words}"]
     if slots:
-        body.append(f"slots: {_slot(slots[0])} .. {_slot(slots[-1])}")
+        zone_of = events[0].schedule
+        body.append(f"slots: {_slot(slots[0], zone_of)} .. {_slot(slots[-1], zone_of)}")
     body.append(f"runs: {shown}")
     last = events[-1]
     if last.error is not None:

@@ -39,10 +39,11 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from daemon import logs
+from daemon.durations import shown_iso
 
 if TYPE_CHECKING:
     from daemon.events import Listeners, RunEvent
@@ -190,10 +191,10 @@ def line_json(line: dict) -> dict:
     }
 
 
-def line_text(line: dict) -> str:
-    """`2026-11-30 02:30:01.204 INFO     hello_world: message` (a pipeline's logger
-    without its package prefix)."""
-    stamp = line["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def line_text(line: dict, zone: tzinfo = UTC) -> str:
+    """`2026-11-30T03:30:01.204+01:00 INFO     hello_world: message` (the time in `zone`,
+    the run's schedule's; a pipeline's logger without its package prefix)."""
+    stamp = shown_iso(line["time"], zone, "milliseconds")
     logger = line["logger"].removeprefix(logs.PIPELINE_LOGGER_ROOT + ".")
     return f"{stamp} {line['level']:<8} {logger}: {line['message']}"
 

@@ -4,12 +4,14 @@ against real daemons on 127.0.0.1 (the page in a real browser: test_http_page.py
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -261,6 +263,35 @@ def _check_healthz_while_draining(served: Served, url: str) -> None:
     )
     assert b"scheduler: stopped" in body
     assert served.wait() == 0
+
+
+def test_one_timezone_rule_for_people_and_utc_for_machines(tmp_path: Path):
+    """Times for people -- runs show, runs logs, the page, the daemon's log lines -- are in
+    the schedule's timezone (else the `timezone` setting), ISO-8601 with the offset;
+    JSON is UTC."""
+    base = make_project(
+        tmp_path,
+        '[kolkata]\npipeline = "hello_world"\ninterval = "1d"\ntimezone = "Asia/Kolkata"\n'
+        'final_vars = ["full_greeting"]\n',
+    )
+    with serve_http(base, FLOWERD_TIMEZONE="America/Sao_Paulo") as served:
+        url = served.wait_ready()["http"]
+        run_id = served.ask("trigger", schedule="kolkata")["run_id"]
+        wait_for(lambda: rows_where(base, schedule="kolkata", status="success"), what="the run")
+        page = fetch(f"{url}/runs/{run_id}")[2].decode()
+        footer = fetch(url)[2].decode()
+        assert served.stop() == 0
+    shown = cli(base, "runs", "show", str(run_id)).stdout
+    logged = cli(base, "runs", "logs", str(run_id)).stdout
+    as_json = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    assert as_json["started_at"].endswith("+00:00")
+    started = datetime.fromisoformat(as_json["started_at"])
+    assert started.astimezone(ZoneInfo("Asia/Kolkata")).isoformat() in shown
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30 INFO", logged), logged
+    assert started.astimezone(ZoneInfo("Asia/Kolkata")).isoformat() in page
+    assert re.search(r"T\d\d:\d\d:\d\d\.\d{3}\+05:30 INFO", page)
+    assert re.search(r"<footer>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-03:00", footer)
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-03:00 INFO", served.log, re.M)
 
 
 def test_a_busy_port_leaves_the_daemon_firing_without_http(tmp_path: Path):
