@@ -33,6 +33,7 @@ from daemon.commands import Commands
 from daemon.errors import ScheduleError
 from daemon.history import History
 from daemon.http.metrics import Metrics
+from daemon.notify import THREAD_PREFIX as NOTIFY_THREAD_PREFIX
 from daemon.pipeline import Pipelines
 from daemon.runner import Runner, install_task_guard
 from daemon.running import utcnow
@@ -79,6 +80,7 @@ class Daemon(StartUp, CatchUp, Commands, Status):
         self._status_due = False
         self.metrics = Metrics()
         self.http = None  # daemon.http.server.HttpServer while it listens
+        self.http_health = "ok"  # or why it could not listen (health's "http")
 
     def fail(self, why: str) -> None:
         """A part cannot do its job: stop, and exit non-zero so systemd restarts us."""
@@ -202,11 +204,15 @@ def exit_past_stuck_threads(code: int) -> None:
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in others:  # idle workers leave at once after the pool's shutdown
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in others if t.is_alive()]
+    alive = [t for t in others if t.is_alive()]
+    # a delivery given up at the stop was said so by the notifier (daemon.notify): its
+    # thread, still waiting on the target, is no surprise and no fault
+    stuck = [t.name for t in alive if not t.name.startswith(NOTIFY_THREAD_PREFIX)]
     if stuck:
         log.warning(
             "exiting past %d thread(s) that did not return: %s", len(stuck), ", ".join(stuck)
         )
+    if alive:
         logs.stop_background()
         logging.shutdown()
         os._exit(code)

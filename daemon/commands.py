@@ -47,6 +47,7 @@ class Commands:
             "trigger": self.trigger,
             "pause": self.pause,
             "resume": self.resume,
+            "loaded": self.loaded,
             **Jobs(self).handlers(),  # backfill, rerun and their progress
         }
 
@@ -60,6 +61,12 @@ class Commands:
                 f"schedules: {', '.join(sorted(schedules)) or '(none)'}"
             )
         return schedules[schedule_id]
+
+    async def loaded(self, request: dict) -> dict:
+        """What this daemon fires: each schedule's fingerprint, for `flowerd schedules` to
+        compare with the files."""
+        schedules = self.scheduler.schedules
+        return {"schedules": {s_id: s.fingerprint() for s_id, s in schedules.items()}}
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
@@ -160,6 +167,14 @@ class Commands:
         for schedule_id in added + changed:
             self.scheduler.replace(new[schedule_id], paused=schedule_id in self.paused)
         return (
-            f"{len(added)} added, {len(removed)} removed, {len(changed)} changed, "
-            f"{len(new) - len(added) - len(changed)} unchanged"
+            f"{_named(added, 'added')}, {_named(removed, 'removed')}, "
+            f"{_named(changed, 'changed')}, {len(new) - len(added) - len(changed)} unchanged"
         )
+
+
+def _named(ids: list[str], word: str, most: int = 10) -> str:
+    """`1 changed (nightly)`, `0 added`, `12 removed (a, b, ... and 2 more)`."""
+    if not ids:
+        return f"0 {word}"
+    shown = ", ".join(sorted(ids)[:most]) + (f" and {len(ids) - most} more" if ids[most:] else "")
+    return f"{len(ids)} {word} ({shown})"

@@ -117,6 +117,14 @@ def _bare_date(text: str) -> date | None:
         return None
 
 
+def shown_iso(moment: datetime, zone: tzinfo, timespec: str = "auto") -> str:
+    """A time for people (README, "What you see"): ISO-8601 in `zone` -- the schedule's
+    timezone, else the `timezone` setting -- with its offset shown."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).isoformat(timespec=timespec)
+
+
 def iso(moment: datetime | None) -> str | None:
     """ISO-8601 with offset, in UTC (the history's JSON format)."""
     if moment is None:

@@ -95,6 +95,7 @@ def log_config(
     environ: Mapping[str, str] = os.environ,
     stream: TextIO | None = None,
     background: bool = False,
+    zone: str = "UTC",
 ) -> None:
     """Install flowerd's one handler on the root logger (idempotent: it replaces only the
     handler an earlier call installed, never a host's). Lines go to `stream` (stderr) and
@@ -113,7 +114,7 @@ def log_config(
     elif journald:
         formatter = JournaldFormatter(_TEXT_FORMAT)
     else:
-        formatter = logging.Formatter("%(asctime)s " + _TEXT_FORMAT)
+        formatter = ZonedFormatter("%(asctime)s " + _TEXT_FORMAT, zone=zone)
     handler: logging.Handler = logging.StreamHandler(stream)
     if background:
         handler = _written_behind(handler)
@@ -234,6 +235,22 @@ def syslog_priority(levelno: int) -> int:
         if levelno >= threshold:
             return priority
     return 7
+
+
+class ZonedFormatter(logging.Formatter):
+    """Text lines timed as every time for people is shown: ISO-8601 in `zone` (the
+    `timezone` setting) with its offset, `2026-12-07T15:06:13.414+01:00`."""
+
+    def __init__(self, fmt: str, *, zone: str = "UTC"):
+        from zoneinfo import ZoneInfo
+
+        super().__init__(fmt)
+        self.zone = ZoneInfo(zone)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        from daemon.durations import shown_iso
+
+        return shown_iso(datetime.fromtimestamp(record.created, UTC), self.zone, "milliseconds")
 
 
 class JournaldFormatter(logging.Formatter):

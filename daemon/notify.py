@@ -26,13 +26,15 @@ import contextvars
 import logging
 import re
 import socket
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from daemon.durations import shown_iso
 from daemon.errors import did_you_mean
 
 if TYPE_CHECKING:
@@ -51,9 +53,13 @@ ATTEMPTS = 3
 BACKOFF_S = 1.0  # then 2 s: a delivery gives up after ~3 s of waiting plus its timeouts
 SEND_TIMEOUT_S = 20.0
 THREADS = 2
+THREAD_PREFIX = "flowerd-notify"
 MAX_PENDING = 500  # deliveries waiting or under way; past this new ones are dropped
 CLOSE_WAIT_S = 5.0
 LOG_LINES = 10
+MAX_BODY_CHARS = 999  # a message reads on a phone and fits Slack: under 1,000 characters
+MAX_ERROR_CHARS = 300  # the error's message; its traceback is a `runs show` away
+MAX_LINE_CHARS = 160  # one line of the log excerpt
 PREVIOUS_TIMEOUT_S = 10.0
 
 
@@ -204,12 +210,12 @@ class Sender:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-notify")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=THREAD_PREFIX)
         # Apprise's own lines come back with each result (read, scrubbed, logged once by
         # _deliver); they do not also go to the daemon's log, where a plugin might show
         # more of a URL than its privacy form
         logging.getLogger("apprise").propagate = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: dict[asyncio.Task, tuple[str, str]] = {}  # -> (what, url), under way
         # one target's messages go out in the order they were told (a `recovered` never
         # reaches anyone before the `failed` it follows); different targets in parallel
         self._in_order: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -225,8 +231,11 @@ class Sender:
             task = asyncio.get_running_loop().create_task(
                 self._deliver(url, message), context=contextvars.Context()
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks[task] = (message.what or message.title, url)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._tasks.pop(task, None)
 
     async def _deliver(self, url: str, message: Message) -> bool:
         async with self._in_order[url]:  # FIFO: the tasks were made in the order told
@@ -262,20 +271,48 @@ class Sender:
         """Let deliveries under way finish (bounded); the rest are given up, and said so."""
         pending = {t for t in self._tasks if not t.done()}
         if pending:
+            log.info("stopping: waiting up to %g s for %d notification(s) under way",
+                     timeout_s, len(pending))  # fmt: skip
             _, pending = await asyncio.wait(pending, timeout=timeout_s)
         for task in pending:
             task.cancel()
         if pending:
-            log.warning("%d notification(s) not delivered before the stop", len(pending))
+            told = [self._tasks.get(task, ("a notification", "")) for task in pending]
+            names = sorted(f"{what} to {private(url)}" for what, url in told)
+            log.warning("stopping: %d notification(s) not delivered within %g s, given up: %s",
+                        len(pending), timeout_s, "; ".join(names))  # fmt: skip
             await asyncio.gather(*pending, return_exceptions=True)
+        # a thread still waiting on a target (up to its SEND_TIMEOUT_S) is left behind:
+        # the process exits without it (daemon.app.exit_past_stuck_threads)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        _release_apprise()
+
+
+def _release_apprise() -> None:
+    """Apprise (1.9+) keeps process-wide thread pools that it never shuts down, so their
+    idle threads would outlive the stop (and be taken for stuck ones). Shut them down, and
+    name their threads as ours: one still under way is a delivery given up, said above."""
+    module = sys.modules.get("apprise.apprise")
+    for name in ("_shared_executor", "_coordinator_executor"):
+        pool = getattr(module, name, None)
+        if not isinstance(pool, ThreadPoolExecutor):
+            continue
+        for thread in list(getattr(pool, "_threads", ())):
+            thread.name = f"{THREAD_PREFIX}-apprise-{thread.name}"
+        pool.shutdown(wait=False, cancel_futures=True)
+        setattr(module, name, None)  # a later delivery (a test's next Sender) makes its own
 
 
 # --------------------------------------------------------------------------- composing
 
 
-def _slot(moment: datetime | None) -> str:
-    return moment.isoformat() if moment else "-"
+def _slot(moment: datetime | None, schedule: Any) -> str:
+    """As every time for people: in the schedule's timezone, its offset shown."""
+    return shown_iso(moment, getattr(schedule, "zone", UTC)) if moment else "-"
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def compose(
@@ -286,30 +323,53 @@ def compose(
     lines: Sequence[dict] = (),
     page_url: str | None = None,
 ) -> Message:
-    """One run outcome as a message. `word`: the status word it is told as."""
+    """One run outcome as a message, its body under 1,000 characters: the log excerpt
+    is cut to fit, its newest lines kept. `word`: the status word it is told as."""
     schedule = event.schedule_id or "-"
     title = f"flowerd: {schedule} {word} (run {event.run_id}, pipeline {event.pipeline})"
     duration = f"{event.duration_s:.3f} s" if event.duration_s is not None else "-"
-    body = [
+    head = [
         f"schedule {schedule}, pipeline {event.pipeline}, run {event.run_id}: {word}",
-        f"slot: {_slot(event.scheduled_at)}   duration: {duration}   "
+        # a manual run has no slot of its own: its slot is when it started
+        f"slot: {_slot(event.scheduled_at or event.started_at, event.schedule)}   "
+        f"duration: {duration}   "
         f"attempts: {event.attempts}   trigger: {event.trigger}",
     ]
     if event.error is not None:
-        body.append(f"error: {event.error.type}: {event.error.message}")
-    if lines:
-        body.append(f"last {len(lines)} log line(s):")
-        body.extend(f"  {line['level']} {line['logger']}: {line['message']}" for line in lines)
-    body.append(f"look: flowerd runs show {event.run_id}   (log: flowerd runs logs {event.run_id})")
+        head.append(_clip(f"error: {event.error.type}: {event.error.message}", MAX_ERROR_CHARS))
+    foot = [f"look: flowerd runs show {event.run_id}   (log: flowerd runs logs {event.run_id})"]
     if page_url:
-        body.append(f"web: {page_url}")
+        foot.append(f"web: {page_url}")
+    room = MAX_BODY_CHARS - sum(len(line) + 1 for line in head + foot)
+    body = [*head, *_excerpt(lines, room), *foot]
     return Message(
         title=title,
-        body="\n".join(body),
+        body=_clip("\n".join(body), MAX_BODY_CHARS),
         failure=word in FAILURE_WORDS,
         targets=tuple(targets),
         what=f"run {event.run_id} of {schedule} {word}",
     )
+
+
+def _excerpt(lines: Sequence[dict], room: int) -> list[str]:
+    """The run's last log lines in at most `room` characters: the newest kept, each
+    line cut to MAX_LINE_CHARS, a multi-line message (a traceback) as its lines."""
+    rows = [
+        _clip(f"  {row}", MAX_LINE_CHARS)
+        for line in lines
+        for row in f"{line['level']} {line['logger']}: {line['message']}".splitlines()
+        if row.strip()
+    ]
+    kept: list[str] = []
+    room -= len(f"log, last {len(rows)} of {len(rows)} line(s):") + 1
+    for row in reversed(rows):
+        if room < len(row) + 1:
+            break
+        kept.append(row)
+        room -= len(row) + 1
+    if not kept:
+        return []
+    return [f"log, last {len(kept)} of {len(rows)} line(s):", *reversed(kept)]
 
 
 def compose_burst(schedule: str, pipeline: str, events: list[RunEvent], targets) -> Message:
@@ -323,7 +383,8 @@ def compose_burst(schedule: str, pipeline: str, events: list[RunEvent], targets)
     shown = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if ids[10:] else "")
     body = [f"schedule {schedule}, pipeline {pipeline}: {words}"]
     if slots:
-        body.append(f"slots: {_slot(slots[0])} .. {_slot(slots[-1])}")
+        zone_of = events[0].schedule
+        body.append(f"slots: {_slot(slots[0], zone_of)} .. {_slot(slots[-1], zone_of)}")
     body.append(f"runs: {shown}")
     last = events[-1]
     if last.error is not None:
@@ -364,7 +425,7 @@ class Notifier:
         self.default_targets = tuple(default_targets)
         self.sender = sender if sender is not None else Sender()
         self._tail = tail
-        self.page_url = page_url  # the HTTP server sets it once it knows its address
+        self.page_url = page_url  # run id -> a link for the people told (public_url)
         self.coalesce_s = coalesce_s
         self._bursts: dict[str, _Burst] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -507,9 +568,10 @@ class Notifier:
         await self.sender.close()
 
 
-def page_url_for(http: str) -> Callable[[int], str | None]:
-    """The run's web page under the `http` setting (None when it is off or its port is
-    chosen at start-up: the HTTP server knows it then)."""
-    if not http or http == "off" or http.endswith(":0"):
+def page_url_for(public_url: str | None) -> Callable[[int], str | None]:
+    """The run's web page under the `public_url` setting: the address the people told
+    can open (the daemon's own `http` address is 127.0.0.1 to them). None without it."""
+    if not public_url:
         return lambda run_id: None
-    return lambda run_id: f"http://{http}/runs/{run_id}"
+    base = public_url.rstrip("/")
+    return lambda run_id: f"{base}/runs/{run_id}"

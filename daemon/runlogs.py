@@ -39,10 +39,11 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from daemon import logs
+from daemon.durations import shown_iso
 
 if TYPE_CHECKING:
     from daemon.events import Listeners, RunEvent
@@ -58,6 +59,29 @@ LINE_OVERHEAD_BYTES = 32  # a line's time, level and separators, as `runs logs` 
 STREAM_LEVELS = {"stdout": "INFO", "stderr": "WARNING"}
 MARKER_LOGGER = "daemon.runlogs"
 _formatter = logging.Formatter()
+# Hamilton logs a banner with the traceback each time a node raises: once per attempt.
+# A run's log keeps the banner's words (which node, its inputs); the traceback is told
+# once, as the run's error, when the run ends (RunLogs.on_event).
+HAMILTON_NODE_ERRORS = "hamilton.execution.graph_functions"
+_TRACEBACK_HEAD = "\nTraceback (most recent call last):"
+
+
+def _node_error(message: str) -> str:
+    """Hamilton's node-error banner as one line, without its traceback:
+    `total [deep.total()] encountered an error. Node inputs: {'depth': 12}`."""
+    head = message.split(_TRACEBACK_HEAD, 1)[0]
+    words = [part.strip(" <>") for part in head.splitlines()]
+    words = [part for part in words if part and set(part) != {"*"}]
+    if not words:
+        return message
+    return " ".join([words[0] + "."] + words[1:]) if words[1:] else words[0]
+
+
+def error_line(error: Any) -> str | None:
+    """The run's error for its log, once: its traceback (without flowerd's frames)."""
+    if error is None or not getattr(error, "traceback", None):
+        return None
+    return "the run's error (flowerd runs show has it too):\n" + error.traceback.rstrip()
 
 
 class RunLog:
@@ -80,6 +104,8 @@ class RunLog:
         self.recent: deque[dict] = deque(maxlen=RECENT_LINES)
 
     def add(self, created: float, level: str, logger: str, message: str) -> None:
+        if logger == HAMILTON_NODE_ERRORS and level == "ERROR":
+            message = _node_error(message)
         message = self._clipped(message)
         size = len(message.encode("utf-8", "replace")) + len(logger) + LINE_OVERHEAD_BYTES
         with self.lock:
@@ -165,10 +191,10 @@ def line_json(line: dict) -> dict:
     }
 
 
-def line_text(line: dict) -> str:
-    """`2026-11-30 02:30:01.204 INFO     hello_world: message` (a pipeline's logger
-    without its package prefix)."""
-    stamp = line["time"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def line_text(line: dict, zone: tzinfo = UTC) -> str:
+    """`2026-11-30T03:30:01.204+01:00 INFO     hello_world: message` (the time in `zone`,
+    the run's schedule's; a pipeline's logger without its package prefix)."""
+    stamp = shown_iso(line["time"], zone, "milliseconds")
     logger = line["logger"].removeprefix(logs.PIPELINE_LOGGER_ROOT + ".")
     return f"{stamp} {line['level']:<8} {logger}: {line['message']}"
 
@@ -380,6 +406,10 @@ class RunLogs:
         if event.kind == "started":
             self.begin(event.run_id)
         elif event.kind == "finished":
+            told = error_line(event.error)
+            run = self.mine.get(event.run_id)
+            if told is not None and run is not None:
+                run.add(time.time(), "ERROR", "daemon.runner", told)
             self.end(event.run_id)
 
     def begin(self, run_id: int) -> None:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     http_token: str | None = None
     # a request's line and headers, then its body, must each arrive within this
     http_read_timeout_s: float = Field(default=10.0, gt=0)
+    # the page's address as the people told see it (https://flowerd.example.com): links in
+    # notifications use it; without it a notification carries no link
+    public_url: str | None = None
     # retention: finished runs older than this are pruned by the daemon ("90d"); None: keep
     retention: str | None = None
     # several daemons on one PostgreSQL: each renews its lease every lease_s / 3
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         """From any source, a plain path (or sqlite:///) becomes an aiosqlite URL."""
         return normalise_db(value) if value else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/") if value else None
 
     @field_validator("retention")
     @classmethod

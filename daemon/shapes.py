@@ -10,10 +10,18 @@ from typing import Any
 
 
 def schedule_json(
-    schedule: Any, paused: bool, after: datetime, next_n: int, paused_reason: str | None = None
+    schedule: Any,
+    paused: bool,
+    after: datetime,
+    next_n: int,
+    paused_reason: str | None = None,
+    *,
+    loaded: bool,
 ) -> dict:
     """`flowerd schedules --json` (and `GET /api/schedules`): one schedule, its state and
-    its next `next_n` fire times after `after` (none while paused or disabled)."""
+    its next `next_n` fire times after `after` (none while paused or disabled). `loaded`:
+    the running daemon fires this very schedule (false when the files say otherwise, or
+    no daemon runs it yet)."""
     from daemon.trigger import next_fire_times
 
     fires = schedule.enabled and not paused
@@ -30,6 +38,7 @@ def schedule_json(
         "after": list(schedule.after),
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
+        "loaded": loaded,
     }
 
 

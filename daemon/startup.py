@@ -144,9 +144,6 @@ class StartUp:
             from daemon.http import server
 
             self.http = await server.start(self, stack)
-            if self.http is not None:  # port 0 is known only now
-                base = self.http.url
-                self.notifications.page_url = lambda run_id: f"{base}/runs/{run_id}"
 
     async def _close_history(self) -> None:
         """Write what is held; a database still unavailable gets HISTORY_CLOSE_S, then
@@ -167,7 +164,7 @@ class StartUp:
             self.history,
             default_targets=self.settings.notify,
             tail=keeper.tail,
-            page_url=page_url_for(self.settings.http),
+            page_url=page_url_for(self.settings.public_url),
         )
         stack.push_async_callback(self.notifications.close)
         self.notifications.sender.counts.on_result(self.metrics.count_notification)

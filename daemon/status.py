@@ -10,8 +10,10 @@ import logging
 import os
 import time
 from datetime import UTC
+from zoneinfo import ZoneInfo
 
 from daemon import systemd
+from daemon.durations import shown_iso
 from daemon.history import History
 from daemon.lease import Lease
 from daemon.notify import Notifier
@@ -41,6 +43,7 @@ class Status:
     paused: set[str]
     paused_reasons: dict[str, str | None]
     http: object | None
+    http_health: str
     _status_due: bool
 
     async def status(self, request: dict | None = None) -> dict:
@@ -81,6 +84,7 @@ class Status:
             "scheduler": self.scheduler.health(),
             "runner": self.runner.health(),
             "history": self.history.health(),
+            "http": self.http_health,
         }
 
     def _history_state(self) -> None:
@@ -95,12 +99,17 @@ class Status:
     def status_line(self) -> str:
         if self._stop.event.is_set():
             return f"stopping: {len(self.runner.active)} run(s) still running"
-        wrong = [f"{part} {state}" for part, state in self.health().items() if state != "ok"]
+        wrong = [  # a busy HTTP port is told by `status`; STATUS= keeps what runs
+            f"{part} {state}"
+            for part, state in self.health().items()
+            if state != "ok" and part != "http"
+        ]
         if wrong:
             return "; ".join(wrong)
         schedules = self.scheduler.schedules
         times = [t for t in (self.scheduler.next_fire(s) for s in schedules) if t]
-        nxt = min(times).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if times else "none"
+        zone = ZoneInfo(self.settings.timezone)  # several schedules: the setting's zone
+        nxt = shown_iso(min(times), zone, "seconds") if times else "none"
         return f"{len(schedules)} schedule(s), {len(self.runner.active)} running, next fire {nxt}"
 
     def refresh_status(self) -> None:

@@ -27,6 +27,7 @@ import resource
 import select
 import signal
 import sys
+import sysconfig
 import termios
 import threading
 import time
@@ -54,8 +55,46 @@ def error_fields(exc: BaseException) -> dict[str, str | None]:
     return {
         "type": type(shown).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": user_traceback(exc),
     }
+
+
+_OURS = str(Path(__file__).resolve().parent) + os.sep  # flowerd's own package
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + os.sep
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback as a pipeline's author reads it: none of flowerd's own frames, nor
+    the thread and event-loop plumbing above the first frame left (the user's, Hamilton's
+    and the libraries' frames stay, the raising frame last); chained exceptions alike."""
+    shown = traceback.TracebackException.from_exception(exc)
+    todo, seen = [shown], set()
+    while todo:
+        part = todo.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        part.stack = traceback.StackSummary.from_list(_theirs(part.stack))
+        todo += [p for p in (part.__cause__, part.__context__) if p is not None]
+        todo += getattr(part, "exceptions", None) or []  # an ExceptionGroup's
+    return "".join(shown.format())
+
+
+def _theirs(frames: traceback.StackSummary) -> list[traceback.FrameSummary]:
+    kept = [frame for frame in frames if not _is_ours(frame.filename)]
+    while kept and _is_plumbing(kept[0].filename) and len(kept) > 1:
+        kept.pop(0)
+    return kept
+
+
+def _is_ours(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(_OURS)
+
+
+def _is_plumbing(filename: str) -> bool:
+    """The standard library's own frames (threads, asyncio), not its site-packages."""
+    path = os.path.realpath(filename)
+    return path.startswith(_STDLIB) and "-packages" + os.sep not in path
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -211,6 +212,48 @@ def test_sighup_adds_schedules_and_a_bad_file_keeps_the_old(tmp_path: Path):
         assert ids == {"first", "second"}
         done = cli(base, "reload")
         assert done.returncode == 1 and "bad.toml" in done.stderr
+        assert served.stop() == 0
+
+
+def test_schedules_says_what_the_daemon_fires_and_reload_names_what_changed(tmp_path: Path):
+    base = make_project(
+        tmp_path,
+        """
+        [nightly]
+        pipeline = "hello_world"
+        interval = "1h"
+
+        [hourly]
+        pipeline = "hello_world"
+        interval = "2h"
+        """,
+    )
+
+    def loaded() -> dict:
+        done = cli(base, "schedules", "--json")
+        assert done.returncode == 0, done.stderr
+        return {row["id"]: row["loaded"] for row in json.loads(done.stdout)}
+
+    assert loaded() == {"nightly": False, "hourly": False}  # no daemon runs them yet
+    assert "no daemon is running" in cli(base, "schedules").stdout
+    with Served(base) as served:
+        served.wait_ready()
+        assert loaded() == {"nightly": True, "hourly": True}
+        assert "flowerd reload" not in cli(base, "schedules").stdout
+        test_toml = base / "schedules" / "test.toml"
+        test_toml.write_text(test_toml.read_text().replace('"1h"', '"30m"'))
+        (base / "schedules" / "more.toml").write_text('[weekly]\npipeline = "hello_world"\n'
+                                                     'interval = "7d"\n')  # fmt: skip
+        assert loaded() == {"nightly": False, "hourly": True, "weekly": False}
+        shown = cli(base, "schedules").stdout
+        assert "changed in the files since the daemon loaded them: nightly" in shown
+        assert "not loaded yet: weekly" in shown and "`flowerd reload`" in shown
+        done = cli(base, "reload")
+        assert done.returncode == 0, done.stderr
+        assert "reloaded: 1 added (weekly), 0 removed, 1 changed (nightly), 1 unchanged" in (
+            done.stdout
+        )
+        assert loaded() == {"nightly": True, "hourly": True, "weekly": True}
         assert served.stop() == 0
 
 

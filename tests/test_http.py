@@ -4,12 +4,14 @@ against real daemons on 127.0.0.1 (the page in a real browser: test_http_page.py
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -149,6 +151,9 @@ def test_metrics_api_and_tokens_of_a_real_daemon(tmp_path: Path):
         )
         status, _, body = fetch(f"{url}/api/schedules/daily/pause", method="POST", token=TOKEN)
         assert status == 403 and "no http_token" in json.loads(body)["error"]
+        page = fetch(url)[2].decode()  # read-only: it says how to set a token, no dead buttons
+        assert 'id="token"' not in page and "set <code>http_token</code> in flowerd.toml" in page
+        assert page.count("<button data-action=") == page.count(" disabled title=") > 0
         _check_healthz_while_draining(served, url)
 
 
@@ -170,7 +175,10 @@ def _check_metrics(url: str, ok) -> None:  # noqa: ANN001
     assert s[("flowerd_fire_lateness_seconds_count", ())] == 2
     assert s[("flowerd_fire_lateness_seconds_bucket", (("le", "60.0"),))] == 2
     assert s[(LAST, (("schedule", "ok_once"),))] == pytest.approx(ok.finished_at.timestamp())
-    assert (LAST, (("schedule", "bad_once"),)) not in s
+    # a sample for every schedule from the start: 0 until its first success, so an alert
+    # "no success in N hours" fires for one that never succeeded
+    assert s[(LAST, (("schedule", "bad_once"),))] == 0
+    assert s[(LAST, (("schedule", "daily"),))] == 0
     assert s[("flowerd_runs_running", ())] == 0
     nxt = get_json(f"{url}/api/schedules?next=1")
     daily = next(row for row in nxt if row["id"] == "daily")
@@ -260,6 +268,35 @@ def _check_healthz_while_draining(served: Served, url: str) -> None:
     assert served.wait() == 0
 
 
+def test_one_timezone_rule_for_people_and_utc_for_machines(tmp_path: Path):
+    """Times for people -- runs show, runs logs, the page, the daemon's log lines -- are in
+    the schedule's timezone (else the `timezone` setting), ISO-8601 with the offset;
+    JSON is UTC."""
+    base = make_project(
+        tmp_path,
+        '[kolkata]\npipeline = "hello_world"\ninterval = "1d"\ntimezone = "Asia/Kolkata"\n'
+        'final_vars = ["full_greeting"]\n',
+    )
+    with serve_http(base, FLOWERD_TIMEZONE="America/Sao_Paulo") as served:
+        url = served.wait_ready()["http"]
+        run_id = served.ask("trigger", schedule="kolkata")["run_id"]
+        wait_for(lambda: rows_where(base, schedule="kolkata", status="success"), what="the run")
+        page = fetch(f"{url}/runs/{run_id}")[2].decode()
+        footer = fetch(url)[2].decode()
+        assert served.stop() == 0
+    shown = cli(base, "runs", "show", str(run_id)).stdout
+    logged = cli(base, "runs", "logs", str(run_id)).stdout
+    as_json = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    assert as_json["started_at"].endswith("+00:00")
+    started = datetime.fromisoformat(as_json["started_at"])
+    assert started.astimezone(ZoneInfo("Asia/Kolkata")).isoformat() in shown
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30 INFO", logged), logged
+    assert started.astimezone(ZoneInfo("Asia/Kolkata")).isoformat() in page
+    assert re.search(r"T\d\d:\d\d:\d\d\.\d{3}\+05:30 INFO", page)
+    assert re.search(r"<footer>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-03:00", footer)
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-03:00 INFO", served.log, re.M)
+
+
 def test_a_busy_port_leaves_the_daemon_firing_without_http(tmp_path: Path):
     base = make_project(tmp_path, '[tick]\npipeline = "hello_world"\ninterval = "1s"\n')
     with socket.socket() as taken:
@@ -267,7 +304,11 @@ def test_a_busy_port_leaves_the_daemon_firing_without_http(tmp_path: Path):
         taken.listen()
         port = taken.getsockname()[1]
         with Served(base, env={"FLOWERD_HTTP": f"127.0.0.1:{port}"}) as served:
-            assert served.wait_ready()["http"] is None
+            status = served.wait_ready()
+            assert status["http"] is None
+            said = f"could not listen on 127.0.0.1:{port}: address in use"
+            assert status["health"]["http"].startswith(said)  # not a log line only
+            assert said in cli(base, "status").stdout
             wait_for(lambda: rows_where(base, schedule="tick", status="success"), what="a run")
             assert f"cannot listen on 127.0.0.1:{port}" in served.log
             assert served.stop() == 0

@@ -57,7 +57,7 @@ def test_text_lines_have_a_timestamp_and_the_run_id():
         run_id_var.reset(token)
     log.debug("hidden")
     first, second = out.getvalue().splitlines()
-    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"  # ISO, its offset shown
     assert re.fullmatch(stamp + r" INFO daemon\.test_logs \[-\] outside a run", first)
     assert re.fullmatch(stamp + r" WARNING daemon\.test_logs \[42\] inside", second)
 

@@ -330,3 +330,85 @@ async def test_state_changes_are_told_as_notify_on_says(tmp_path: Path, hook: Ho
         "flowerd: flaky paused",
     ]
     assert {m["type"] for m in hook.received} == {"failure"}
+
+
+# --------------------------------------------------------------------------- short, and the user's
+
+
+DEEP = """
+import logging
+
+log = logging.getLogger(__name__)
+
+def _down(n: int) -> int:
+    if n == 0:
+        raise ValueError("the source table has no rows for " + "x" * 400)
+    return _down(n - 1)
+
+def total(depth: int) -> int:
+    log.info("counting %d levels", depth)
+    return _down(depth)
+"""
+
+
+def test_a_failure_is_told_short_with_the_users_traceback_in_every_isolation(tmp_path, hook):
+    """A failing pipeline with a long traceback, retried, in the thread pool (sync driver),
+    on the loop (async driver) and in a worker process: each row's traceback holds none
+    of flowerd's frames and ends at the raising line; each run's log holds it once; each
+    notification is under 1,000 characters, its log excerpt's tail kept, its slot the
+    run's start, its link under public_url; the stop says nothing of stuck threads."""
+    common = 'pipeline = "deep"\nat = "2099-01-01T00:00:00+00:00"\ninputs = { depth = 12 }\n'
+    common += "max_retries = 2\nretry_delay = 0.1\n"
+    base = make_project(
+        tmp_path,
+        f"[thread_sync]\n{common}async_driver = false\n"
+        f"[thread_async]\n{common}"
+        f'[process]\n{common}async_driver = false\nisolation = "process"\n',
+        deep=DEEP,
+    )
+    env = {"FLOWERD_NOTIFY": json.dumps([hook.url]), "FLOWERD_HTTP": "127.0.0.1:0",
+           "FLOWERD_PUBLIC_URL": "https://flowerd.example.com/"}  # fmt: skip
+    names = ("thread_sync", "thread_async", "process")
+    with Served(base, env=env) as served:
+        served.wait_ready()
+        for name in names:
+            served.ask("trigger", schedule=name)
+        wait_for(lambda: len(hook.received) == 3, timeout_s=60, what="three notifications")
+        assert served.stop() == 0
+    assert "did not return" not in served.log
+    ours = str(Path(__file__).resolve().parent.parent / "daemon") + "/"
+    for name in names:
+        (row,) = rows_where(base, schedule=name)
+        frames = [line for line in row.error.traceback.splitlines() if "File " in line]
+        assert frames and not [f for f in frames if ours in f], (name, row.error.traceback)
+        assert "deep.py" in frames[-1] and "in _down" in frames[-1]
+        logged = cli(base, "runs", "logs", str(row.id)).stdout
+        assert logged.count("Traceback (most recent call last)") == 1, (name, logged)
+        if name != "thread_async":  # the sync driver logs which node raised, per attempt
+            assert logged.count("encountered an error") == 3
+    for message in hook.received:
+        body = message["body"] if "body" in message else message["message"]
+        assert len(body) < 1000, body
+        assert "slot: -" not in body and "slot: 20" in body
+        assert "ValueError: the source table" in body.split("log, last", 1)[1]  # the tail
+        run_id = int(message["title"].split("(run ", 1)[1].split(",")[0])
+        assert f"web: https://flowerd.example.com/runs/{run_id}" in body
+
+
+def test_without_public_url_a_message_has_no_link():
+    from daemon.events import RunEvent
+    from daemon.history import RunError
+    from daemon.notify import compose, page_url_for
+
+    started = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    event = RunEvent(
+        kind="finished", run_id=51, schedule=None, pipeline="p", trigger="manual",
+        status="failed", started_at=started, finished_at=started + timedelta(seconds=2),
+        error=RunError(type="ValueError", message="x" * 5000),
+    )  # fmt: skip
+    lines = [{"level": "INFO", "logger": "p", "message": f"line {i} {'y' * 300}"} for i in range(9)]
+    message = compose(event, "failed", targets=["json://x"], lines=lines, page_url=None)
+    assert page_url_for(None)(51) is None
+    assert "web:" not in message.body and "127.0.0.1" not in message.body
+    assert len(message.body) < 1000 and "line 8" in message.body and "line 0" not in message.body
+    assert f"slot: {started.isoformat()}" in message.body

@@ -159,7 +159,7 @@ def test_ready_only_once_migrated_and_answering(tmp_path: Path, listener: Listen
     assert [m for m in listener.messages if "READY" in m] == [ready]  # no READY before this
     assert ready["STATUS"].startswith("1 schedule(s), 0 running, next fire ")
     next_fire = datetime.fromisoformat(status["schedules"][0]["next"]).astimezone(UTC)
-    assert ready["STATUS"].endswith(next_fire.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    assert ready["STATUS"].endswith(next_fire.isoformat(timespec="seconds"))  # the setting's zone
 
 
 def test_watchdog_pings_at_half_of_watchdog_usec(tmp_path: Path, listener: Listener):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from daemon.durations import shown_iso
+
 WIDE = 200  # piped or captured without COLUMNS: full rows
 FLEX_MIN = 12
 
@@ -92,5 +94,6 @@ def shown_at(moment: datetime | None, zone: ZoneInfo, *, short: bool = False) ->
     """A time for people: ISO-8601 in `zone` (its offset shown), or `2026-12-01 09:00 CET`."""
     if moment is None:
         return "-"
-    local = moment.astimezone(zone)
-    return local.strftime("%Y-%m-%d %H:%M %Z") if short else local.isoformat()
+    if short:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+    return shown_iso(moment, zone)

@@ -115,7 +115,8 @@ def runs_show(
     from daemon.cli.render import _print_run
     from daemon.runlogs import line_text
 
-    _print_run(record, zone_of(record.schedule, _zones(settings), settings.timezone))
+    zone = zone_of(record.schedule, _zones(settings), settings.timezone)
+    _print_run(record, zone)
     chain = [f"this run repeats {record.rerun_of}"] if record.rerun_of is not None else []
     if reruns:
         chain.append(f"repeated by {', '.join(str(r) for r in reruns)}")
@@ -124,7 +125,7 @@ def runs_show(
     if lines:
         typer.echo(f"last {len(lines)} log line(s) (flowerd runs logs {run_id}):")
         for line in lines:
-            typer.echo(line_text(line))
+            typer.echo(line_text(line, zone))
 
 
 async def _run_reruns_and_tail(history, run_id: int) -> tuple:
@@ -146,8 +147,9 @@ def runs_logs(
 ) -> None:
     """The run's log: what it logged and printed, in order (exit 1 if there is no such
     run). JSON: a list of {time, level, logger, message}."""
-    url = settings_of(ctx).db_url
-    show = _JsonList() if as_json else _Text()
+    settings = settings_of(ctx)
+    url = settings.db_url
+    show = _JsonList() if as_json else _Text(settings)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --follow; the list closes
         asyncio.run(_read_history(url, lambda h: _show_logs(h, run_id, follow, show)))
     show.close()
@@ -164,6 +166,7 @@ async def _show_logs(history, run_id: int, follow: bool, show) -> None:
     from daemon.history import TERMINAL
 
     record = await history.get_run(run_id)  # RunNotFound: exit 1
+    show.begin(record)
     last_seq, ended_at = -1, None
     while True:
         lines = await history.log_lines(run_id, after_seq=last_seq)
@@ -183,10 +186,22 @@ async def _show_logs(history, run_id: int, follow: bool, show) -> None:
 
 
 class _Text:
+    """Lines as text, their times in the run's schedule's timezone (or the setting's)."""
+
+    def __init__(self, settings) -> None:  # noqa: ANN001
+        self.settings = settings
+        self.zone = None
+
+    def begin(self, record) -> None:  # noqa: ANN001
+        from daemon.cli.fit import zone_of
+
+        zones = _zones(self.settings) if record.schedule else {}
+        self.zone = zone_of(record.schedule, zones, self.settings.timezone)
+
     def __call__(self, line: dict) -> None:
         from daemon.runlogs import line_text
 
-        typer.echo(line_text(line))
+        typer.echo(line_text(line, self.zone))
 
     def close(self) -> None:
         pass
@@ -198,6 +213,9 @@ class _JsonList:
 
     def __init__(self) -> None:
         self.count = 0
+
+    def begin(self, record) -> None:  # noqa: ANN001 - JSON times are UTC
+        pass
 
     def __call__(self, line: dict) -> None:
         from daemon.runlogs import line_json

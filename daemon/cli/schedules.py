@@ -44,11 +44,53 @@ def schedules(
         defaults=settings.defaults,
     )
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else {}
-    rows = [schedule_json(s, s.id in paused, after, next_n, paused.get(s.id)) for s in found]
+    running = _daemon_fires(settings)
+    rows = [
+        schedule_json(
+            s, s.id in paused, after, next_n, paused.get(s.id),
+            loaded=running is not None and running.get(s.id) == s.fingerprint(),
+        )
+        for s in found
+    ]  # fmt: skip
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
         _print_schedules(rows, settings)
+        _print_drift(rows, running)
+
+
+def _daemon_fires(settings: Settings) -> dict[str, str] | None:
+    """The running daemon's schedules (id -> fingerprint); None when none answers."""
+    from daemon.control import request
+
+    try:
+        answer = request(settings.control_socket, "loaded", timeout_s=ASK_TIMEOUT_S)
+    except FlowerdError:
+        return None
+    return answer.get("schedules") if answer.get("ok") else None
+
+
+ASK_TIMEOUT_S = 5.0
+
+
+def _print_drift(rows: list[dict], running: dict[str, str] | None) -> None:
+    """Where the files and the running daemon differ, and what makes them agree."""
+    if running is None:
+        if rows:
+            typer.echo("no daemon is running here: none of these fire until `flowerd serve`")
+        return
+    in_files = {row["id"] for row in rows}
+    drift = [
+        ("changed in the files since the daemon loaded them",
+         [r["id"] for r in rows if not r["loaded"] and r["id"] in running]),
+        ("not loaded yet", [r["id"] for r in rows if r["id"] not in running]),
+        ("gone from the files, still fired", sorted(set(running) - in_files)),
+    ]  # fmt: skip
+    told = [f"{what}: {', '.join(ids)}" for what, ids in drift if ids]
+    for line in told:
+        typer.echo(line)
+    if told:
+        typer.echo("the daemon fires what it loaded; `flowerd reload` applies the files")
 
 
 async def _paused_schedules(db_url: str) -> dict[str, str | None]:

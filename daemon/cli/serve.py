@@ -32,7 +32,7 @@ def serve(
     if http is not None:
         settings = settings.model_copy(update={"http": http})
     parse_address(settings.http)  # a bad value is refused before anything starts
-    log_config(settings.log_level, settings.log_format, background=True)
+    log_config(settings.log_level, settings.log_format, background=True, zone=settings.timezone)
     try:
         code = asyncio.run(daemon_app.serve(settings))
     except FlowerdError as exc:  # start-up refused: one paragraph, then no thread holds us
@@ -103,7 +103,7 @@ def run_once(
 
     settings = settings_of(ctx)
     level = (log_level or settings.log_level).upper()
-    log_config(level, settings.log_format)  # the run's log gets its lines,
+    log_config(level, settings.log_format, zone=settings.timezone)  # the run's log gets its lines,
     if level != "DEBUG":  # the terminal only errors
         set_terminal_level("ERROR")
     inputs = _parse_inputs(input_ or [])

@@ -168,7 +168,10 @@ class Api:
         # the CLI's order: files by name, then (as loaded) the tables in each file
         found = sorted(self.daemon.scheduler.schedules.values(), key=lambda s: str(s.file))
         why = self.daemon.paused_reasons
-        rows = [schedule_json(s, s.id in paused, after, int(next_n), why.get(s.id)) for s in found]
+        rows = [  # what the daemon fires: loaded, by definition
+            schedule_json(s, s.id in paused, after, int(next_n), why.get(s.id), loaded=True)
+            for s in found
+        ]
         return JSONResponse(rows)
 
     @answers_errors

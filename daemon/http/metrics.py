@@ -9,7 +9,8 @@ errors, the last successes) are computed when Prometheus scrapes, never per run.
     flowerd_fire_lateness_seconds                    started_at - scheduled_at, trigger schedule
     flowerd_runs_running                             runs being carried out now
     flowerd_schedule_next_fire_timestamp_seconds{schedule}
-    flowerd_schedule_last_success_timestamp_seconds{schedule}   seeded from the history
+    flowerd_schedule_last_success_timestamp_seconds{schedule}   seeded from the history;
+                                                     0 for a schedule that never succeeded
     flowerd_event_loop_lag_seconds                   the daemon's lag probe
     flowerd_history_write_errors_total               the history's own count
     flowerd_notifications_total{result}              `count_notification()` (the notifier)
@@ -135,7 +136,8 @@ class Metrics:
     def snapshot(self) -> None:
         """Read the scrape-time gauges now (on the event loop: the daemon's state is the
         loop's); `render` writes them out with the rest."""
-        families = [_last_successes(self.last_success)]
+        schedules = self._daemon.scheduler.schedules if self._daemon is not None else ()
+        families = [_last_successes(self.last_success, schedules)]
         if self._daemon is not None:
             families += _daemon_gauges(self._daemon)
         self._scraped = families
@@ -165,14 +167,17 @@ class _ScrapeTime:
         yield from self._metrics._scraped
 
 
-def _last_successes(last_success: dict[str, float]) -> GaugeMetricFamily:
+def _last_successes(last_success: dict[str, float], schedules: Iterable[str]) -> GaugeMetricFamily:
+    """A sample for every schedule the daemon runs -- 0 until its first success, so an
+    alert on `time() - this > N` fires for a schedule that never succeeded -- and for
+    any other schedule that succeeded since the start (a run of a removed one)."""
     last = GaugeMetricFamily(
         "flowerd_schedule_last_success_timestamp_seconds",
-        "When each schedule's newest successful run finished (Unix time)",
+        "When each schedule's newest successful run finished (Unix time; 0: never)",
         labels=["schedule"],
     )
-    for schedule, timestamp_s in sorted(last_success.items()):
-        last.add_metric([schedule], timestamp_s)
+    for schedule in sorted(set(schedules) | set(last_success)):
+        last.add_metric([schedule], last_success.get(schedule, 0.0))
     return last
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -57,13 +58,18 @@ def routes(daemon: Any, listing: Listing) -> list:
 
 def _templates() -> Environment:
     from daemon.cli.render import ago
-    from daemon.durations import iso
+    from daemon.durations import iso, shown_iso
 
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
     )
     env.filters["ago"] = ago
-    env.filters["iso"] = iso
+    env.filters["iso"] = iso  # for machines: datetime attributes
+    env.filters["shown"] = lambda moment, zone, timespec="seconds": (  # for people
+        "-" if moment is None else shown_iso(
+            datetime.fromisoformat(moment) if isinstance(moment, str) else moment, zone, timespec
+        )
+    )  # fmt: skip
     env.filters["seconds"] = lambda s: (
         "-" if s is None else (f"{s:.3f} s" if s < 10 else f"{s:.1f} s")
     )
@@ -77,6 +83,7 @@ class Page:
         self.daemon = daemon
         self.listing = listing
         self.templates = _templates()
+        self.templates.globals["zone_of"] = self._zone_of
         self._dags: dict[tuple, bytes] = {}
         self.recent = RecentRuns(daemon.history, per_schedule=CELLS)
         daemon.runner.events.add(self.recent.on_run_event)
@@ -84,7 +91,11 @@ class Page:
     async def _render(self, name: str, status_code: int = 200, **context) -> HTMLResponse:
         """Rendered in a thread: 30 cells of many schedules is real work, and a slot must
         not wait for it (Jinja templates are safe to render from threads)."""
-        context.update(now=datetime.now(UTC), http_token_set=bool(self.daemon.settings.http_token))
+        context.update(
+            now=datetime.now(UTC),
+            http_token_set=bool(self.daemon.settings.http_token),
+            zone=ZoneInfo(self.daemon.settings.timezone),
+        )
         template = self.templates.get_template(name)
         html = await asyncio.to_thread(template.render, context)
         return HTMLResponse(html, status_code=status_code)
@@ -136,9 +147,15 @@ class Page:
             "run.html",
             run=record,
             logs=logs,
+            run_zone=self._zone_of(record.schedule),
             dot=shutil.which("dot") is not None,
             refresh_s=2 if live else 0,
         )
+
+    def _zone_of(self, schedule_id: str | None) -> ZoneInfo:
+        """Times for people in the schedule's timezone, else the `timezone` setting."""
+        schedule = self.daemon.scheduler.schedules.get(schedule_id or "")
+        return ZoneInfo(schedule.timezone if schedule else self.daemon.settings.timezone)
 
     async def dag(self, request: Request) -> Response:
         """The run's pipeline (with its schedule's modules and config) drawn as SVG."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from contextlib import AsyncExitStack
@@ -97,6 +98,7 @@ async def start(daemon: Any, stack: AsyncExitStack) -> HttpServer | None:
     try:
         sock = _bind(host, port)
     except OSError as exc:
+        daemon.http_health = f"could not listen on {settings.http}: {_reason(exc)}"
         log.error(
             "cannot listen on %s (setting http): %s; the daemon runs on without its HTTP "
             "server (metrics, API and page)",
@@ -129,6 +131,13 @@ async def start(daemon: Any, stack: AsyncExitStack) -> HttpServer | None:
             url,
         )
     return server
+
+
+def _reason(exc: OSError) -> str:
+    """`address in use`, `permission denied`: what `status` and its health say."""
+    if exc.errno == errno.EADDRINUSE:
+        return "address in use (another process listens there; change the http setting)"
+    return (exc.strerror or str(exc)).lower()
 
 
 def build_app(daemon: Any) -> Starlette:

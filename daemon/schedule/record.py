@@ -5,6 +5,7 @@ runs and how.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -125,6 +126,11 @@ class Schedule:
             return f"every {format_seconds(self.interval_s)}"
         assert self.at is not None
         return f"at {self.at.isoformat()}"
+
+    def fingerprint(self) -> str:
+        """A digest of everything the schedule says: equal digests, equal schedules. What
+        `flowerd schedules` compares with what the running daemon fires."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
     def run_config_kwargs(self) -> dict[str, Any]:
         """The RunConfig keyword arguments, as plain (mutable, fresh) lists and dicts."""

@@ -1,18 +1,32 @@
 // flowerd's page: refresh itself, and send run / pause / resume with the http_token.
 "use strict";
 (function () {
-  const tokenInput = document.getElementById("token");
   const flash = document.getElementById("flash");
-  const KEY = "flowerd-token";
-  tokenInput.value = sessionStorage.getItem(KEY) || "";
-  tokenInput.addEventListener("change", () => sessionStorage.setItem(KEY, tokenInput.value));
-  document.getElementById("token-form").addEventListener("submit", (e) => e.preventDefault());
+  const every = Number(document.body.dataset.refreshS || 0);
+  const SHOWN_MS = Math.max(8000, every * 1000);  // a message stays one refresh, then goes
+  let hide = null;
 
   function say(text, bad) {
     flash.textContent = text;
     flash.className = bad ? "bad" : "";
     flash.hidden = false;
+    clearTimeout(hide);
+    hide = setTimeout(() => { flash.hidden = true; }, SHOWN_MS);
   }
+
+  if (every > 0) {  // keeps refreshing, after an error too (once its message was seen)
+    setInterval(() => {
+      const busy = document.activeElement && ["INPUT", "SELECT"].includes(document.activeElement.tagName);
+      if (!busy && flash.hidden) location.reload();
+    }, every * 1000);
+  }
+
+  const tokenInput = document.getElementById("token");
+  if (!tokenInput) return;  // no http_token: the page is read-only and says how to set one
+  const KEY = "flowerd-token";
+  tokenInput.value = sessionStorage.getItem(KEY) || "";
+  tokenInput.addEventListener("change", () => sessionStorage.setItem(KEY, tokenInput.value));
+  document.getElementById("token-form").addEventListener("submit", (e) => e.preventDefault());
 
   async function act(button) {
     const { action, schedule } = button.dataset;
@@ -36,12 +50,4 @@
     }
   }
   document.querySelectorAll("button[data-action]").forEach((b) => b.addEventListener("click", () => act(b)));
-
-  const every = Number(document.body.dataset.refreshS || 0);
-  if (every > 0) {
-    setInterval(() => {
-      const busy = document.activeElement && ["INPUT", "SELECT"].includes(document.activeElement.tagName);
-      if (!busy && flash.hidden) location.reload();
-    }, every * 1000);
-  }
 })();
