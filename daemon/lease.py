@@ -126,6 +126,9 @@ class Lease:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.history.health() != "ok":  # the write would only wait out CLOSE_WAIT_S
+            log.info("the lease is not given back (the history is unavailable): it expires")
+            return
         try:
             async with asyncio.timeout(CLOSE_WAIT_S):
                 await self.history.unregister_daemon()

@@ -238,6 +238,11 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         """ "ok", or why the history cannot take writes (and since when)."""
         return self._writer.health() if self._writer is not None else "ok"
 
+    @property
+    def gave_up(self) -> bool:
+        """The history has been unwritable for `outage_s` (and is still)."""
+        return self._writer is not None and self._writer.gave_up
+
     def on_fault(self, *, state=None, outage=None) -> None:
         """`state()`: called when an outage starts or ends; `outage(why)`: once, when the
         history has been unwritable for `outage_s` (the daemon then stops, non-zero)."""

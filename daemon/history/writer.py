@@ -299,6 +299,10 @@ class Writer:
         return "ok"
 
     @property
+    def gave_up(self) -> bool:
+        return self._gave_up
+
+    @property
     def pending(self) -> int:
         return len(self.held) + self.queue.qsize()
 
