@@ -92,7 +92,10 @@ class Lease:
 
     async def listing(self) -> list[dict]:
         """`status --json`'s `daemons`: {id, host, pid, last_seen} (+ started, alive). A
-        history that does not answer gets the last listing, not a hung status."""
+        history that does not answer gets the last listing, not a hung or failed status
+        (`health.history` says why); while it is known down it is not even asked."""
+        if self.history.health() != "ok":
+            return self._listing
         try:
             async with asyncio.timeout(LISTING_WAIT_S):
                 rows = await self.history.daemons(self.lease_s)

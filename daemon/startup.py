@@ -63,6 +63,7 @@ class StartUp:
             instance_id=self.instance_id,
             outage_s=self.settings.history_outage_s,
             max_row_bytes=self.settings.max_row_bytes,
+            state_dir=self.settings.state_dir,
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
