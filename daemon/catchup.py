@@ -39,7 +39,8 @@ class CatchUp:
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> set[str]:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
-        in_flight = await self._in_flight_from(now)
+        others = await self.lease.others_alive()
+        in_flight = _in_flight_from(now, others)
         last_slots = await self.history.last_slots()
         writes, new = [], set()
         for schedule in schedules:
@@ -53,22 +54,7 @@ class CatchUp:
             if slots:
                 writes.extend(self._catch_up_schedule(schedule, slots, last, in_flight))
         await asyncio.gather(*writes)
-        return new
-
-    async def _in_flight_from(self, now: datetime) -> datetime:
-        """Other daemons alive on this history fire slots only from their own start: the
-        gap before it is nobody's, so catch-up decides every slot nobody recorded, and
-        the slot key makes each one row whoever else decides it too. A slot newer than
-        IN_FLIGHT_S may be one a live daemon is claiming now: it is run, never `missed`."""
-        others = await self.lease.others_alive()
-        if not others:
-            return now
-        log.info(
-            "%d other daemon(s) hold a live lease on this history: catch-up decides the "
-            "slots none of them recorded",
-            len(others),
-        )
-        return now - timedelta(seconds=IN_FLIGHT_S)
+        return set() if others else new  # a new schedule's first slots: the live ones fire
 
     def _catch_up_schedule(
         self, schedule: Schedule, slots: list[datetime], last: datetime, in_flight: datetime
@@ -132,6 +118,21 @@ class CatchUp:
                          scheduled_at=slot, finished_at=utcnow(), error=error)
             )  # fmt: skip
         return row
+
+
+def _in_flight_from(now: datetime, others: list[dict]) -> datetime:
+    """Other daemons alive on this history fire slots only from their own start: the gap
+    before it is nobody's, so catch-up decides every slot nobody recorded, and the slot
+    key makes each one row whoever else decides it too. A slot newer than IN_FLIGHT_S may
+    be one a live daemon is claiming now: it is run, never `missed`."""
+    if not others:
+        return now
+    log.info(
+        "%d other daemon(s) hold a live lease on this history: catch-up decides the slots "
+        "none of them recorded",
+        len(others),
+    )
+    return now - timedelta(seconds=IN_FLIGHT_S)
 
 
 def _outage_summary(schedule: Schedule, last: datetime, slots: list[datetime]) -> RunError:
