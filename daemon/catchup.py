@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from daemon.calendars import EXCLUDED, excluded_reason
 from daemon.events import RunEvent
@@ -22,6 +22,8 @@ from daemon.trigger import count_slots, slots_between
 log = logging.getLogger("daemon.app")  # a part of the daemon: its lines keep that name
 
 MAX_MISSED_ROWS = 100  # per schedule and outage; the rest are counted in one summary row
+
+IN_FLIGHT_S = 2.0  # another daemon's claim of a slot this new may not have landed yet
 
 MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each): bounded
 
@@ -38,11 +40,7 @@ class CatchUp:
         """Missed rows of every schedule are queued together and share the writer's
         batches: a restart after a long downtime costs a commit per batch, not per slot."""
         others = await self.lease.others_alive()
-        if others:  # their slots are theirs: they fired (and recorded) them all along
-            log.info(
-                "%d other daemon(s) hold a live lease on this history: no catch-up", len(others)
-            )
-            return set()
+        in_flight = _in_flight_from(now, others)
         last_slots = await self.history.last_slots()
         writes, new = [], set()
         for schedule in schedules:
@@ -54,13 +52,16 @@ class CatchUp:
             slots = slots_between(schedule, last, now, limit=MAX_MISSED_ROWS + 1)
             slots = [slot.astimezone(UTC) for slot in slots]
             if slots:
-                writes.extend(self._catch_up_schedule(schedule, slots, last))
+                writes.extend(self._catch_up_schedule(schedule, slots, last, in_flight))
         await asyncio.gather(*writes)
-        return new
+        return set() if others else new  # a new schedule's first slots: the live ones fire
 
-    def _catch_up_schedule(self, schedule: Schedule, slots: list[datetime], last: datetime):
+    def _catch_up_schedule(
+        self, schedule: Schedule, slots: list[datetime], last: datetime, in_flight: datetime
+    ):
         """`slots` holds at most MAX_MISSED_ROWS + 1 of the newest slots of the outage; if
-        it is full, its oldest row stands for, and counts, every earlier slot too."""
+        it is full, its oldest row stands for, and counts, every earlier slot too. Slots
+        from `in_flight` on run whatever the policy (see _in_flight_from)."""
         writes = []
         if len(slots) > MAX_MISSED_ROWS:
             writes.append(
@@ -73,6 +74,9 @@ class CatchUp:
             to_run, missed = slots[-1:], slots[:-1]
         else:
             to_run, missed = slots, []
+        fresh = [slot for slot in missed if slot > in_flight]
+        if fresh:
+            missed, to_run = missed[: -len(fresh)], sorted({*fresh, *to_run})
         why = RunError(
             type="Downtime",
             message=f"the slot passed while no daemon ran (catchup = {schedule.catchup!r})",
@@ -114,6 +118,21 @@ class CatchUp:
                          scheduled_at=slot, finished_at=utcnow(), error=error)
             )  # fmt: skip
         return row
+
+
+def _in_flight_from(now: datetime, others: list[dict]) -> datetime:
+    """Other daemons alive on this history fire slots only from their own start: the gap
+    before it is nobody's, so catch-up decides every slot nobody recorded, and the slot
+    key makes each one row whoever else decides it too. A slot newer than IN_FLIGHT_S may
+    be one a live daemon is claiming now: it is run, never `missed`."""
+    if not others:
+        return now
+    log.info(
+        "%d other daemon(s) hold a live lease on this history: catch-up decides the slots "
+        "none of them recorded",
+        len(others),
+    )
+    return now - timedelta(seconds=IN_FLIGHT_S)
 
 
 def _outage_summary(schedule: Schedule, last: datetime, slots: list[datetime]) -> RunError:

@@ -92,7 +92,10 @@ class Lease:
 
     async def listing(self) -> list[dict]:
         """`status --json`'s `daemons`: {id, host, pid, last_seen} (+ started, alive). A
-        history that does not answer gets the last listing, not a hung status."""
+        history that does not answer gets the last listing, not a hung or failed status
+        (`health.history` says why); while it is known down it is not even asked."""
+        if self.history.health() != "ok":
+            return self._listing
         try:
             async with asyncio.timeout(LISTING_WAIT_S):
                 rows = await self.history.daemons(self.lease_s)
@@ -126,6 +129,9 @@ class Lease:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.history.health() != "ok":  # the write would only wait out CLOSE_WAIT_S
+            log.info("the lease is not given back (the history is unavailable): it expires")
+            return
         try:
             async with asyncio.timeout(CLOSE_WAIT_S):
                 await self.history.unregister_daemon()

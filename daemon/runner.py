@@ -138,6 +138,7 @@ class Runner(OnDemand, SlotPolicies, Running):
         return active
 
     def _untrack(self, active: ActiveRun) -> None:
+        active.ended.set()
         if self.active.pop(active.run_id, None) is None:
             return
         if active.schedule is not None and not active.background:
@@ -159,13 +160,34 @@ class Runner(OnDemand, SlotPolicies, Running):
 
     async def drain(self, grace_s: float) -> None:
         """Stop accepting slots; let runs finish within `grace_s`; cancel the rest (their
-        rows are written `cancelled`)."""
+        rows are written `cancelled`). While the history cannot take writes, only runs
+        whose pipeline is executing get the grace: a slot whose claim was never written
+        never started and never will -- its held row is spooled as it is, and the next
+        start decides it -- so waiting for it would only keep the unit down."""
         self.accepting = False
         pending = {t for t in self._tasks if not t.done()}
         if pending and grace_s > 0:
-            log.info("waiting up to %g s for %d run(s) to finish", grace_s, len(pending))
-            _, pending = await asyncio.wait(pending, timeout=grace_s)
+            if self.history.health() == "ok":
+                log.info("waiting up to %g s for %d run(s) to finish", grace_s, len(pending))
+                _, pending = await asyncio.wait(pending, timeout=grace_s)
+            else:
+                await self._wait_executing(grace_s, len(pending))
         await self.cancel_all(pending)
+
+    async def _wait_executing(self, grace_s: float, tasks: int) -> None:
+        """Wait (at most `grace_s`) for the pipelines executing now to return."""
+        executing = [run for run in self.active.values() if run.started_at is not None]
+        log.info(
+            "the history is unavailable: waiting up to %g s for %d executing run(s); "
+            "%d other slot task(s) wait only on the history and are not waited for",
+            grace_s,
+            len(executing),
+            tasks - len(executing),
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                for run in executing:
+                    await run.ended.wait()
 
     async def cancel_all(self, tasks=None) -> None:
         tasks = {t for t in (tasks if tasks is not None else self._tasks) if not t.done()}

@@ -56,6 +56,7 @@ class ActiveRun:
     release: Callable[[], None] | None = None  # frees its concurrency slot
     asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
     background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
 
     def free_slot(self) -> None:
         """Give back the concurrency slot (once): history writes never hold one."""

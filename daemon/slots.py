@@ -99,12 +99,17 @@ class SlotPolicies:
 
     def _overlap_error(self, schedule: Schedule) -> RunError:
         ids = [str(r.run_id) for r in self.active.values() if r.schedule == schedule.id]
-        previous = f"run {', '.join(ids)}" if ids else "the previous slot's run"
-        return RunError(
-            type="Overlap",
-            message=f"skipped: {previous} of schedule {schedule.id!r} was still running "
-            "(overlap = 'skip')",
-        )
+        if ids or not self._claiming[schedule.id]:
+            previous = f"run {', '.join(ids)}" if ids else "the previous slot's run"
+            why = f"{previous} of schedule {schedule.id!r} was still running"
+        else:  # nothing ran: the previous slot's claim still waited on the history
+            health = self.history.health()
+            why = (
+                f"the previous slot of schedule {schedule.id!r} was still waiting for its "
+                "claim to be written to the history (nothing was running)"
+                + (f"; the history is {health}" if health != "ok" else "")
+            )
+        return RunError(type="Overlap", message=f"skipped: {why} (overlap = 'skip')")
 
     async def _record(
         self, schedule: Schedule, scheduled_at: datetime, status: str, error, trigger="schedule"

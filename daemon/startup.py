@@ -34,6 +34,7 @@ from daemon.validate import load_and_validate
 log = logging.getLogger("daemon.app")  # a part of the daemon: its lines keep that name
 
 HISTORY_CLOSE_S = 5.0
+OUTAGE_CLOSE_S = 1.0  # at an exit because the history stayed unavailable
 
 
 class StartUp:
@@ -62,6 +63,7 @@ class StartUp:
             instance_id=self.instance_id,
             outage_s=self.settings.history_outage_s,
             max_row_bytes=self.settings.max_row_bytes,
+            state_dir=self.settings.state_dir,
         )
         stack.push_async_callback(self._close_history)
         self.history.on_fault(state=self._history_state, outage=self.fail)
@@ -148,7 +150,9 @@ class StartUp:
     async def _close_history(self) -> None:
         """Write what is held; a database still unavailable gets HISTORY_CLOSE_S, then
         the rest goes to the spool (and the exit status says so)."""
-        await self.history.close(timeout_s=HISTORY_CLOSE_S)
+        # past history_outage_s the database had its time: a short last try, then the spool
+        wait_s = OUTAGE_CLOSE_S if self.history.gave_up else HISTORY_CLOSE_S
+        await self.history.close(timeout_s=wait_s)
         if self.history.spooled or self.history.unwritten:
             self.fail(
                 f"{self.history.spooled + self.history.unwritten} row write(s) could not be "

@@ -318,3 +318,38 @@ def test_a_deleted_database_is_noticed_and_recreated(tmp_path: Path):
     assert "was deleted" in served.log
     assert not [r for r in runs(base) if r.status in ("queued", "running")]
 
+
+
+def test_an_outage_exit_waits_only_for_executing_runs(tmp_path: Path):
+    """history_outage_s = 5, a 1-second schedule, another process holding the write lock:
+    the slots whose claims could not be written never started, so the exit is not held
+    for them (shutdown_grace 30 s is for executing pipelines); after the restart every
+    slot is one row."""
+    base = make_project(tmp_path, TICK)
+    db = base / ".flowerd" / "history.db"
+    env = {"FLOWERD_HISTORY_OUTAGE_S": "5", "FLOWERD_SHUTDOWN_GRACE": "30"}
+    with Served(base, env=env) as served:
+        served.wait_ready()
+        wait_for(lambda: len(runs(base)) >= 2, what="two rows before the lock")
+        locker = hold_lock(db, 120)
+        locked_at = time.monotonic()
+        try:
+            code = served.wait(timeout_s=90)
+            took = time.monotonic() - locked_at
+        finally:
+            locker.kill()
+            locker.wait()
+    print(f"\nlock -> exit {took:.1f} s (history_outage_s 5, shutdown_grace 30)")
+    assert code == 1, served.log
+    assert took < 5 + 10, f"the exit took {took:.1f} s after the lock:\n{served.log}"
+    with Served(base) as served:
+        served.wait_ready()
+        time.sleep(1.5)
+        assert served.stop() == 0, served.log
+    rows = runs(base)
+    assert not [r for r in rows if r.status in ("queued", "running")]
+    slots = one_row_per_slot(rows, "tick")
+    skipped = [r.error.message for r in rows if r.status == "skipped"]
+    assert any("waiting for its claim" in m and "locked" in m for m in skipped), skipped
+    print(f"slots expected {int((slots[-1] - slots[0]).total_seconds()) + 1} / rows {len(slots)} "
+          f"/ doubled {len(slots) - len(set(slots))}")  # fmt: skip

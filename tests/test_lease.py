@@ -6,8 +6,10 @@ each test; skipped without FLOWERD_TEST_POSTGRES_URL (see tests/pg.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -183,6 +185,11 @@ def _pause_and_reload_reach_the_others(daemons: list[Served]) -> None:
     )
 
 
+def _stop_all(daemons: list[Served]) -> None:
+    for served in daemons:
+        assert served.stop() == 0, served.log
+
+
 def _kill_one_running(url: str, daemons: list[Served]) -> tuple[Served, str, set[int], float]:
     """kill -9 a daemon that has a run going; its instance id, its running run ids and
     the kill time."""
@@ -235,8 +242,7 @@ def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, cou
         daemons[index] = Served(victim.base)  # it joins again: a new instance, no catch-up
         daemons[index].wait_ready(timeout_s=60)
         time.sleep(TRIAL_S * 0.3)
-        for served in daemons:
-            assert served.stop() == 0, served.log
+        _stop_all(daemons)
     finally:
         for served in daemons:
             served.__exit__()
@@ -257,3 +263,158 @@ def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, cou
     assert len(launched_by) >= 2  # the slots really were shared
     for served in daemons:
         assert "Traceback" not in served.log
+
+
+# --------------------------------------------------------------------------- outages
+
+
+OUTAGE_SCHEDULES = """
+[tick]
+pipeline = "quick"
+interval = "1s"
+
+[long]
+pipeline = "slow"
+interval = "2s"
+overlap = "allow"
+"""
+
+
+def _behind_proxy(root: Path, url: str, name: str, **settings) -> Path:
+    base = make_project(root / name, OUTAGE_SCHEDULES, quick=QUICK, slow=SLOW)
+    lines = [f'database_url = "{url}"', f"lease_s = {LEASE_S}", 'http = "off"']
+    lines += [f"{key} = {value!r}" for key, value in settings.items()]
+    (base / "flowerd.toml").write_text("\n".join(lines).replace("'", '"') + "\n")
+    return base
+
+
+def _report_of(rows: list, schedule: str, every_s: int) -> dict:
+    slots = Counter(r.scheduled_at for r in rows if r.schedule == schedule)
+    first, last = min(slots), max(slots)
+    expected = int((last - first).total_seconds()) // every_s + 1
+    wanted = {first + timedelta(seconds=every_s * i) for i in range(expected)}
+    return {
+        "expected": expected,
+        "rows": sum(slots.values()),
+        "doubled": sum(n - 1 for n in slots.values()),
+        "missing": len(wanted - set(slots)),
+    }
+
+
+@pytest.fixture
+def proxy(pg_url: str):
+    from tests.pgproxy import Proxy
+
+    proxy = Proxy(pg_url)
+    yield proxy
+    proxy.close()
+
+
+@contextlib.contextmanager
+def _live_lease(url: str):
+    """Another daemon's lease, renewed every second (a daemon that fires nothing)."""
+    stop = threading.Event()
+
+    async def hold() -> None:
+        async with History.open(url, instance_id="bystander") as history:
+            await history.register_daemon()
+            held.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.5)
+                await history.renew_lease(LEASE_S)
+            await history.unregister_daemon()
+
+    held = threading.Event()
+    thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
+    thread.start()
+    assert held.wait(timeout=30), "the bystander lease was not taken"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _history_down(served: Served) -> dict:
+    status = served.ask("status")
+    return status if status["health"]["history"] != "ok" else {}
+
+
+def test_both_daemons_exit_in_an_outage_and_restart_together_and_every_slot_has_a_row(
+    tmp_path: Path, pg_url: str, proxy
+):
+    """The database goes away under two daemons; `status` still answers from the daemon;
+    both exit past history_outage_s, spooling their held rows beside their own state;
+    the database comes back and both restart at once (as systemd would): each sees the
+    other's fresh lease, and every slot of the outage still ends as exactly one row."""
+    bases = [_behind_proxy(tmp_path, proxy.url, f"d{i}", history_outage_s=4) for i in range(2)]
+    daemons = [Served(base) for base in bases]
+    try:
+        for served in daemons:
+            served.wait_ready(timeout_s=60)
+        wait_for(lambda: len(_rows(pg_url)) >= 4, timeout_s=30, what="rows before the outage")
+        proxy.down()
+        status = wait_for(lambda: _history_down(daemons[0]), timeout_s=20, what="health")
+        assert "unavailable" in status["health"]["history"] and status["daemons"]
+        shown = flowerd(bases[0], "status")
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr + shown.stdout
+        assert [served.wait(timeout_s=60) for served in daemons] == [1, 1]
+        for base in bases:
+            assert (base / ".flowerd" / "history.spool").exists(), base
+        time.sleep(6)  # the database stays away a while after both exited: a gap
+        proxy.up()
+        # systemd restarts both at once: each may see the other's fresh lease before its
+        # catch-up -- made certain here by a third lease that is live all along
+        with _live_lease(pg_url):
+            daemons = [Served(base) for base in bases]
+            for served in daemons:
+                served.wait_ready(timeout_s=60)
+            time.sleep(3)
+        _stop_all(daemons)
+    finally:
+        for served in daemons:
+            served.__exit__()
+    rows = _rows(pg_url)
+    report = {"tick": _report_of(rows, "tick", 1), "long": _report_of(rows, "long", 2)}
+    print(f"\noutage, both restarted at once: {json.dumps(report)}")
+    for numbers in report.values():
+        assert numbers["doubled"] == 0 and numbers["missing"] == 0, report
+    assert not [r for r in rows if r.status in ("queued", "running")]
+    for base in bases:
+        assert not (base / ".flowerd" / "history.spool").exists()
+        log = (base / "serve.log").read_text()
+        assert "could not be spooled" not in log and "Traceback" not in log, log
+
+
+def test_after_an_outage_both_lived_through_no_live_run_is_reaped(
+    tmp_path: Path, pg_url: str, proxy
+):
+    """Runs going through an outage longer than lease_s: no daemon's lease could be
+    renewed, yet both are alive -- nobody's runs are `crashed` afterwards."""
+    bases = [_behind_proxy(tmp_path, proxy.url, f"d{i}", history_outage_s=60) for i in range(2)]
+    daemons = [Served(base) for base in bases]
+    try:
+        for served in daemons:
+            served.wait_ready(timeout_s=60)
+        wait_for(
+            lambda: any(r.status == "running" and r.schedule == "long" for r in _rows(pg_url)),
+            timeout_s=30,
+            what="a long run going",
+        )
+        proxy.down()
+        time.sleep(LEASE_S * 2)  # every lease expires by the clock meanwhile
+        proxy.up()
+        wait_for(lambda: all(not _history_down(s) for s in daemons), timeout_s=30)
+        time.sleep(LEASE_S * 2)  # renewals (and any reaping) after the database is back
+        _stop_all(daemons)
+    finally:
+        for served in daemons:
+            served.__exit__()
+    rows = _rows(pg_url)
+    crashed = [(r.id, r.status, r.error.message) for r in rows if r.error and "Crashed" in
+               r.error.type]  # fmt: skip
+    report = {"tick": _report_of(rows, "tick", 1), "long": _report_of(rows, "long", 2)}
+    print(f"\noutage both lived through: {json.dumps(report)}; crashed {len(crashed)}")
+    assert crashed == []
+    for numbers in report.values():
+        assert numbers["doubled"] == 0 and numbers["missing"] == 0, report

@@ -252,7 +252,9 @@ async def _open(settings: Settings):
     from daemon.runner import Runner
 
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
-    history = await History.open(settings.db_url, max_row_bytes=settings.max_row_bytes)
+    history = await History.open(
+        settings.db_url, max_row_bytes=settings.max_row_bytes, state_dir=settings.state_dir
+    )
     runner = Runner(
         pm=pm,
         history=history,

@@ -151,7 +151,7 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)
     cfg = RunConfig(final_vars=final_vars or None, inputs=inputs, async_driver=not sync)
     pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
-    history = await History.open(settings.db_url)
+    history = await History.open(settings.db_url, state_dir=settings.state_dir)
     try:
         runner = Runner(
             pm=pm, history=history, max_concurrent_runs=1, threads=1, timezone=settings.timezone

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -101,6 +102,7 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         writer: Writer | None,
         instance_id: str | None,
         max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+        state_dir: Path | None = None,
     ):
         self.url = url
         self.label = describe(url)
@@ -108,7 +110,7 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.max_row_bytes = max_row_bytes
-        self.spool_path = spool_path_for(url)
+        self.spool_path = spool_path_for(url, state_dir)
         self.unwritten = 0  # row writes neither written nor spooled at close (lost)
         self.spooled = 0  # row writes left in the spool at close
         self._reader = reader
@@ -127,16 +129,27 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         instance_id: str | None = None,
         outage_s: float = 300.0,
         max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+        state_dir: Path | None = None,
     ) -> _Opening:
         """`outage_s` bounds both the wait for a locked database while opening and how
-        long the writer holds rows before `on_outage` (see History.on_outage)."""
+        long the writer holds rows before `on_outage` (see History.on_outage).
+        `state_dir`: the project's own state (`.flowerd/`), where the spool of a database
+        that is not a file lives (a SQLite file's spool lies beside it)."""
         if readonly:
             return _Opening(cls._open_readonly(url))
-        return _Opening(cls._open_writer(url, migrate, instance_id, outage_s, max_row_bytes))
+        return _Opening(
+            cls._open_writer(url, migrate, instance_id, outage_s, max_row_bytes, state_dir)
+        )
 
     @classmethod
     async def _open_writer(
-        cls, url: str, migrate: bool, instance_id, outage_s: float, max_row_bytes: int
+        cls,
+        url: str,
+        migrate: bool,
+        instance_id,
+        outage_s: float,
+        max_row_bytes: int,
+        state_dir: Path | None,
     ) -> History:
         if migrate:
             await open_bounded(url, wait_s=outage_s)
@@ -152,7 +165,12 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         writer = Writer(link, describe(url), outage_s=outage_s, reopen=reopen, watch_file=path)
         reader = make_reader(url) if path is not None else link.engine
         history = cls(
-            url, reader=reader, writer=writer, instance_id=instance_id, max_row_bytes=max_row_bytes
+            url,
+            reader=reader,
+            writer=writer,
+            instance_id=instance_id,
+            max_row_bytes=max_row_bytes,
+            state_dir=state_dir,
         )
         writer.start()
         try:
@@ -237,6 +255,11 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
     def health(self) -> str:
         """ "ok", or why the history cannot take writes (and since when)."""
         return self._writer.health() if self._writer is not None else "ok"
+
+    @property
+    def gave_up(self) -> bool:
+        """The history has been unwritable for `outage_s` (and is still)."""
+        return self._writer is not None and self._writer.gave_up
 
     def on_fault(self, *, state=None, outage=None) -> None:
         """`state()`: called when an outage starts or ends; `outage(why)`: once, when the

@@ -77,8 +77,10 @@ def unregister(conn: sa.Connection, daemon_id: str) -> None:
     conn.execute(sa.delete(daemons).where(daemons.c.id == daemon_id))
 
 
-def renew(conn: sa.Connection, me: dict, lease_s: float) -> Renewal:
-    """Renew our lease; reap the daemons whose lease expired; read the shared state."""
+def renew(conn: sa.Connection, me: dict, lease_s: float, reap: bool = True) -> Renewal:
+    """Renew our lease; reap the daemons whose lease expired (unless `reap` is false:
+    right after an outage, when their leases may have expired only because the database
+    was gone); read the shared state."""
     touched = conn.execute(
         sa.update(daemons).where(daemons.c.id == me["id"]).values(last_seen=_now(conn))
     )
@@ -92,7 +94,7 @@ def renew(conn: sa.Connection, me: dict, lease_s: float) -> Renewal:
         .returning(daemons.c.id)
     )
     reload = asked.first() is not None
-    crashed, reaped = reap_expired(conn, me["id"], lease_s)
+    crashed, reaped = reap_expired(conn, me["id"], lease_s) if reap else ([], [])
     paused = (conn.execute(sa.select(paused_schedules.c.schedule))).scalars().all()
     return Renewal(
         lost=lost, reload=reload, paused=frozenset(paused), crashed=crashed, reaped_daemons=reaped

@@ -27,6 +27,7 @@ from daemon.history.schema import (
     record_of,
     runs,
 )
+from daemon.history.writer import is_transient
 
 
 class Reader:
@@ -49,8 +50,10 @@ class Reader:
                 return await asyncio.to_thread(_on_connection, reader, query)
             async with reader.connect() as conn:
                 return await conn.run_sync(query)
-        except sa.exc.DBAPIError as exc:
-            raise unusable(self.url, exc) from None
+        except Exception as exc:
+            if isinstance(exc, sa.exc.DBAPIError) or is_transient(exc):  # server gone too
+                raise unusable(self.url, exc) from None
+            raise
 
     async def _rows(self, stmt) -> list:
         if self._reader is None or self._empty:

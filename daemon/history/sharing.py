@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -34,6 +35,7 @@ class SharingRows:
     host: str
     pid: int
     instance_id: str | None
+    _writer: Any
 
     async def reap_crashed(self, *, now: datetime, lease_s: float | None = None) -> list[RunRecord]:
         """Rows left queued/running by a daemon that died become `crashed` (one UPDATE).
@@ -75,9 +77,16 @@ class SharingRows:
         await await_write(self._submit("call", lambda conn: leases.unregister(conn, me)))
 
     async def renew_lease(self, lease_s: float) -> leases.Renewal:
-        """Renew this daemon's lease; reap expired daemons' runs; read shared state."""
+        """Renew this daemon's lease; reap expired daemons' runs; read shared state.
+        A lease that could not be renewed while the database was gone is no proof of
+        death: reaping waits until the history has been writable for a full `lease_s`
+        (decided when the renewal is written, which may be after an outage)."""
         me = self._me()
-        renewal = await await_write(self._submit("call", lambda c: leases.renew(c, me, lease_s)))
+
+        def renew(conn):
+            return leases.renew(conn, me, lease_s, reap=self._writer.writable_for_s() >= lease_s)
+
+        renewal = await await_write(self._submit("call", renew))
         crashed = [record_of(row) for row in renewal.crashed]
         return dataclasses.replace(renewal, crashed=crashed)
 

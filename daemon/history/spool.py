@@ -49,6 +49,9 @@ def write(path: Path, entries: list[tuple[str, dict]]) -> None:
         json.dumps({"kind": kind, "values": values}, default=_encode) + "\n"
         for kind, values in entries
     )
+    if path is None:
+        raise OSError("no spool: the history was opened without a state dir")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     size = os.fstat(fd).st_size
     try:
@@ -146,9 +149,13 @@ class Spooling:
         self._writer.fail(ops, f"{message}; the row is held in the spool {self.spool_path}")
 
 
-def spool_path_for(url: str) -> Path | None:
+def spool_path_for(url: str, state_dir: Path | None = None) -> Path | None:
+    """A SQLite file's spool lies beside it; any other database's in the project's
+    state dir (each daemon on a shared PostgreSQL has its own); None: nowhere known."""
     path = sqlite_path(url)
-    return path.with_name(path.name + ".spool") if path is not None else None
+    if path is not None:
+        return path.with_name(path.name + ".spool")
+    return Path(state_dir) / "history.spool" if state_dir is not None else None
 
 
 def _never_started(values: dict) -> dict:

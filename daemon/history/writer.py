@@ -241,6 +241,7 @@ class Writer:
         self._identity = _file_identity(watch_file)
         self._commit_started: float | None = None
         self._gave_up = False
+        self._back_since = time.monotonic()  # opened, or writable again after an outage
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -297,6 +298,16 @@ class Writer:
                 f"has waited {waited:.0f} s (database locked?)"
             )
         return "ok"
+
+    def writable_for_s(self) -> float:
+        """How long the history has taken writes without an outage (0 during one)."""
+        if self.outage is not None:
+            return 0.0
+        return time.monotonic() - self._back_since
+
+    @property
+    def gave_up(self) -> bool:
+        return self._gave_up
 
     @property
     def pending(self) -> int:
@@ -466,6 +477,7 @@ class Writer:
         )
         self.outage = None
         self._gave_up = False
+        self._back_since = time.monotonic()
         self.on_state()
 
 
