@@ -172,3 +172,17 @@ async def test_any_config_key_hamilton_accepts_runs_as_raw_hamilton(parts, tmp_p
         await runner.run_slot(keyed, now(), "schedule")
     rows = await history.list_runs()
     assert [(r.status, r.result) for r in rows] == [("success", raw)] * 2, rows
+
+
+async def test_prepare_builds_the_drivers_a_schedules_first_run_uses(tmp_path: Path):
+    """The daemon's start-up prepares each schedule's driver: the first run finds it."""
+    shutil.copytree(REPO / "pipelines", tmp_path / "pipelines")
+    pm = Pipelines(tmp_path)
+    for async_driver in (True, False):
+        await pm.prepare("hello_world", RunConfig(async_driver=async_driver))
+    built = dict(pm._drivers)
+    assert len(built) == 2 and len(pm._declared) == 2
+    assert await pm.run_async("hello_world") == pm.run("hello_world")
+    assert pm._drivers == built  # the runs built nothing new
+    await pm.prepare("hello_world", RunConfig(config={"thing": object()}))  # no exact key
+    assert pm._drivers == built  # such a driver is its run's own
