@@ -178,7 +178,8 @@ async def test_the_cut_keeps_head_and_tail_and_says_so(tmp_path: Path):
     text = _messages(lines)
     assert text[1].startswith("line 000000 ")  # the head (after flowerd's start line)
     assert any(m.startswith("line 029999 ") for m in text)  # the tail, to its last line
-    assert "finished: failed" in text[-1] and "the end is where the error is" in text[-1]
+    assert "finished: failed" in text[-2] and "the end is where the error is" in text[-2]
+    assert text[-1].startswith("the run's error") and text[-1].endswith("where the error is")
     markers = [line for line in lines if line["logger"] == "daemon.runlogs"]
     assert len(markers) == 1 and "cut here" in markers[0]["message"]
     assert "max_log_bytes = 1,048,576" in markers[0]["message"]
