@@ -69,8 +69,8 @@ def _cli_s(base: Path, schedule: str, offset_days: int) -> float:
 
 
 def _through_daemon_s(base: Path) -> float:
-    from daemon.control import request
     from daemon.errors import DaemonNotRunning
+    from daemon.serve.control import request
     from daemon.settings import load_settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")}
@@ -98,10 +98,10 @@ def _through_daemon_s(base: Path) -> float:
 
 
 async def _job_s(base: Path, schedule_id: str, offset_days: int) -> float:
-    from daemon.backfill import Job, plan_backfill, slots_in
     from daemon.history import History
     from daemon.pipeline import Pipelines
-    from daemon.runner import Runner
+    from daemon.runner.backfill import Job, plan_backfill, slots_in
+    from daemon.runner.runner import Runner
     from daemon.schedule import load_schedules
     from daemon.settings import sqlite_url
 

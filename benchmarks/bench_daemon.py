@@ -77,7 +77,7 @@ def _project(
 def _serve(base: Path) -> tuple[subprocess.Popen, float]:
     """Start `flowerd serve` with default settings; returns it and its start to READY
     (the control socket answers `status`) in seconds."""
-    from daemon.control import request
+    from daemon.serve.control import request
     from daemon.settings import load_settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")}

@@ -36,7 +36,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _pause_all(base: Path, schedules: int) -> None:
-    from daemon.control import request
+    from daemon.serve.control import request
     from daemon.settings import load_settings
 
     socket_path = load_settings(base).control_socket

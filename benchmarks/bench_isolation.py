@@ -29,7 +29,7 @@ def _median_us(samples: list[float]) -> float:
 async def _recorded(base: Path, isolation: str, async_driver: bool) -> list[float]:
     from daemon.history import History
     from daemon.pipeline import Pipelines
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
 
@@ -58,7 +58,7 @@ async def _recorded(base: Path, isolation: str, async_driver: bool) -> list[floa
 
 async def _bare(base: Path) -> dict[str, float]:
     from daemon.pipeline import Attempts, Pipelines, RunConfig
-    from daemon.workers import WorkerPool
+    from daemon.runner.workers import WorkerPool
 
     cfg = RunConfig(final_vars=["full_greeting"], inputs={"name": "bench"}, async_driver=True)
     pm = Pipelines(base)

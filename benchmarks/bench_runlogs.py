@@ -1,6 +1,6 @@
 """What keeping each run's log costs per run: recorded runs through the runner (claim,
 running, run, finish; SQLite history, group commit) of hello_world, and of the same
-pipeline logging ten lines, each with and without run-log capture (daemon/runlogs.py:
+pipeline logging ten lines, each with and without run-log capture (daemon/tell/runlogs.py:
 the capture handler, the stdout proxy, the lines written through the writer).
 
 Without capture the ten lines go nowhere (a NullHandler), so the difference is the
@@ -44,10 +44,10 @@ def full_greeting(greeting: str, name: str = "World") -> str:
 async def _per_run_us(base: Path, pipeline: str, capture: bool) -> float:
     from daemon.history import History
     from daemon.pipeline import Pipelines
-    from daemon.runlogs import RunLogs
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
+    from daemon.tell.runlogs import RunLogs
 
     for path in base.glob("history.db*"):
         path.unlink()

@@ -35,7 +35,7 @@ async def _raw_runs_per_s(module) -> float:
 async def _recorded_runs_per_s(base: Path) -> tuple[float, int]:
     from daemon.history import History
     from daemon.pipeline import Pipelines
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
 

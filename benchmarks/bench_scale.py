@@ -64,8 +64,7 @@ def _timed(fn, repeat: int) -> float:
 
 
 def bench_dask() -> None:
-    from daemon import cluster
-    from daemon.pipeline import Pipelines
+    from daemon.pipeline import Pipelines, cluster
 
     dask = str(Path(sys.executable).with_name("dask"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Upstream -> downstream latency: from an upstream run's end (its `success` row written,
 its finished event emitted) to its `after` schedule's run starting (its `upstream` row
 claimed, the pipeline about to run) -- the real Runner, History (SQLite, group commit),
-Hamilton and daemon.upstream's listener, one cascade at a time.
+Hamilton and daemon.orchestration.upstream's listener, one cascade at a time.
 
 Goal: p50/p99 <= 5 ms over >= 50 cascades on this 2-core VM.
 """
@@ -23,11 +23,11 @@ CASCADES = 200
 
 async def _cascades(base: Path) -> list[float]:
     from daemon.history import History
+    from daemon.orchestration.upstream import Upstream
     from daemon.pipeline import Pipelines
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
     from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
-    from daemon.upstream import Upstream
 
     pm = Pipelines(base)
     history = await History.open(sqlite_url(base / "history.db"))

@@ -3,12 +3,12 @@
 The data flows one way (see README.md):
 
     schedules/*.toml --schedule/--> Schedule (frozen)
-        --trigger.py / scheduler.py--> a slot fires (APScheduler AsyncIOScheduler)
+        --trigger.py / runner/scheduler.py--> a slot fires (APScheduler AsyncIOScheduler)
         --runner.py--> claim the slot in the history, overlap / concurrency / timeout / retries
         --pipeline/--> Hamilton: async driver (awaited) | sync driver (thread pool)
         --history/--> one row per slot: queued -> running -> terminal state
 
-`app.py` composes these for `flowerd serve`; `cli/` is the command line.
+`serve/daemon.py` composes these for `flowerd serve`; `cli/` is the command line.
 The Python API (api.py) mirrors FlowerPower's PipelineManager.run / run_async and
 RunConfig; `PipelineManager(base_dir, history=True)` also records each run.
 """

@@ -67,7 +67,7 @@ class PipelineManager(pipeline.Pipelines):
 
     async def _recorded(self, name: str, cfg: RunConfig) -> dict[str, Any]:
         from daemon.history import History
-        from daemon.runner import Runner
+        from daemon.runner.runner import Runner
 
         async with History.open(self.history_url) as history:
             runner = Runner(pm=self, history=history, max_concurrent_runs=1, threads=1)

@@ -132,3 +132,18 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat()
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """`12s ago`, `5m ago`, `3h ago`, `2d ago`, `in 4m` -- relative times for tables."""
+    if moment is None:
+        return "-"
+    delta_s = ((now or datetime.now(UTC)) - moment).total_seconds()
+    future, delta_s = delta_s < 0, abs(delta_s)
+    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta_s >= size_s:
+            amount = f"{int(delta_s // size_s)}{unit}"
+            break
+    else:
+        amount = f"{int(delta_s)}s"
+    return f"in {amount}" if future else f"{amount} ago"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 FLOWERD = str(Path(sys.executable).with_name("flowerd"))
-# Every wait bound of the tests' helpers (tests/serve.py, the notify sockets, `flowerd`
+# Every wait bound of the tests' helpers (tests/serve/__init__.py, the notify sockets, `flowerd`
 # below) is multiplied by this: the bounds written in the tests are about twice what an
 # idle machine takes, and a 2-core VM shared with other work is several times slower. A
 # passing test never waits longer for it; a failing one says so later.

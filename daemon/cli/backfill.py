@@ -99,7 +99,7 @@ def rerun_cmd(
 
 
 def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
-    from daemon.backfill import find_schedule, parse_bound, shown
+    from daemon.runner.backfill import find_schedule, parse_bound, shown
     from daemon.schedule import load_schedules
 
     schedules = load_schedules(
@@ -120,8 +120,8 @@ def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
 def _confirm_many(spec, start: datetime, end: datetime) -> bool:
     from datetime import timedelta
 
-    from daemon.backfill import MAX_SLOTS_WITHOUT_YES
-    from daemon.trigger import count_slots
+    from daemon.runner.backfill import MAX_SLOTS_WITHOUT_YES
+    from daemon.schedule.firetimes import count_slots
 
     before = start - timedelta(microseconds=1)
     if count_slots(spec, before, end, cap=MAX_SLOTS_WITHOUT_YES) is not None:
@@ -171,7 +171,7 @@ class _Remote:
         self.first, self.last = answer, answer
 
     def _ask(self, cmd: str, timeout_s: float = 30.0, **args) -> dict:
-        from daemon.control import request
+        from daemon.serve.control import request
 
         answer = request(self.settings.control_socket, cmd, timeout_s=timeout_s, **args)
         if not answer.get("ok"):
@@ -249,7 +249,7 @@ class _Local:
 async def _open(settings: Settings):
     from daemon.history import History
     from daemon.pipeline import Pipelines
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
 
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     history = await History.open(
@@ -266,8 +266,8 @@ async def _open(settings: Settings):
 
 
 async def _local_backfill(settings: Settings, spec, start, end, rerun: bool, yes: bool):
-    from daemon.backfill import Job, plan_backfill, slots_in
     from daemon.pipeline import RunConfig
+    from daemon.runner.backfill import Job, plan_backfill, slots_in
 
     slots, later = slots_in(spec, start, end, now=datetime.now(UTC), yes=yes)
     pm, history, runner = await _open(settings)
@@ -283,7 +283,7 @@ async def _local_backfill(settings: Settings, spec, start, end, rerun: bool, yes
 
 
 async def _local_rerun(settings: Settings, run_id: int):
-    from daemon.backfill import Item, Job, Plan, rerun_config
+    from daemon.runner.backfill import Item, Job, Plan, rerun_config
     from daemon.schedule import load_schedules
 
     pm, history, runner = await _open(settings)

@@ -99,7 +99,7 @@ def _schedules_in(directory: Path, timezone: str, isolation: str, defaults: str)
 def _next_fire(schedule, now: datetime, paused: bool) -> str | None:  # noqa: ANN001
     if schedule is None or paused or not schedule.enabled:
         return None
-    from daemon.trigger import next_fire_times
+    from daemon.schedule.firetimes import next_fire_times
 
     fires = next_fire_times(schedule, now, 1)
     return _iso(fires[0]) if fires else None

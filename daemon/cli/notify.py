@@ -24,7 +24,7 @@ def notify_test(
 ) -> None:
     """Send a test notification to a schedule's (or the default) targets; exit 1 if any
     failed. Targets are shown with their passwords and tokens masked."""
-    from daemon.notify import Message, Sender
+    from daemon.tell.notifications import Message, Sender
 
     settings = settings_of(ctx)
     targets, whose = _targets(settings, schedule)

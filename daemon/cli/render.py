@@ -9,6 +9,7 @@ import typer
 
 from daemon.cli import fit
 from daemon.cli.common import STATUS_STYLES
+from daemon.durations import ago
 
 
 def _styled(status: str | None) -> str:
@@ -16,21 +17,6 @@ def _styled(status: str | None) -> str:
         return "-"
     style = STATUS_STYLES.get(status)
     return f"[{style}]{status}[/{style}]" if style else status
-
-
-def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """`12s ago`, `5m ago`, `3h ago`, `2d ago`, `in 4m` -- relative times for tables."""
-    if moment is None:
-        return "-"
-    delta_s = ((now or datetime.now(UTC)) - moment).total_seconds()
-    future, delta_s = delta_s < 0, abs(delta_s)
-    for unit, size_s in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta_s >= size_s:
-            amount = f"{int(delta_s // size_s)}{unit}"
-            break
-    else:
-        amount = f"{int(delta_s)}s"
-    return f"in {amount}" if future else f"{amount} ago"
 
 
 def _seconds(value: float | None) -> str:

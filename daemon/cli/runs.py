@@ -107,13 +107,13 @@ def runs_show(
         _read_history(settings.db_url, lambda h: _run_reruns_and_tail(h, run_id))
     )
     if as_json:
-        from daemon.shapes import run_detail_json
+        from daemon.http.shapes import run_detail_json
 
         typer.echo(json.dumps(run_detail_json(record, reruns), indent=2))
         return
     from daemon.cli.fit import zone_of
     from daemon.cli.render import _print_run
-    from daemon.runlogs import line_text
+    from daemon.tell.runlogs import line_text
 
     zone = zone_of(record.schedule, _zones(settings), settings.timezone)
     _print_run(record, zone)
@@ -199,7 +199,7 @@ class _Text:
         self.zone = zone_of(record.schedule, zones, self.settings.timezone)
 
     def __call__(self, line: dict) -> None:
-        from daemon.runlogs import line_text
+        from daemon.tell.runlogs import line_text
 
         typer.echo(line_text(line, self.zone))
 
@@ -218,7 +218,7 @@ class _JsonList:
         pass
 
     def __call__(self, line: dict) -> None:
-        from daemon.runlogs import line_json
+        from daemon.tell.runlogs import line_json
 
         text = json.dumps(line_json(line))
         typer.echo(("[\n  " if not self.count else ",\n  ") + text, nl=False)

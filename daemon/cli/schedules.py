@@ -32,8 +32,8 @@ def schedules(
     as_json: JsonFlag = False,
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
+    from daemon.http.shapes import schedule_json
     from daemon.schedule import load_schedules
-    from daemon.shapes import schedule_json
 
     after = _instant("--from", from_) or datetime.now(UTC)
     settings = settings_of(ctx)
@@ -61,7 +61,7 @@ def schedules(
 
 def _daemon_fires(settings: Settings) -> dict[str, str] | None:
     """The running daemon's schedules (id -> fingerprint); None when none answers."""
-    from daemon.control import request
+    from daemon.serve.control import request
 
     try:
         answer = request(settings.control_socket, "loaded", timeout_s=ASK_TIMEOUT_S)

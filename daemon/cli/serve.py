@@ -24,9 +24,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the daemon in the foreground (what systemd runs)."""
-    from daemon import app as daemon_app
     from daemon.http.address import parse_address
     from daemon.logs import log_config, stop_background
+    from daemon.serve import daemon as daemon_app
 
     settings = settings_of(ctx)
     if http is not None:
@@ -48,7 +48,7 @@ def serve(
 def validate(ctx: typer.Context) -> None:
     """Check every schedule file, and that each pipeline builds with its options."""
     from daemon.pipeline import Pipelines
-    from daemon.validate import load_and_validate
+    from daemon.serve.validate import load_and_validate
 
     settings = settings_of(ctx)
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
@@ -59,7 +59,7 @@ def validate(ctx: typer.Context) -> None:
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, str]:
-    from daemon.schedule import check_not_reserved
+    from daemon.inputs import check_not_reserved
 
     inputs = {}
     for pair in pairs:
@@ -144,8 +144,8 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
     """The run's prints go to its log, and (`echo`) to stderr: stdout is the result's."""
     from daemon.history import History
     from daemon.pipeline import Pipelines, RunConfig
-    from daemon.runlogs import RunLogs
-    from daemon.runner import Runner
+    from daemon.runner.runner import Runner
+    from daemon.tell.runlogs import RunLogs
 
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
     inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)

@@ -37,7 +37,7 @@ Name = Annotated[
 
 
 def _unit_for(ctx: typer.Context, user: bool, run_as: str | None, name: str) -> str:
-    from daemon import systemd
+    from daemon.serve import systemd
 
     settings = settings_of(ctx)
     if run_as is None:
@@ -54,7 +54,7 @@ def _unit_for(ctx: typer.Context, user: bool, run_as: str | None, name: str) -> 
 
 
 def _name(ctx: typer.Context, given: str | None) -> str:
-    from daemon import systemd
+    from daemon.serve import systemd
 
     return systemd.project_name(settings_of(ctx).base_dir, given)
 
@@ -81,7 +81,7 @@ def service_install(
     """Write the unit (system-wide, or for your user manager) and say how to enable it.
     Without --path it also records the service's database in flowerd.toml and creates
     the project lock; with --path it writes that file alone."""
-    from daemon import systemd
+    from daemon.serve import systemd
 
     name = _name(ctx, name)
     target = path or systemd.unit_path(user=user, name=name)
@@ -105,7 +105,7 @@ def service_install(
 
 def _only_the_file(ctx: typer.Context, user: bool, name: str, db: str | None) -> None:
     """--path: the unit alone; say what installing it takes."""
-    from daemon import systemd
+    from daemon.serve import systemd
 
     target = systemd.unit_path(user=user, name=name)
     typer.echo("nothing else was written (--path): flowerd.toml and the project are as they were")
@@ -116,7 +116,7 @@ def _only_the_file(ctx: typer.Context, user: bool, name: str, db: str | None) ->
 
 
 def _dynamic(ctx: typer.Context, run_as: str | None) -> bool:
-    from daemon import systemd
+    from daemon.serve import systemd
 
     if run_as is None:
         return systemd.default_run_as(settings_of(ctx).base_dir) is None

@@ -17,7 +17,7 @@ from daemon.errors import FlowerdError
 
 
 def _ask(ctx: typer.Context, cmd: str, **args) -> dict:
-    from daemon.control import request
+    from daemon.serve.control import request
 
     answer = request(settings_of(ctx).control_socket, cmd, **args)
     if not answer.get("ok"):

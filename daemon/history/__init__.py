@@ -32,6 +32,7 @@ from daemon.history.engine import (
     writer_engine,
 )
 from daemon.history.link import Link, open_link
+from daemon.history.log_rows import RunLogRows
 from daemon.history.migrate import (
     SCHEMA_REVISION,
     alembic_config,
@@ -44,7 +45,8 @@ from daemon.history.migrate import (
 from daemon.history.opening import open_bounded
 from daemon.history.prune import PruneRows
 from daemon.history.queries import Reader, percentile
-from daemon.history.runlogs import RunLogRows
+from daemon.history.redact import DEFAULT_MAX_ROW_BYTES, is_secret_key, redact
+from daemon.history.run_rows import RunWrites
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
@@ -60,8 +62,6 @@ from daemon.history.schema import (
 from daemon.history.sharing import SharingRows
 from daemon.history.spool import Spooling, spool_path_for
 from daemon.history.writer import Writer
-from daemon.history.writes import RunWrites
-from daemon.redact import DEFAULT_MAX_ROW_BYTES, is_secret_key, redact
 from daemon.settings import sqlite_path
 
 if TYPE_CHECKING:

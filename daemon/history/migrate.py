@@ -14,7 +14,7 @@ from daemon.history.engine import BUSY_TIMEOUT_MS, describe, unusable, writer_en
 
 log = logging.getLogger(__name__)
 
-# The alembic head this code writes. tests/test_migrations.py checks it against the
+# The alembic head this code writes. tests/history/test_migrate.py checks it against the
 # versions folder; readers compare with it without importing alembic (CLI start-up time).
 SCHEMA_REVISION = "20261130_07"
 UPGRADE_ATTEMPTS = 6  # 0.05 s doubling: ~1.6 s of retries at most

@@ -88,7 +88,7 @@ class Reader:
         schedules: tuple[str, ...] | None = None,
     ) -> dict[str, datetime]:
         """The newest slot per schedule among rows of `triggers` (and `status`):
-        daemon.upstream's memory of who succeeded when, seeded at start."""
+        daemon.orchestration.upstream's memory of who succeeded when, seeded at start."""
         stmt = (
             sa.select(runs.c.schedule, sa.func.max(runs.c.scheduled_at).label("last"))
             .where(runs.c.schedule.is_not(None), runs.c.scheduled_at.is_not(None))

@@ -213,7 +213,7 @@ paused_schedules = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),  # why it paused itself; null: `flowerd pause`
 )
 
-# each run's log (daemon/runlogs.py): one row per line, in the order the run wrote them;
+# each run's log (daemon/tell/runlogs.py): one row per line, in the order the run wrote them;
 # no foreign key -- `prune` deletes a run's lines with it (history/runlogs.py)
 run_logs = sa.Table(
     "run_logs",

@@ -1,7 +1,7 @@
 """What a daemon needs from a history other daemons may share (several on one PostgreSQL;
 on SQLite one per file): its lease, the reload requests and pauses all of them see, and
 turning the runs of daemons that died into `crashed` rows -- never those of a process
-still alive on this host, nor of a daemon whose lease is live. The SQL is in leases.py.
+still alive on this host, nor of a daemon whose lease is live. The SQL is in daemon_rows.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from daemon.history import leases
+from daemon.history import daemon_rows
 from daemon.history.engine import is_sqlite
 from daemon.history.schema import (
     ACTIVE,
@@ -50,7 +50,7 @@ class SharingRows:
         rows = await await_write(self._submit("call", reap))
         return [record_of(row) for row in rows]
 
-    # -- leases (several daemons on one database; see leases.py) --------------------------
+    # -- leases (several daemons on one database; see daemon_rows.py) --------------------------
     def _me(self) -> dict:
         return {"id": self.instance_id, "host": self.host, "pid": self.pid}
 
@@ -70,13 +70,13 @@ class SharingRows:
                 and row["pid"] != self.pid
                 and not _pid_alive(row["pid"])
             ]
-        await await_write(self._submit("call", lambda conn: leases.register(conn, me, dead)))
+        await await_write(self._submit("call", lambda conn: daemon_rows.register(conn, me, dead)))
 
     async def unregister_daemon(self) -> None:
         me = self.instance_id
-        await await_write(self._submit("call", lambda conn: leases.unregister(conn, me)))
+        await await_write(self._submit("call", lambda conn: daemon_rows.unregister(conn, me)))
 
-    async def renew_lease(self, lease_s: float) -> leases.Renewal:
+    async def renew_lease(self, lease_s: float) -> daemon_rows.Renewal:
         """Renew this daemon's lease; reap expired daemons' runs; read shared state.
         A lease that could not be renewed while the database was gone is no proof of
         death: reaping waits until the history has been writable for a full `lease_s`
@@ -84,7 +84,9 @@ class SharingRows:
         me = self._me()
 
         def renew(conn):
-            return leases.renew(conn, me, lease_s, reap=self._writer.writable_for_s() >= lease_s)
+            return daemon_rows.renew(
+                conn, me, lease_s, reap=self._writer.writable_for_s() >= lease_s
+            )
 
         renewal = await await_write(self._submit("call", renew))
         crashed = [record_of(row) for row in renewal.crashed]
@@ -93,13 +95,13 @@ class SharingRows:
     async def request_reload(self) -> int:
         """Ask the other daemons on this history to reload their schedule files."""
         me = self.instance_id
-        return await await_write(self._submit("call", lambda c: leases.request_reload(c, me)))
+        return await await_write(self._submit("call", lambda c: daemon_rows.request_reload(c, me)))
 
     async def daemons(self, lease_s: float) -> list[dict]:
         """The daemons holding a lease row (`status --json`'s `daemons`), oldest first."""
         if self._reader is None or self._empty:
             return []
-        return await self._read(lambda conn: leases.listing(conn, lease_s))
+        return await self._read(lambda conn: daemon_rows.listing(conn, lease_s))
 
     async def _live_writers(self) -> list[tuple[str, int]]:
         stmt = sa.select(runs.c.host, runs.c.pid).where(runs.c.status.in_(ACTIVE)).distinct()
@@ -146,6 +148,6 @@ def _reap(
     if live:
         stmt = stmt.where(sa.tuple_(runs.c.host, runs.c.pid).not_in(live))
     if lease_s is not None:  # never the rows of a daemon whose lease is live
-        alive = leases.live_ids(conn, lease_s)
+        alive = daemon_rows.live_ids(conn, lease_s)
         stmt = stmt.where(sa.or_(runs.c.instance_id.is_(None), runs.c.instance_id.not_in(alive)))
-    return [row._mapping for row in conn.execute(leases.crash(stmt, now)).all()]
+    return [row._mapping for row in conn.execute(daemon_rows.crash(stmt, now)).all()]

@@ -3,7 +3,7 @@ daemon's own event loop.
 
     server.py   the `http` setting -> a bound socket -> uvicorn's Server.serve() as a task
     metrics.py  prometheus-client in a registry of its own, fed by the runner's run events
-    api.py      /healthz, /metrics, /api/... (the CLI's JSON shapes)
+    json_api.py  /healthz, /metrics, /api/... (the CLI's JSON shapes)
     page.py     GET / and the run pages (Jinja2 templates, static assets in this package)
 
 Nothing here is imported unless `http` is on, except `address` and `metrics` (light).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemon.events import RunEvent
+from daemon.runner.events import RunEvent
 
 STALE_S = 60.0
 

@@ -36,7 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daemon.events import RunEvent
+from daemon.runner.events import RunEvent
 
 log = logging.getLogger(__name__)
 

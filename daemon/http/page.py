@@ -25,8 +25,8 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
-from daemon.http.api import parse_run_filters, read_logs
 from daemon.http.cells import RecentRuns
+from daemon.http.json_api import parse_run_filters, read_logs
 from daemon.http.listing import Listing
 
 HERE = Path(__file__).resolve().parent
@@ -57,8 +57,7 @@ def routes(daemon: Any, listing: Listing) -> list:
 
 
 def _templates() -> Environment:
-    from daemon.cli.render import ago
-    from daemon.durations import iso, shown_iso
+    from daemon.durations import ago, iso, shown_iso
 
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)

@@ -4,7 +4,7 @@
 `daemon.PipelineManager` (api.py) is FlowerPower's API on top of it, and the daemon's
 runner, workers and validation use it directly.
 
-The only package that imports Hamilton (daemon.workers runs it through Pipelines): a
+The only package that imports Hamilton (daemon.runner.workers runs it through Pipelines): a
 module that needs Hamilton belongs here, and takes it from daemon.pipeline.core. Its rooms:
 core (the import of Hamilton), plans (`RunConfig` -> `_Plan`: names, adapters, refusals),
 graph (what a built DAG holds), drivers (one code path builds either driver; drivers are
@@ -23,11 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.cachekey import value_key
 from daemon.errors import PipelineError, did_you_mean
-from daemon.inputs import convert_input
-from daemon.modules import Project
+from daemon.inputs import SLOT_INPUTS, convert_input
 from daemon.pipeline import plans
+from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.core import ASYNC_DRIVER_MISSING
 from daemon.pipeline.drivers import Drivers
 from daemon.pipeline.execution import Execution
@@ -40,15 +39,15 @@ from daemon.pipeline.graph import (
     _nodes,
     _slot_placeholders,
 )
+from daemon.pipeline.modules import Project
 from daemon.pipeline.plans import _Plan, check_pipeline_name
-from daemon.retries import Attempts, backoff_s, no_reload
-from daemon.runconfig import (
+from daemon.pipeline.retries import Attempts, backoff_s, no_reload
+from daemon.pipeline.runconfig import (
     ExecutorConfig,
     RunConfig,
     WithAdapterConfig,
     _as_run_config,
 )
-from daemon.schedule import SLOT_INPUTS
 
 
 class Pipelines(Drivers, Execution):

@@ -4,14 +4,14 @@ Part of the pipeline layer (daemon.pipeline), the only package that imports Hami
 Its other modules take Hamilton from here (plugins they import where they use them); every
 other module reaches Hamilton only through `daemon.pipeline.Pipelines`. Extensions
 (Hamilton's registry of pandas, polars, ... adapters) load when their library is first
-imported, not all at start-up (daemon.extensions).
+imported, not all at start-up (daemon.pipeline.extensions).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from daemon import extensions
+from daemon.pipeline import extensions
 
 try:  # the sync driver is Hamilton's core; the async driver may be missing in old versions
     with extensions.autoload_off() as _on_demand:  # each extension once a pipeline uses it

@@ -13,11 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon import cluster
-from daemon.cachekey import value_key
 from daemon.errors import PipelineError
-from daemon.modules import Project, prepare_worker
-from daemon.pipeline import plans
+from daemon.pipeline import cluster, plans
+from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.core import hamilton_driver, import_async_driver
 from daemon.pipeline.graph import (
     _Built,
@@ -27,6 +25,7 @@ from daemon.pipeline.graph import (
     _nodes,
     _refuse_parallelizable,
 )
+from daemon.pipeline.modules import Project, prepare_worker
 from daemon.pipeline.plans import (
     _checked_names,
     _flag_adapters,
@@ -34,7 +33,7 @@ from daemon.pipeline.plans import (
     _Plan,
     _refuse_for_async,
 )
-from daemon.runconfig import ExecutorConfig, RunConfig, executor_config, user_adapters
+from daemon.pipeline.runconfig import ExecutorConfig, RunConfig, executor_config, user_adapters
 
 log = logging.getLogger("daemon.pipeline")  # a part of the pipeline layer: its name
 

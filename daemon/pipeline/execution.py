@@ -1,4 +1,4 @@
-"""Carrying out a pipeline run: either driver, with retries (daemon.retries) and the run's
+"""Carrying out a pipeline run: either driver, with retries (daemon.pipeline.retries) and the run's
 log level scoped to it. Mixed into Pipelines; the runner and the workers call
 `execute_sync` / `execute_async` with their own `Attempts`.
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from daemon import cluster, logs
+from daemon import logs
 from daemon.errors import AsyncDriverUnsupported, PipelineError
+from daemon.pipeline import cluster
 from daemon.pipeline.graph import _final_vars
 from daemon.pipeline.plans import _on_dask, _Plan
-from daemon.retries import Attempts, no_reload, once, retrying_async, retrying_sync
-from daemon.runconfig import RunConfig
+from daemon.pipeline.retries import Attempts, no_reload, once, retrying_async, retrying_sync
+from daemon.pipeline.runconfig import RunConfig
 
 
 class Execution:

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.errors import AsyncDriverUnsupported, UnknownFinalVar, did_you_mean
+from daemon.inputs import SLOT_INPUTS
 from daemon.pipeline.core import hamilton_common, hamilton_node
 from daemon.pipeline.plans import _Plan
-from daemon.runconfig import RunConfig
-from daemon.schedule import SLOT_INPUTS
+from daemon.pipeline.runconfig import RunConfig
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,11 +13,11 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.cachekey import value_key
 from daemon.errors import AsyncDriverUnsupported, PipelineError
-from daemon.modules import module_name_problem
+from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.core import lifecycle_base
-from daemon.runconfig import ExecutorConfig, WithAdapterConfig
+from daemon.pipeline.modules import module_name_problem
+from daemon.pipeline.runconfig import ExecutorConfig, WithAdapterConfig
 
 MAX_DRIVERS = 256  # each cache of the layer (drivers, plans, checks) holds at most this many
 _ADAPTER_FLAGS = ("hamilton_tracker", "mlflow", "ray", "opentelemetry", "progressbar", "future")
@@ -70,13 +70,13 @@ class _Plan:
     adapters: tuple[Any, ...]
     executor: ExecutorConfig | None
     cache: bool | Mapping[str, Any] | None
-    config_key: Hashable | None  # None: no exact key (daemon.cachekey), so never shared
+    config_key: Hashable | None  # None: no exact key (daemon.pipeline.cachekey), so never shared
     cacheable: bool  # drivers with executors hold per-run state: never shared
     _key: tuple | None = None
 
     def key(self) -> tuple:
         """What identifies the DAG and the driver: the modules (by name, in their
-        generation), the config and cache options by exact value (daemon.cachekey), the
+        generation), the config and cache options by exact value (daemon.pipeline.cachekey), the
         adapter objects (kept alive by the cached driver, so their ids stay theirs)."""
         if self._key is None:
             modules = (self.generation, tuple(m.__name__ for m in self.modules))

@@ -14,9 +14,9 @@ what only the whole set shows). This package imports neither Hamilton nor APSche
 
 from __future__ import annotations
 
-from daemon.cron import CronSpec, parse_cron
 from daemon.durations import format_seconds
 from daemon.inputs import SLOT_INPUTS, check_not_reserved
+from daemon.schedule.cron import CronSpec, parse_cron
 from daemon.schedule.fields import LOG_LEVELS, MIN_MEMORY_LIMIT, TABLE_FIELDS, known_zone
 from daemon.schedule.files import (
     display_path,

@@ -3,7 +3,7 @@
 pydantic parses the table (strict types: TOML has real booleans and numbers, so
 `enabled = "yes"` is an error, not a guess); each field's own check raises a ValueError
 whose message daemon.schedule.table turns into a line naming the field. Cron
-expressions are checked by daemon/cron.py (`parse_cron`).
+expressions are checked by daemon/schedule/cron.py (`parse_cron`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from daemon.calendars import check_holidays, parse_date
-from daemon.cron import parse_cron
 from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import did_you_mean
 from daemon.inputs import check_not_reserved
-from daemon.notify import DEFAULT_NOTIFY_ON, check_states
+from daemon.schedule.calendars import check_holidays, parse_date
+from daemon.schedule.cron import parse_cron
+from daemon.schedule.notify_on import DEFAULT_NOTIFY_ON, check_states
 from daemon.schedule.record import CATCHUP_POLICIES, ISOLATIONS, OVERLAP_POLICIES
 
 MIN_MEMORY_LIMIT = 16 * 1024**2  # below this no Python process can even start

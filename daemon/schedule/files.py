@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon.errors import ScheduleError, did_you_mean
+from daemon.schedule.graph import graph_problems
 from daemon.schedule.record import Schedule
 from daemon.schedule.table import Defaults, parse_table
-from daemon.upstream import graph_problems
 
 
 def load_schedules(

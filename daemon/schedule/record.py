@@ -15,7 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from daemon.durations import format_seconds
-from daemon.notify import DEFAULT_NOTIFY_ON
+from daemon.schedule.notify_on import DEFAULT_NOTIFY_ON
 
 Overlap = Literal["skip", "queue", "allow"]
 Catchup = Literal["none", "latest", "all"]
@@ -62,19 +62,21 @@ class Schedule:
     catchup: Catchup = "latest"
     misfire_grace_s: float = 60
     jitter_s: float = 0
-    # who is told (daemon/notify.py): Apprise URLs (None: the `notify` setting), and when
+    # who is told (daemon/tell/notifications.py): Apprise URLs (None: the `notify` setting), and
+    # when
     notify: tuple[str, ...] | None = None
     notify_on: tuple[str, ...] = DEFAULT_NOTIFY_ON
-    # where it runs: in the daemon ("thread") or in a worker process (daemon.workers)
+    # where it runs: in the daemon ("thread") or in a worker process (daemon.runner.workers)
     isolation: Isolation = "thread"
     memory_limit_bytes: int | None = None  # process isolation only: the worker's RLIMIT_AS
-    # across schedules (DESIGN.md "Across schedules"): calendars (daemon.calendars)
+    # across schedules (DESIGN.md "Across schedules"): calendars (daemon.schedule.calendars)
     exclude: tuple[date, ...] = ()
     holidays: str | None = None
-    pause_after_failures: int = 0  # daemon.failures: pause after N failures in a row
-    deadline_s: float = 0  # daemon.deadlines: told `late` once past slot + deadline (0: none)
-    pool: str | None = None  # daemon.pools: a limit shared with the pool's other schedules
-    after: tuple[str, ...] = ()  # daemon.upstream: instead of cron/interval/at
+    pause_after_failures: int = 0  # daemon.orchestration.failures: pause after N failures in a row
+    # daemon.orchestration.deadlines: told `late` once past slot + deadline (0: none)
+    deadline_s: float = 0
+    pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
+    after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]

@@ -1,0 +1,308 @@
+"""Carrying out one claimed run: the driver call (on the event loop, in the bounded thread
+pool, or in a worker process), its timeout, its terminal row and its run events. Mixed into
+Runner (daemon.runner.runner); the slot policies (daemon.runner.policies) and the runs asked for
+(daemon.runner.requested) hand their claimed runs to `_execute`.
+
+The terminal row is written even when the run is cancelled: History.finish queues it
+first and waits for its commit before the cancellation continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import reprlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from daemon import logs
+from daemon.errors import HistoryError, PipelineError
+from daemon.history import History, RunError
+from daemon.inputs import SLOT_INPUTS
+from daemon.pipeline import Attempts, Pipelines, RunConfig
+from daemon.runner.events import Listeners, RunEvent
+from daemon.runner.workers import WorkerPool, error_fields
+from daemon.schedule import Schedule
+
+log = logging.getLogger("daemon.runner")  # a part of the runner: its lines keep that name
+
+_summary = reprlib.Repr()
+_summary.maxstring = 60
+_summary.maxother = 60
+_summary.maxdict = 8
+_summary.maxlist = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True)
+class ActiveRun:
+    """A run the daemon is carrying out now (for `flowerd status` and the drain)."""
+
+    run_id: int
+    schedule: str | None
+    pipeline: str
+    scheduled_at: datetime | None
+    task: asyncio.Task
+    trigger: str = "schedule"
+    spec: Schedule | None = None  # the schedule record (None for `flowerd run`)
+    started_at: datetime | None = None
+    attempts: Attempts = field(default_factory=Attempts)
+    release: Callable[[], None] | None = None  # frees its concurrency slot
+    asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
+    background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
+
+    def free_slot(self) -> None:
+        """Give back the concurrency slot (once): history writes never hold one."""
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+    def describe(self) -> dict:
+        return {
+            "id": self.run_id,
+            "schedule": self.schedule,
+            "pipeline": self.pipeline,
+            "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "attempts": self.attempts.count,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How a run carried out by the runner ended: its row id, and its result or error."""
+
+    run_id: int
+    result: dict | None = None
+    error: Exception | None = None
+
+
+CANCEL_WAIT_S = 5.0
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class Running:
+    """Mixed into Runner: a claimed run from `running` to its terminal row."""
+
+    pm: Pipelines
+    history: History
+    events: Listeners
+    _zone: ZoneInfo
+    _pool: ThreadPoolExecutor
+    _pool_busy: int
+    _abandoned: set[asyncio.Future]
+    _on_change: Callable[[], None]
+    _max_log_bytes: int
+    _workers: WorkerPool | None
+
+    async def _execute(
+        self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
+    ) -> Outcome:
+        logs.run_id_var.set(active.run_id)
+        active.started_at = utcnow()
+        self.history.mark_running_nowait(active.run_id, started_at=active.started_at)
+        if self.events:  # first: the run's log (daemon/tell/runlogs.py) holds the next line
+            self.events.emit(self._event(active, "started", "running"))
+        log.info(
+            "run %d started: pipeline %s%s (%s driver)",
+            active.run_id,
+            pipeline,
+            f" for schedule {active.schedule}" if active.schedule else "",
+            "sync" if cfg.async_driver is False else "async",
+        )
+        try:
+            # Let the other runs due now start (and be stamped) before this one's code
+            # takes the loop: an async pipeline runs on the loop until its first await.
+            await asyncio.sleep(0)
+            cfg = self._with_slot_inputs(active, pipeline, cfg)
+            result = await self._call(active, pipeline, cfg, timeout_s)
+        except asyncio.CancelledError:
+            await self._finish(active, "cancelled", cancel_error("while running"))
+            raise
+        except _TimedOut:
+            exc = TimeoutError(f"the run exceeded its timeout of {timeout_s:g} s")
+            await self._finish(active, "timed_out", RunError(type="TimeoutError", message=str(exc)))
+            return Outcome(run_id=active.run_id, error=exc)
+        except Exception as exc:
+            await self._finish(active, "failed", _error_of(exc))
+            return Outcome(run_id=active.run_id, error=exc)
+        summary = _summary.repr(result)
+        if active.attempts.where:  # say where it ran: the Dask cluster and its dashboard
+            summary = f"{summary} (ran on {active.attempts.where})"
+        await self._finish(active, "success", None, summary, result=result)
+        return Outcome(run_id=active.run_id, result=result)
+
+    def _with_slot_inputs(self, active: ActiveRun, pipeline: str, cfg: RunConfig) -> RunConfig:
+        """`scheduled_at` (the slot, aware, in the schedule's timezone; a manual run: when
+        it was asked for) and `run_id`, for a DAG that declares them as inputs."""
+        wanted = self.pm.declared_inputs(pipeline, cfg, SLOT_INPUTS)
+        if not wanted:
+            return cfg
+        zone = active.spec.zone if active.spec is not None else self._zone
+        slot = (active.scheduled_at or active.asked_at).astimezone(zone)
+        values = {"scheduled_at": slot, "run_id": active.run_id}
+        given = dict(cfg.inputs or {})  # the Python API may pass its own
+        return cfg.merged({"inputs": {**{k: values[k] for k in wanted}, **given}})
+
+    async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
+        if active.spec is not None and active.spec.isolation == "process":
+            return await self._in_worker(active, pipeline, cfg, timeout_s)
+        if cfg.async_driver is False:
+            call = self._in_thread(active, pipeline, cfg)
+        else:
+            call = self.pm.execute_async(pipeline, cfg, active.attempts)
+        if not timeout_s:
+            return await call
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await call
+        except TimeoutError:
+            raise _TimedOut() from None
+
+    async def _in_thread(self, active: ActiveRun, pipeline: str, cfg: RunConfig):
+        """The sync driver in the bounded pool. A thread cannot be killed: on timeout or
+        cancel its result is discarded, and its pool slot stays busy until it returns."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        self._pool_busy += 1
+        future = loop.run_in_executor(
+            self._pool, context.run, _sync_call, self.pm, pipeline, cfg, active.attempts
+        )
+        future.add_done_callback(self._thread_done)
+        try:
+            return await asyncio.shield(future)
+        except (asyncio.CancelledError, TimeoutError):
+            if not future.done():
+                self._abandoned.add(future)
+                future.add_done_callback(self._abandoned.discard)
+                log.warning(
+                    "run %d: its thread cannot be stopped; the result will be "
+                    "discarded and one pool thread stays busy until it returns",
+                    active.run_id,
+                )
+            raise
+
+    async def _in_worker(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s):
+        """Either driver in a worker process (daemon.runner.workers): a timeout or cancel kills
+        its process group; its death fails only this run (WorkerDied)."""
+        if self._workers is None:
+            self._workers = WorkerPool(
+                base_dir=self.pm.base_dir,
+                pipelines_dir=self.pm.pipelines_dir,
+                max_output_bytes=self._max_log_bytes,
+            )
+        memory_limit = active.spec.memory_limit_bytes if active.spec else None
+        try:
+            return await self._workers.run(
+                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit, timeout_s=timeout_s
+            )
+        except TimeoutError:
+            raise _TimedOut() from None
+
+    def _thread_done(self, _future) -> None:
+        self._pool_busy -= 1
+
+    def _event(self, active: ActiveRun, kind: str, status: str, **more) -> RunEvent:
+        return RunEvent(
+            kind=kind,
+            run_id=active.run_id,
+            schedule=active.spec,
+            pipeline=active.pipeline,
+            trigger=active.trigger,
+            status=status,
+            scheduled_at=active.scheduled_at,
+            started_at=active.started_at,
+            attempts=active.attempts.count,
+            **more,
+        )
+
+    async def _finish(
+        self, active: ActiveRun, status: str, error, summary=None, *, result=None
+    ) -> None:
+        """Write the terminal row; only once it is written is the run logged as finished
+        (a row that cannot be written is said so, never logged as a finish)."""
+        finished_at = utcnow()
+        active.free_slot()
+        self._untrack(active)
+        self._on_change()
+        try:
+            # History.finish queues the write before its first await and, if this task
+            # is cancelled meanwhile, waits for the commit before re-raising: the shielded
+            # terminal write of the house rules, done where the write happens.
+            await self.history.finish(
+                active.run_id,
+                status=status,
+                started_at=active.started_at,
+                finished_at=finished_at,
+                attempts=active.attempts.count,
+                error=error,
+                result_summary=summary,
+                result=result,
+                attempt_errors=active.attempts.errors,
+            )
+        except HistoryError as exc:
+            after = "" if "spool" in str(exc) else "; the next start records it 'crashed'"
+            log.error(
+                "run %d ended %s, but its row could not be written: %s%s",
+                active.run_id,
+                status,
+                exc,
+                after,
+            )
+        else:
+            _log_finish(active, status, finished_at, error)
+        finally:
+            if self.events:
+                self.events.emit(
+                    self._event(
+                        active,
+                        "finished",
+                        status,
+                        finished_at=finished_at,
+                        error=error,
+                        result=result,
+                    )
+                )
+
+    @property
+    def threads_busy(self) -> int:
+        return self._pool_busy
+
+
+def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) -> None:
+    took = (finished_at - active.started_at).total_seconds() if active.started_at else 0
+    log.log(
+        logging.INFO if status == "success" else logging.WARNING,
+        "run %d finished: %s in %.3f s after %d attempt(s)%s",
+        active.run_id,
+        status,
+        took,
+        active.attempts.count,
+        f": {error.type}: {error.message}" if error else "",
+    )
+
+
+def _sync_call(pm: Pipelines, pipeline: str, cfg: RunConfig, attempts: Attempts):
+    try:
+        return pm.execute_sync(pipeline, cfg, attempts)
+    except (KeyboardInterrupt, SystemExit) as exc:  # pipeline code, not a signal to us
+        raise PipelineError(f"pipeline {pipeline!r} raised {type(exc).__name__}") from exc
+
+
+def _error_of(exc: BaseException) -> RunError:
+    return RunError(**error_fields(exc))  # a worker's error comes as the worker saw it
+
+
+def cancel_error(when: str) -> RunError:
+    return RunError(type="Cancelled", message=f"the daemon stopped; run cancelled {when}")

@@ -1,0 +1,120 @@
+"""Schedules checked end to end: `flowerd validate`, the start of `flowerd serve`, and
+every reload.
+
+Every schedule file is parsed, and every schedule that parsed has its pipeline built with
+its own options, its inputs converted to the annotated types (daemon.inputs) and its
+final vars and required inputs checked. Every problem of every phase is listed in one
+`ScheduleError` -- a bad cron in one schedule does not hide another's unknown final var
+-- each line naming the file, the schedule id and the field. Whatever a pipeline raises
+while being checked becomes such a line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daemon.errors import FlowerdError, ScheduleError, did_you_mean
+from daemon.pipeline import Pipelines, RunConfig, cluster
+from daemon.schedule import Schedule, read_schedules
+from daemon.settings import Settings
+from daemon.tell.notifications import url_problems
+
+
+def load_and_validate(
+    settings: Settings, pm: Pipelines, *, reach_clusters: bool = False
+) -> tuple[list[Schedule], list[str]]:
+    """Every schedule file parsed, and every schedule's pipeline built with its own
+    options. Returns (schedules, warnings) -- the schedules' inputs converted to the
+    types their pipelines annotate; raises ScheduleError listing every problem.
+    `reach_clusters` (`flowerd validate`): also warn of a Dask cluster that cannot be
+    reached now -- never a problem: reaching it is its runs' business."""
+    schedules, problems = read_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        pipelines_dir=settings.pipelines_dir,
+        default_isolation=settings.isolation,
+        defaults=settings.defaults,
+    )
+    checked, warnings = [], {}
+    for schedule in schedules:
+        where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
+        try:
+            schedule, found = _check(pm, schedule)
+        except Exception as exc:  # noqa: BLE001 - whatever a pipeline raises is one line
+            problems.append(f"{where} {_describe(schedule, exc)}")
+            continue
+        checked.append(schedule)
+        if reach_clusters:
+            found = [*found, *_cluster_down(schedule)]
+        for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
+            warnings.setdefault(warning, []).append(where)
+        problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
+    problems.extend(_pool_problems(checked, settings))
+    problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
+    if problems:
+        raise ScheduleError(problems)
+    return checked, [f"{'; '.join(wheres)} {w}" for w, wheres in warnings.items()]
+
+
+def _past_at(schedule: Schedule) -> list[str]:
+    if schedule.at is None or schedule.at > datetime.now(UTC):
+        return []
+    return [
+        f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
+        "fires again (catch-up runs only slots after the last one recorded)"
+    ]
+
+
+def _cluster_down(schedule: Schedule) -> list[str]:
+    executor = schedule.executor
+    if not isinstance(executor, Mapping) or executor.get("type") != "dask":
+        return []
+    why = cluster.unreachable(str(executor.get("address") or ""))
+    return [f"{why}; its runs fail until it can"] if why else []
+
+
+def _check(pm: Pipelines, schedule: Schedule) -> tuple[Schedule, list[str]]:
+    kwargs = schedule.run_config_kwargs()
+    cfg = RunConfig(**kwargs)
+    inputs = pm.typed_inputs(
+        schedule.pipeline,
+        kwargs["inputs"],
+        async_driver=schedule.async_driver,
+        run_config=cfg,
+        strict=False,
+    )
+    if inputs:  # as converted: the runs get what was validated
+        schedule = dataclasses.replace(schedule, inputs=inputs)
+    warnings = pm.validate(schedule.pipeline, dataclasses.replace(cfg, inputs=inputs))
+    return schedule, warnings
+
+
+def _pool_problems(schedules: list[Schedule], settings: Settings) -> list[str]:
+    """A pool a schedule names must be in the setting `pools` (its limit)."""
+    known = sorted(settings.pools)
+    return [
+        f"{_display(s.file, settings.base_dir)}: [{s.id}] field 'pool': no pool {s.pool!r} in "
+        f"the setting 'pools' (pools: {', '.join(known) or 'none'}; add e.g. "
+        f"pools = {{ {s.pool} = 1 }} to flowerd.toml){did_you_mean(s.pool, known)}"
+        for s in schedules
+        if s.pool is not None and s.pool not in settings.pools
+    ]
+
+
+def _describe(schedule: Schedule, exc: BaseException) -> str:
+    field = getattr(exc, "field", None) or "pipeline"
+    message = str(exc) if isinstance(exc, FlowerdError) else f"{type(exc).__name__}: {exc}"
+    return f"field {field!r}: pipeline {schedule.pipeline!r}: {message}"
+
+
+def _display(path: Path, base: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(base))
+    return str(path)
+
+
+__all__ = ["load_and_validate"]

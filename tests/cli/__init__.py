@@ -1,0 +1,1 @@
+"""Tests of daemon/cli/, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of daemon/history/, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of daemon/http/, one file per module."""

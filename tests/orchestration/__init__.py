@@ -1,0 +1,1 @@
+"""Tests of daemon/orchestration/, one file per module."""

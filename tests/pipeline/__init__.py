@@ -1,0 +1,1 @@
+"""Tests of daemon/pipeline/, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of daemon/runner/, one file per module."""

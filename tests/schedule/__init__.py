@@ -1,0 +1,1 @@
+"""Tests of daemon/schedule/, one file per module."""

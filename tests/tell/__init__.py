@@ -1,0 +1,1 @@
+"""Tests of daemon/tell/, one file per module."""

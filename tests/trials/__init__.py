@@ -1,0 +1,2 @@
+"""Real-process trials: whole `flowerd serve` daemons killed, faulted, fuzzed and
+watched from outside (systemd, benchmarks, plain errors)."""
