@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from daemon.cli.app import JsonFlag, app, settings_of
-from daemon.cli.fit import shown_at
+from daemon.cli.fit import console, shown_at
 from daemon.errors import FlowerdError
 
 # --------------------------------------------------------------------------- talk to it
@@ -76,9 +77,10 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     )
     if answer.get("http"):
         typer.echo(f"  page, API and metrics: {answer['http']}/")
+    width = console().width  # a health sentence wraps at the terminal's width
     for part, health in (answer.get("health") or {}).items():
         if health != "ok":
-            typer.echo(f"  {part}: {health}")
+            typer.echo(textwrap.fill(f"  {part}: {health}", width, subsequent_indent="    "))
     default = settings_of(ctx).timezone  # times in each schedule's zone, else this one
     zones = {
         sched["id"]: ZoneInfo(sched.get("timezone") or default) for sched in answer["schedules"]

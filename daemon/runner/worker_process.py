@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import daemon
 from daemon import logs
 from daemon.durations import format_bytes
 from daemon.errors import PipelineError
@@ -59,7 +60,7 @@ def error_fields(exc: BaseException) -> dict[str, str | None]:
     }
 
 
-_OURS = str(Path(__file__).resolve().parent) + os.sep  # flowerd's own package
+_OURS = str(Path(daemon.__file__).resolve().parent) + os.sep  # flowerd's own package
 _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + os.sep
 
 
