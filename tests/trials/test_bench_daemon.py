@@ -3,7 +3,10 @@ serve` and writes well-formed results. Timings are never asserted (a noisy share
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -19,11 +22,10 @@ KEYS = {"figure", "value", "unit", "baseline", "ratio", "goal", "date"}
 
 def test_bench_daemon_quick_mode_writes_well_formed_results(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run(
+    done = _bench(
         [sys.executable, str(REPO / "benchmarks" / "bench_daemon.py"), "--quick"]
-        + ["--rows", "300", "--out", str(out)],
-        capture_output=True, text=True, timeout=bound(150),
-    )  # fmt: skip
+        + ["--rows", "300", "--out", str(out)]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "load average" in done.stdout
     results = json.loads(out.read_text())
@@ -36,3 +38,26 @@ def test_bench_daemon_quick_mode_writes_well_formed_results(tmp_path):
         assert figure["figure"] in done.stdout
     once = [f for f in figures if "every slot once" in f["figure"]]
     assert once and all(f["value"] == 1 for f in once)  # correctness, not timing
+
+
+def _bench(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run the bench in a process group of its own and end that whole group afterwards:
+    a bench cut short by its timeout must not leave its `flowerd serve` daemons running
+    (one was found still holding port 8787 after such a cut)."""
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=bound(150))
+    except subprocess.TimeoutExpired:
+        _end_group(proc.pid)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the bench did not finish in {bound(150):.0f} s: {stderr[-3000:]}")
+    finally:
+        _end_group(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _end_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
