@@ -8,7 +8,7 @@ Part of the pipeline layer (daemon.pipeline), the only package that imports Hami
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +122,12 @@ class Pipelines:
         runner's and the workers' entry)."""
         return self._runs.execute_sync(name, cfg, attempts)
 
-    async def execute_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        """One run with the async driver, on the current loop (see execute_sync)."""
-        return await self._runs.execute_async(name, cfg, attempts)
+    def execute_async(
+        self, name: str, cfg: RunConfig, attempts: Attempts
+    ) -> Coroutine[Any, Any, dict]:
+        """One run with the async driver, on the current loop (see execute_sync): Runs'
+        coroutine itself, awaited by the caller (no second coroutine per run)."""
+        return self._runs.execute_async(name, cfg, attempts)
 
     def typed_inputs(
         self,
