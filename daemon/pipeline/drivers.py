@@ -1,6 +1,6 @@
 """Building Hamilton's drivers from a `_Plan`, and keeping them: one code path builds both
 the sync and the async driver; a driver is built once per (mode, modules, config,
-adapters) and reused until a module file changes or `reload=True`. Mixed into Pipelines.
+adapters) and reused until a module file changes or `reload=True`. A part of Pipelines.
 
 Part of the pipeline layer (daemon.pipeline), the only package that imports Hamilton.
 """
@@ -9,87 +9,56 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from daemon.errors import PipelineError
 from daemon.pipeline import cluster, plans
-from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.core import hamilton_driver, import_async_driver
 from daemon.pipeline.graph import (
     _Built,
     _describe,
     _has_parallelizable,
+    _inputs_of,
     _is_async,
     _nodes,
     _refuse_parallelizable,
 )
 from daemon.pipeline.modules import Project, prepare_worker
-from daemon.pipeline.plans import (
-    _checked_names,
-    _flag_adapters,
-    _on_dask,
-    _Plan,
-    _refuse_for_async,
-)
-from daemon.pipeline.runconfig import ExecutorConfig, RunConfig, executor_config, user_adapters
+from daemon.pipeline.plans import _on_dask, _Plan
+from daemon.pipeline.runconfig import ExecutorConfig
 
 log = logging.getLogger("daemon.pipeline")  # a part of the pipeline layer: its name
 
 
 class Drivers:
-    """Mixed into Pipelines: plans (reused for runs with no options) and drivers (cached)."""
+    """Builds a plan's driver, and keeps those that may be shared (a cacheable plan's):
+    built ones for runs, unbuilt async ones for validation, and which inputs each
+    declares (the runner asks on every run)."""
 
-    base_dir: Path
-    pipelines_dir: Path
-    _modules: Project
-    _drivers: dict[tuple, _Built]
-    _unbuilt: dict[tuple, _Built]
-    _plain: dict[tuple, _Plan]
+    def __init__(self, modules: Project):
+        self._modules = modules
+        self.built: dict[tuple, _Built] = {}
+        self.unbuilt: dict[tuple, _Built] = {}  # validation's async drivers (no ainit)
+        self.declared: dict[tuple, frozenset[str]] = {}
 
-    def _plan(self, name: str, cfg: RunConfig, mode: str) -> _Plan:
-        """Most runs name a pipeline and nothing else that shapes the driver: their plan
-        is made once per mode and pipeline generation, not on every run."""
-        names = _checked_names(name, cfg.additional_modules)
-        generation, modules = self._modules.load(names, reload=cfg.reload)
-        if cfg.config or cfg.cache or cfg.executor is not None or cfg.with_adapter or cfg.adapter:
-            return self._new_plan(name, cfg, mode, generation, modules)
-        plan = self._plain.get((mode, names))
-        if plan is None or plan.generation != generation or plan.modules != modules:
-            plan = self._new_plan(name, cfg, mode, generation, modules)
-            if len(self._plain) >= plans.MAX_DRIVERS:
-                self._plain.clear()
-            self._plain[(mode, names)] = plan
-        return plan
+    def inputs_among(self, plan: _Plan, names: Sequence[str]) -> frozenset[str]:
+        """Which of `names` the plan's DAG declares as inputs (nodes no function
+        computes), kept per plan with an exact key."""
+        key = (plan.key(), tuple(names)) if plan.cacheable else None
+        found = self.declared.get(key) if key is not None else None
+        if found is None:
+            found = frozenset(_inputs_of(self.describe(plan)) & set(names))
+            if key is not None:
+                if len(self.declared) >= plans.MAX_DRIVERS:
+                    self.declared.clear()
+                self.declared[key] = found
+        return found
 
-    def _new_plan(
-        self, name: str, cfg: RunConfig, mode: str, generation: int, modules: tuple
-    ) -> _Plan:
-        plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
-        executor = None if plain else executor_config(cfg.executor)
-        adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
-        config = dict(cfg.config) if cfg.config else {}
-        config_key = value_key(config) if config else ()
-        plan = _Plan(
-            name=name,
-            mode=mode,
-            generation=generation,
-            modules=modules,
-            config=config,
-            adapters=() if plain else tuple(adapters + user_adapters(cfg.adapter)),
-            executor=executor,
-            cache=cfg.cache,
-            config_key=config_key,
-            # a config (or cache option) with no exact key gets a driver of its own per run
-            cacheable=executor is None
-            and not adapters
-            and config_key is not None
-            and (not cfg.cache or value_key(cfg.cache) is not None),
-        )
-        if mode == "async" and (plan.executor or plan.cache or plan.adapters):
-            _refuse_for_async(plan)
-        return plan
+    def describe(self, plan: _Plan) -> _Built:
+        """The driver a run with `plan` would use, to check and describe its DAG (the
+        async one unbuilt)."""
+        return self.shape_sync(plan) if plan.mode == "sync" else self.for_validation(plan)
 
     def _builder(self, plan: _Plan, builder):
         # Later modules override earlier ones (allow_module_overrides). Hamilton finds a
@@ -100,9 +69,9 @@ class Drivers:
             builder = builder.with_adapters(*plan.adapters)
         return builder
 
-    def _build_sync(self, plan: _Plan) -> _Built:
+    def build_sync(self, plan: _Plan) -> _Built:
         key = plan.key()
-        built = self._drivers.get(key) if plan.cacheable else None
+        built = self.built.get(key) if plan.cacheable else None
         if built is None:
             built = self._new_sync(plan, dynamic=False)
             self._refuse_async_nodes(plan, built)
@@ -118,12 +87,12 @@ class Drivers:
             return self._new_sync(plan, dynamic=True)
         return built
 
-    def _shape_sync(self, plan: _Plan) -> _Built:
+    def shape_sync(self, plan: _Plan) -> _Built:
         """The DAG a sync run would execute, to check and describe it. A Dask run's
         driver is built without its cluster: reaching the cluster is the run's business
         (an unreachable one fails that run, naming its address), not validation's."""
         if not _on_dask(plan):
-            return self._build_sync(plan)
+            return self.build_sync(plan)
         cluster.check_address(plan.executor.address)
         builder = self._builder(plan, hamilton_driver.Builder())
         built = _describe(self._guard_build(plan, builder.build))
@@ -171,9 +140,9 @@ class Drivers:
         adapter = h_dask.DaskGraphAdapter(client, result_builder=h_base.DictResult())
         return builder.with_adapters(adapter)
 
-    async def _build_async(self, plan: _Plan) -> _Built:
+    async def build_async(self, plan: _Plan) -> _Built:
         key = plan.key()
-        built = self._drivers.get(key) if plan.cacheable else None
+        built = self.built.get(key) if plan.cacheable else None
         if built is None:
             async_driver = import_async_driver()
             builder = self._builder(plan, async_driver.Builder())
@@ -188,23 +157,23 @@ class Drivers:
     def _remember(self, key: tuple, built: _Built) -> None:
         """Keep at most MAX_DRIVERS drivers; the oldest go first (a long-lived daemon
         whose pipelines are edited builds a new generation each time)."""
-        self._drivers.setdefault(key, built)
-        while len(self._drivers) > plans.MAX_DRIVERS:
-            del self._drivers[next(iter(self._drivers))]
+        self.built.setdefault(key, built)
+        while len(self.built) > plans.MAX_DRIVERS:
+            del self.built[next(iter(self.built))]
 
-    def _build_for_validation(self, plan: _Plan) -> _Built:
+    def for_validation(self, plan: _Plan) -> _Built:
         """Schedules that share a DAG share its check (1,000 schedules of one pipeline
         at start-up: one build, not 1,000)."""
         key = plan.key() if plan.cacheable else None
-        built = self._drivers.get(key) or self._unbuilt.get(key) if key else None
+        built = self.built.get(key) or self.unbuilt.get(key) if key else None
         if built is None:
             async_driver = import_async_driver()
             builder = self._builder(plan, async_driver.Builder())
             built = _describe(self._guard_build(plan, builder.build_without_init))
             if key:
-                self._unbuilt[key] = built
-                while len(self._unbuilt) > plans.MAX_DRIVERS:
-                    del self._unbuilt[next(iter(self._unbuilt))]
+                self.unbuilt[key] = built
+                while len(self.unbuilt) > plans.MAX_DRIVERS:
+                    del self.unbuilt[next(iter(self.unbuilt))]
         _refuse_parallelizable(plan, built)
         return built
 
@@ -242,7 +211,7 @@ def _with_executor(builder, executor: ExecutorConfig | None, worker_args: tuple)
         remote = executors.MultiThreadingExecutor(max_tasks=workers)
     elif executor.type == "multiprocessing":
         remote = _process_executor(executors)(max_tasks=workers, worker_args=worker_args)
-    else:  # dask: see Pipelines._with_dask
+    else:  # dask: see Drivers._with_dask
         raise AssertionError("dask executors are built by _with_dask")
     return builder.enable_dynamic_execution(allow_experimental_mode=True).with_remote_executor(
         remote

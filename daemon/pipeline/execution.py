@@ -1,6 +1,6 @@
 """Carrying out a pipeline run: either driver, with retries (daemon.pipeline.retries) and the run's
-log level scoped to it. Mixed into Pipelines; the runner and the workers call
-`execute_sync` / `execute_async` with their own `Attempts`.
+log level scoped to it. `Runs` is a part of Pipelines; the runner and the workers call
+Pipelines' `execute_sync` / `execute_async` with their own `Attempts`.
 
 Part of the pipeline layer (daemon.pipeline), the only package that imports Hamilton.
 """
@@ -13,14 +13,22 @@ from typing import Any
 from daemon import logs
 from daemon.errors import AsyncDriverUnsupported, PipelineError
 from daemon.pipeline import cluster
+from daemon.pipeline.drivers import Drivers
 from daemon.pipeline.graph import _final_vars
-from daemon.pipeline.plans import _on_dask, _Plan
+from daemon.pipeline.modules import Project
+from daemon.pipeline.plans import Plans, _on_dask, _Plan
 from daemon.pipeline.retries import Attempts, no_reload, once, retrying_async, retrying_sync
 from daemon.pipeline.runconfig import RunConfig
 
 
-class Execution:
-    """Mixed into Pipelines (whose Drivers part plans and builds)."""
+class Runs:
+    """Carries out runs: `plans` plans each attempt, `drivers` builds (or reuses) its
+    driver, `modules` are installed for a multiprocessing executor's workers."""
+
+    def __init__(self, modules: Project, plans: Plans, drivers: Drivers):
+        self._modules = modules
+        self._plans = plans
+        self._drivers = drivers
 
     def execute_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict[str, Any]:
         mode = "async" if cfg.async_driver else "sync"
@@ -52,7 +60,7 @@ class Execution:
         return retrying_sync(lambda: self._attempt_sync(name, cfg, attempts), cfg, attempts)
 
     def _attempt_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
-        plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
+        plan = self._plans.plan(name, cfg if attempts.count == 1 else no_reload(cfg), "sync")
         try:
             return self._execute_sync_once(plan, cfg)
         finally:
@@ -61,16 +69,16 @@ class Execution:
 
     async def _retry_async(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict:
         async def attempt() -> dict:
-            plan = self._plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
+            plan = self._plans.plan(name, cfg if attempts.count == 1 else no_reload(cfg), "async")
             return await self._execute_async_once(plan, cfg)
 
         if once(cfg):
             attempts.count += 1
-            return await self._execute_async_once(self._plan(name, cfg, "async"), cfg)
+            return await self._execute_async_once(self._plans.plan(name, cfg, "async"), cfg)
         return await retrying_async(attempt, cfg, attempts)
 
     def _execute_sync_once(self, plan: _Plan, cfg: RunConfig) -> dict:
-        built = self._build_sync(plan)
+        built = self._drivers.build_sync(plan)
         final_vars = _final_vars(plan, built, cfg)
         if plan.executor is not None and plan.executor.type == "multiprocessing":
             self._modules.install()  # pickle finds nodes by module name in sys.modules
@@ -80,7 +88,7 @@ class Execution:
         return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
 
     async def _execute_async_once(self, plan: _Plan, cfg: RunConfig) -> dict:
-        built = await self._build_async(plan)
+        built = await self._drivers.build_async(plan)
         final_vars = _final_vars(plan, built, cfg)
         try:
             return await built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
@@ -88,7 +96,7 @@ class Execution:
             # a sync node runs inline in this task: keep it from ending the event loop
             raise PipelineError(f"pipeline {plan.name!r} raised {type(exc).__name__}") from exc
 
-    def _run_async_from_sync(self, name: str, cfg: RunConfig) -> dict:
+    def run_async_from_sync(self, name: str, cfg: RunConfig) -> dict:
         try:
             asyncio.get_running_loop()
         except RuntimeError:

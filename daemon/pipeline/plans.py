@@ -1,6 +1,7 @@
 """What a run needs to build its driver, resolved once per call: its checked names, its
 `_Plan` (modules, config, adapters, executor, cache, and the key drivers are cached by),
-and the refusals of what the async driver cannot run.
+`Plans` (which makes them, and keeps those of runs with no options) and the refusals of
+what the async driver cannot run.
 
 Part of the pipeline layer (daemon.pipeline), the only package that imports Hamilton.
 Names with a leading underscore are private to that package.
@@ -16,8 +17,14 @@ from typing import Any
 from daemon.errors import AsyncDriverUnsupported, PipelineError
 from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.core import lifecycle_base
-from daemon.pipeline.modules import module_name_problem
-from daemon.pipeline.runconfig import ExecutorConfig, WithAdapterConfig
+from daemon.pipeline.modules import Project, module_name_problem
+from daemon.pipeline.runconfig import (
+    ExecutorConfig,
+    RunConfig,
+    WithAdapterConfig,
+    executor_config,
+    user_adapters,
+)
 
 MAX_DRIVERS = 256  # each cache of the layer (drivers, plans, checks) holds at most this many
 _ADAPTER_FLAGS = ("hamilton_tracker", "mlflow", "ray", "opentelemetry", "progressbar", "future")
@@ -165,3 +172,53 @@ def _refuse_adapter_for_async(adapter: Any) -> None:
 
 def _on_dask(plan: _Plan) -> bool:
     return plan.executor is not None and plan.executor.type == "dask"
+
+
+class Plans:
+    """Makes a run's `_Plan` from its pipeline's modules; most runs name a pipeline and
+    nothing else that shapes the driver: their plan is made once per mode and pipeline
+    generation, not on every run."""
+
+    def __init__(self, modules: Project):
+        self._modules = modules
+        self._plain: dict[tuple, _Plan] = {}  # plans of runs with no options: reused
+
+    def plan(self, name: str, cfg: RunConfig, mode: str) -> _Plan:
+        names = _checked_names(name, cfg.additional_modules)
+        generation, modules = self._modules.load(names, reload=cfg.reload)
+        if cfg.config or cfg.cache or cfg.executor is not None or cfg.with_adapter or cfg.adapter:
+            return _new_plan(name, cfg, mode, generation, modules)
+        plan = self._plain.get((mode, names))
+        if plan is None or plan.generation != generation or plan.modules != modules:
+            plan = _new_plan(name, cfg, mode, generation, modules)
+            if len(self._plain) >= MAX_DRIVERS:
+                self._plain.clear()
+            self._plain[(mode, names)] = plan
+        return plan
+
+
+def _new_plan(name: str, cfg: RunConfig, mode: str, generation: int, modules: tuple) -> _Plan:
+    plain = cfg.executor is None and not cfg.with_adapter and not cfg.adapter
+    executor = None if plain else executor_config(cfg.executor)
+    adapters = [] if plain else _flag_adapters(cfg.with_adapter, mode)
+    config = dict(cfg.config) if cfg.config else {}
+    config_key = value_key(config) if config else ()
+    plan = _Plan(
+        name=name,
+        mode=mode,
+        generation=generation,
+        modules=modules,
+        config=config,
+        adapters=() if plain else tuple(adapters + user_adapters(cfg.adapter)),
+        executor=executor,
+        cache=cfg.cache,
+        config_key=config_key,
+        # a config (or cache option) with no exact key gets a driver of its own per run
+        cacheable=executor is None
+        and not adapters
+        and config_key is not None
+        and (not cfg.cache or value_key(cfg.cache) is not None),
+    )
+    if mode == "async" and (plan.executor or plan.cache or plan.adapters):
+        _refuse_for_async(plan)
+    return plan

@@ -100,7 +100,7 @@ def _forget_project_modules(tmp_path: Path):
 
 
 def _tags(pm: PipelineManager) -> dict[str, str | None]:
-    (built, *_) = pm._drivers.values()
+    (built, *_) = pm._drivers.built.values()
     return {v.name: v.tags.get("module") for v in built.driver.list_available_variables()}
 
 
@@ -314,7 +314,7 @@ def test_configs_whose_dataframes_repr_alike_give_their_own_results(tmp_path: Pa
         expected, _ = raw(base, ["frames"], ["total"], config={"frame": frame})
         assert pm.run("frames", config={"frame": frame}) == expected
     assert pm.run("frames", config={"frame": first}) != pm.run("frames", config={"frame": second})
-    assert len(pm._drivers) == 2  # one driver per distinct config, reused
+    assert len(pm._drivers.built) == 2  # one driver per distinct config, reused
 
 
 class Opaque:
@@ -333,7 +333,7 @@ async def test_a_config_with_no_exact_key_is_never_shared(tmp_path: Path):
         expected, _ = raw(base, ["opaque"], ["value"], config=cfg)
         assert pm.run("opaque", config=cfg) == expected == {"value": number}
         assert await pm.run_async("opaque", config=cfg) == expected
-    assert pm._drivers == {}
+    assert pm._drivers.built == {}
 
 
 def test_configs_with_tuple_and_mixed_type_keys(tmp_path: Path):

@@ -119,16 +119,16 @@ def test_edited_module_is_picked_up_without_reload(base: Path, pm: PipelineManag
 
 def test_driver_is_built_once_and_reused(pm: PipelineManager):
     pm.run("hello_world")
-    drivers = dict(pm._drivers)
+    drivers = dict(pm._drivers.built)
     pm.run("hello_world", inputs={"name": "again"})
-    assert pm._drivers == drivers and len(drivers) == 1
+    assert pm._drivers.built == drivers and len(drivers) == 1
 
 
 def test_driver_cache_is_bounded(pm: PipelineManager, monkeypatch):
     monkeypatch.setattr("daemon.pipeline.plans.MAX_DRIVERS", 3)  # every cache of the layer
     for hour in range(5):
         pm.run("hello_world", config={"variant": hour})
-    assert len(pm._drivers) == 3
+    assert len(pm._drivers.built) == 3
 
 
 def test_pm_run_inside_a_running_loop(pm: PipelineManager):

@@ -180,9 +180,9 @@ async def test_prepare_builds_the_drivers_a_schedules_first_run_uses(tmp_path: P
     pm = Pipelines(tmp_path)
     for async_driver in (True, False):
         await pm.prepare("hello_world", RunConfig(async_driver=async_driver))
-    built = dict(pm._drivers)
-    assert len(built) == 2 and len(pm._declared) == 2
+    built = dict(pm._drivers.built)
+    assert len(built) == 2 and len(pm._drivers.declared) == 2
     assert await pm.run_async("hello_world") == pm.run("hello_world")
-    assert pm._drivers == built  # the runs built nothing new
+    assert pm._drivers.built == built  # the runs built nothing new
     await pm.prepare("hello_world", RunConfig(config={"thing": object()}))  # no exact key
-    assert pm._drivers == built  # such a driver is its run's own
+    assert pm._drivers.built == built  # such a driver is its run's own
