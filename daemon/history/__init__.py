@@ -94,7 +94,8 @@ class _Opening:
 
 class _On:
     """`claim = _On("runs", RunRows.claim)`: `history.claim` is the part's own bound
-    method (`history.runs.claim`): one attribute lookup, no wrapper frame on the
+    method (`history.runs.claim`), kept in the instance at first use like a
+    cached_property, so later calls cost one dict lookup and no wrapper frame on the
     writer's hot path. `History.claim` is `RunRows.claim` (its doc and signature)."""
 
     def __init__(self, part: str, method: Callable):
@@ -102,8 +103,14 @@ class _On:
         self.__doc__ = method.__doc__
         self.__wrapped__ = method
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
     def __get__(self, history: History | None, owner: type | None = None):
-        return self.__wrapped__ if history is None else self._get(history)
+        if history is None:
+            return self.__wrapped__
+        bound = history.__dict__[self._name] = self._get(history)
+        return bound
 
 
 class History:
