@@ -5,10 +5,11 @@ The only package (with migrations/env.py) that imports SQLAlchemy. Its rooms:
 (alembic), `writer` (group commit, and holding rows through faults), `spool` (rows held
 across a stop), `queries` (reads that never take the write lock), `opening` (start-up
 that is bounded and says what is wrong), and `History` here, which ties them together:
-it opens, closes and reports health itself, and takes its reads and writes from one
-mixin a noun -- `Reader` (queries), `RunWrites` (writes: a run's rows), `RunLogRows`
-(runlogs), `SharingRows` (sharing: leases, reaping crashed runs, pauses), `PruneRows`
-(prune) and `Spooling` (spool).
+it opens, closes and reports health itself, and holds one part a noun, each made with
+what it needs -- `Ops` (ops: the writer's submit) and `Reads` (queries: the reader
+engine), which the others take: `Reader` (queries), `RunRows` (run_rows: a run's rows),
+`LogRows` (log_rows), `Sharing` (sharing: leases, reaping crashed runs, pauses), `Prune`
+(prune) and `Spool` (spool). The parts' public methods are History's own (`_On`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -32,7 +34,7 @@ from daemon.history.engine import (
     writer_engine,
 )
 from daemon.history.link import Link, open_link
-from daemon.history.log_rows import RunLogRows
+from daemon.history.log_rows import LogRows
 from daemon.history.migrate import (
     SCHEMA_REVISION,
     alembic_config,
@@ -43,10 +45,11 @@ from daemon.history.migrate import (
     upgrade,
 )
 from daemon.history.opening import open_bounded
-from daemon.history.prune import PruneRows
-from daemon.history.queries import Reader, percentile
+from daemon.history.ops import Ops, Origin
+from daemon.history.prune import Prune
+from daemon.history.queries import Reader, Reads, percentile
 from daemon.history.redact import DEFAULT_MAX_ROW_BYTES, is_secret_key, redact
-from daemon.history.run_rows import RunWrites
+from daemon.history.run_rows import RunRows
 from daemon.history.schema import (
     ACTIVE,
     FAILURES,
@@ -59,8 +62,8 @@ from daemon.history.schema import (
     metadata,
     runs,
 )
-from daemon.history.sharing import SharingRows
-from daemon.history.spool import Spooling, spool_path_for
+from daemon.history.sharing import Sharing
+from daemon.history.spool import Spool, spool_path_for
 from daemon.history.writer import Writer
 from daemon.settings import sqlite_path
 
@@ -89,7 +92,28 @@ class _Opening:
             await self._history.close()
 
 
-class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
+class _On:
+    """`claim = _On("runs", RunRows.claim)`: `history.claim` is the part's own bound
+    method (`history.runs.claim`), kept in the instance at first use like a
+    cached_property, so later calls cost one dict lookup and no wrapper frame on the
+    writer's hot path. `History.claim` is `RunRows.claim` (its doc and signature)."""
+
+    def __init__(self, part: str, method: Callable):
+        self._get = attrgetter(f"{part}.{method.__name__}")
+        self.__doc__ = method.__doc__
+        self.__wrapped__ = method
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, history: History | None, owner: type | None = None):
+        if history is None:
+            return self.__wrapped__
+        bound = history.__dict__[self._name] = self._get(history)
+        return bound
+
+
+class History:
     """The run history. Build with `await History.open(url)`; `close()` when done."""
 
     schema_revision: str | None = None  # readers: the database's alembic revision
@@ -109,14 +133,59 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         self.instance_id = instance_id
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.max_row_bytes = max_row_bytes
-        self.spool_path = spool_path_for(url, state_dir)
-        self.unwritten = 0  # row writes neither written nor spooled at close (lost)
-        self.spooled = 0  # row writes left in the spool at close
-        self._reader = reader
         self._writer = writer
-        self._empty = False  # a reader found a database with no tables yet
         self._closed = False
+        ops = Ops.of(writer, self.label)
+        origin = Origin(instance_id, self.host, self.pid)
+        self.reads = Reads(url, reader)
+        self.reader = Reader(self.reads, self.label)
+        self.runs = RunRows(ops, origin, max_row_bytes)
+        self.logs = LogRows(ops, self.reads)
+        self.sharing = Sharing(ops, self.reads, origin)
+        self.pruning = Prune(ops, self.reads)
+        self.spool = Spool(spool_path_for(url, state_dir), self.label, ops)
+
+    # -- the parts' methods, as History's ------------------------------------------------
+    last_slots = _On("reader", Reader.last_slots)
+    newest_slots = _On("reader", Reader.newest_slots)
+    slot_runs = _On("reader", Reader.slot_runs)
+    get_runs = _On("reader", Reader.get_runs)
+    get_run = _On("reader", Reader.get_run)
+    reruns_of = _On("reader", Reader.reruns_of)
+    schedule_names = _On("reader", Reader.schedule_names)
+    paused = _On("reader", Reader.paused)
+    paused_reasons = _On("reader", Reader.paused_reasons)
+    failures_in_a_row = _On("reader", Reader.failures_in_a_row)
+    list_runs = _On("reader", Reader.list_runs)
+    stats = _On("reader", Reader.stats)
+    claim = _On("runs", RunRows.claim)
+    slot_write = _On("runs", RunRows.slot_write)
+    record_slot = _On("runs", RunRows.record_slot)
+    mark_running_nowait = _On("runs", RunRows.mark_running_nowait)
+    mark_running = _On("runs", RunRows.mark_running)
+    finish = _On("runs", RunRows.finish)
+    queue_log_lines = _On("logs", LogRows.queue_log_lines)
+    log_lines = _On("logs", LogRows.log_lines)
+    previous_outcome = _On("logs", LogRows.previous_outcome)
+    reap_crashed = _On("sharing", Sharing.reap_crashed)
+    register_daemon = _On("sharing", Sharing.register_daemon)
+    unregister_daemon = _On("sharing", Sharing.unregister_daemon)
+    renew_lease = _On("sharing", Sharing.renew_lease)
+    request_reload = _On("sharing", Sharing.request_reload)
+    daemons = _On("sharing", Sharing.daemons)
+    set_paused = _On("sharing", Sharing.set_paused)
+    prune = _On("pruning", Prune.prune)
+    prune_preview = _On("pruning", Prune.prune_preview)
+
+    @property
+    def spooled(self) -> int:
+        """Row writes left in the spool at close."""
+        return self.spool.spooled
+
+    @property
+    def unwritten(self) -> int:
+        """Row writes neither written nor spooled at close (lost)."""
+        return self.spool.unwritten
 
     # -- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -174,7 +243,7 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         )
         writer.start()
         try:
-            await history._replay_spool()
+            await history.spool.replay()
         except BaseException:
             await history.close(timeout_s=5)
             raise
@@ -200,9 +269,9 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
 
     async def _check_schema(self) -> None:
         """Readers: refuse a corrupt or foreign file, or a schema from a newer flowerd."""
-        tables, current = await self._read(schema_state)
+        tables, current = await self.reads.read(schema_state)
         if not tables:
-            self._empty = True
+            self.reads.empty = True
             return
         if "alembic_version" not in tables or "runs" not in tables:
             raise HistoryError(
@@ -222,15 +291,11 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
         if self._writer is not None:
             left = await self._writer.stop(timeout_s)
             if left:
-                self._spool(left)
+                self.spool.hold(left)
             else:
                 await self._optimize()
             await self._writer.link.close()
-        reader, self._reader = self._reader, None
-        if isinstance(reader, sa.Engine):
-            reader.dispose()
-        elif reader is not None and reader is not self._writer_engine():
-            await reader.dispose()
+        await self.reads.close(shared=self._writer_engine())
         return self.unwritten
 
     def _writer_engine(self):
@@ -279,12 +344,6 @@ class History(Reader, RunWrites, RunLogRows, SharingRows, PruneRows, Spooling):
     def write_errors(self) -> int:
         """Failed write transactions since open (flowerd_history_write_errors_total)."""
         return self._writer.write_errors if self._writer else 0
-
-    # -- writes -------------------------------------------------------------------------
-    def _submit(self, kind: str, values: Any):
-        if self._writer is None:
-            raise HistoryError(f"{self.label}: opened read-only; cannot write")
-        return self._writer.submit(kind, values)
 
 
 __all__ = [

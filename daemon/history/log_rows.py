@@ -20,13 +20,18 @@ import sqlalchemy as sa
 from daemon.history.schema import FAILURES, run_logs, runs
 
 if TYPE_CHECKING:
-    pass
+    from daemon.history.ops import Ops
+    from daemon.history.queries import Reads
 
 LINE_KEYS = ("time", "level", "logger", "message")
 
 
-class RunLogRows:
-    """Mixed into History: the run_logs writes and reads."""
+class LogRows:
+    """The run_logs writes and reads, and a schedule's previous outcome."""
+
+    def __init__(self, ops: Ops, reads: Reads):
+        self._submit = ops.submit
+        self._rows = reads.rows
 
     def queue_log_lines(self, lines: list[dict]) -> asyncio.Future:
         """Queue `lines` (dicts: run_id, seq, time, level, logger, message) for the

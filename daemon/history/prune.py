@@ -16,6 +16,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from daemon.history.ops import Ops
+from daemon.history.queries import Reads
 from daemon.history.schema import TERMINAL, aware, run_logs, runs
 from daemon.history.writer import await_write
 
@@ -68,8 +70,12 @@ def prune_chunk(
     return result.rowcount
 
 
-class PruneRows:
-    """Mixed into History: `prune` and its preview."""
+class Prune:
+    """`prune` and its preview."""
+
+    def __init__(self, ops: Ops, reads: Reads):
+        self._submit = ops.submit
+        self._rows = reads.rows
 
     async def prune(
         self, *, before: datetime, chunk_rows: int = CHUNK_ROWS, pause_s: float = 0.0

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -29,43 +29,66 @@ from daemon.history.schema import (
 )
 from daemon.history.writer import is_transient
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-class Reader:
-    """The read half of History: every query goes through `_read`."""
 
-    url: str
-    label: str
-    _reader: Any
-    _empty: bool
+class Reads:
+    """The reader engine and how every query runs on it (the parts that read take this):
+    `read(query)`, and `rows` / `records` of a statement, [] where there is nothing to
+    read (no database yet, or one with no tables: `empty`)."""
 
-    # -- reads --------------------------------------------------------------------------
+    def __init__(self, url: str, engine: AsyncEngine | sa.Engine | None):
+        self.url = url
+        self.engine = engine
+        self.empty = False  # a reader found a database with no tables yet
 
-    # -- reads --------------------------------------------------------------------------
-    async def _read(self, query: Callable[[sa.Connection], Any]) -> Any:
+    @property
+    def nothing(self) -> bool:
+        """No database to read (none yet, one with no tables, or closed)."""
+        return self.engine is None or self.empty
+
+    async def read(self, query: Callable[[sa.Connection], Any]) -> Any:
         """Run `query(connection)` on the reader: in a worker thread for SQLite's sync
         read-only engine, through run_sync for an async engine."""
-        reader = self._reader
+        engine = self.engine
         try:
-            if isinstance(reader, sa.Engine):
-                return await asyncio.to_thread(_on_connection, reader, query)
-            async with reader.connect() as conn:
+            if isinstance(engine, sa.Engine):
+                return await asyncio.to_thread(_on_connection, engine, query)
+            async with engine.connect() as conn:
                 return await conn.run_sync(query)
         except Exception as exc:
             if isinstance(exc, sa.exc.DBAPIError) or is_transient(exc):  # server gone too
                 raise unusable(self.url, exc) from None
             raise
 
-    async def _rows(self, stmt) -> list:
-        if self._reader is None or self._empty:
+    async def rows(self, stmt) -> list:
+        if self.nothing:
             return []
-        return await self._read(lambda conn: conn.execute(stmt).all())
+        return await self.read(lambda conn: conn.execute(stmt).all())
 
-    async def _records(self, stmt) -> list[RunRecord]:
+    async def records(self, stmt) -> list[RunRecord]:
         """Rows made records where they are read: in the reader's thread for SQLite, so
         a page of runs (JSON columns parsed) never holds the event loop."""
-        if self._reader is None or self._empty:
+        if self.nothing:
             return []
-        return await self._read(lambda conn: _records_of(conn.execute(stmt)))
+        return await self.read(lambda conn: _records_of(conn.execute(stmt)))
+
+    async def close(self, shared: AsyncEngine | None) -> None:
+        """Dispose the engine, unless it is `shared` (the writer's, not SQLite)."""
+        engine, self.engine = self.engine, None
+        if isinstance(engine, sa.Engine):
+            engine.dispose()
+        elif engine is not None and engine is not shared:
+            await engine.dispose()
+
+
+class Reader:
+    """The History's queries, each through `Reads`."""
+
+    def __init__(self, reads: Reads, label: str):
+        self._reads = reads
+        self._label = label
 
     async def last_slots(self) -> dict[str, datetime]:
         """The newest slot per schedule the daemon fired (not manual runs, reruns or
@@ -76,7 +99,7 @@ class Reader:
             .where(runs.c.trigger.in_(FIRED_TRIGGERS))
             .group_by(runs.c.schedule)
         )
-        rows = await self._rows(stmt)
+        rows = await self._reads.rows(stmt)
         # max() on SQLite returns the raw text, without the column's type: parse it here
         return {row.schedule: _as_utc(row.last) for row in rows}
 
@@ -99,7 +122,7 @@ class Reader:
             stmt = stmt.where(runs.c.status == status)
         if schedules is not None:
             stmt = stmt.where(runs.c.schedule.in_(schedules))
-        return {row.schedule: _as_utc(row.last) for row in await self._rows(stmt)}
+        return {row.schedule: _as_utc(row.last) for row in await self._reads.rows(stmt)}
 
     async def slot_runs(
         self, schedule: str, start: datetime, end: datetime
@@ -119,7 +142,7 @@ class Reader:
             .order_by(runs.c.id)
         )
         found: dict[datetime, RunRecord] = {}
-        for row in await self._rows(stmt):
+        for row in await self._reads.rows(stmt):
             record = record_of(row._mapping)
             found[record.scheduled_at] = record  # ordered by id: the latest wins
         return found
@@ -129,26 +152,28 @@ class Reader:
         found = []
         for chunk in range(0, len(ids), 500):
             stmt = sa.select(runs).where(runs.c.id.in_(ids[chunk : chunk + 500]))
-            found += [record_of(row._mapping) for row in await self._rows(stmt)]
+            found += [record_of(row._mapping) for row in await self._reads.rows(stmt)]
         return sorted(found, key=lambda record: record.id)
 
     async def reruns_of(self, run_id: int) -> list[int]:
         """The ids of the runs that repeat run `run_id`, oldest first."""
         stmt = sa.select(runs.c.id).where(runs.c.rerun_of == run_id).order_by(runs.c.id)
-        return [row.id for row in await self._rows(stmt)]
+        return [row.id for row in await self._reads.rows(stmt)]
 
     async def schedule_names(self) -> set[str]:
         """Every schedule the history has a row of."""
         stmt = sa.select(runs.c.schedule).where(runs.c.schedule.is_not(None)).distinct()
-        return {row.schedule for row in await self._rows(stmt)}
+        return {row.schedule for row in await self._reads.rows(stmt)}
 
     async def paused(self) -> set[str]:
-        return {row.schedule for row in await self._rows(sa.select(paused_schedules.c.schedule))}
+        return {
+            row.schedule for row in await self._reads.rows(sa.select(paused_schedules.c.schedule))
+        }
 
     async def paused_reasons(self) -> dict[str, str | None]:
         """Each paused schedule and why it paused itself (None: paused by hand)."""
         stmt = sa.select(paused_schedules.c.schedule, paused_schedules.c.reason)
-        return {row.schedule: row.reason for row in await self._rows(stmt)}
+        return {row.schedule: row.reason for row in await self._reads.rows(stmt)}
 
     async def failures_in_a_row(
         self, schedule: str, *, limit: int, since: datetime | None = None
@@ -167,7 +192,7 @@ class Reader:
         if since is not None:
             stmt = stmt.where(runs.c.run_at > aware(since, "since"))
         streak = 0
-        for row in await self._rows(stmt):
+        for row in await self._reads.rows(stmt):
             if row.status not in FAILURES:
                 break
             streak += 1
@@ -207,14 +232,14 @@ class Reader:
         stmt = stmt.order_by(runs.c.run_at.desc(), runs.c.id.desc())
         if limit:
             stmt = stmt.limit(limit)
-        return await self._records(stmt)
+        return await self._reads.records(stmt)
 
     async def get_run(self, run_id: int) -> RunRecord:
         if not 0 <= run_id <= MAX_RUN_ID:  # beyond the column's range: no such run
-            raise RunNotFound(f"no run {run_id} in {self.label}")
-        rows = await self._rows(sa.select(runs).where(runs.c.id == run_id))
+            raise RunNotFound(f"no run {run_id} in {self._label}")
+        rows = await self._reads.rows(sa.select(runs).where(runs.c.id == run_id))
         if not rows:
-            raise RunNotFound(f"no run {run_id} in {self.label}")
+            raise RunNotFound(f"no run {run_id} in {self._label}")
         return record_of(rows[0]._mapping)
 
     async def stats(self, *, since: datetime | None = None) -> list[dict]:
@@ -226,11 +251,14 @@ class Reader:
         two kinds are read side by side, each on its own connection (SQLite scans an
         index without holding the GIL)."""
         aware(since, "since")
-        if self._reader is None or self._empty:
+        if self._reads.nothing:
             return []
         kinds = (("schedule", runs.c.schedule), ("pipeline", runs.c.pipeline))
         found = await asyncio.gather(
-            *(self._read(lambda conn, c=column: _stats_of(conn, c, since)) for _, column in kinds)
+            *(
+                self._reads.read(lambda conn, c=column: _stats_of(conn, c, since))
+                for _, column in kinds
+            )
         )
         return [
             _stats_row(kind, *entry)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from daemon.history.ops import Ops, Origin
 from daemon.history.redact import bounded, json_safe, redact
 from daemon.history.schema import (
     SUMMARY_MAX_CHARS,
@@ -29,14 +30,14 @@ from daemon.history.writer import await_write
 log = logging.getLogger("daemon.history.writes")  # its name before the move
 
 
-class RunWrites:
-    """Mixed into History: the write half of a run's row (Reader is the read half);
-    every write goes through `_submit`."""
+class RunRows:
+    """The write half of a run's row (Reader is the read half): every write is an op
+    for the one writer, through `Ops.submit`, stamped with its `Origin`."""
 
-    host: str
-    pid: int
-    instance_id: str | None
-    max_row_bytes: int
+    def __init__(self, ops: Ops, origin: Origin, max_row_bytes: int):
+        self._submit = ops.submit
+        self._origin = origin
+        self.max_row_bytes = max_row_bytes
 
     async def claim(
         self,
@@ -116,9 +117,9 @@ class RunWrites:
             "async_driver": bool(async_driver),
             "final_vars": [],
             "inputs": {},
-            "host": self.host,
-            "pid": self.pid,
-            "instance_id": self.instance_id,
+            "host": self._origin.host,
+            "pid": self._origin.pid,
+            "instance_id": self._origin.instance_id,
         }
 
     def mark_running_nowait(self, run_id: int, *, started_at: datetime) -> None:

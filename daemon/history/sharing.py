@@ -10,12 +10,13 @@ import dataclasses
 import functools
 import os
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
 from daemon.history import daemon_rows
 from daemon.history.engine import is_sqlite
+from daemon.history.ops import Ops, Origin
+from daemon.history.queries import Reads
 from daemon.history.schema import (
     ACTIVE,
     RunRecord,
@@ -28,14 +29,15 @@ from daemon.history.schema import (
 from daemon.history.writer import await_write
 
 
-class SharingRows:
-    """Mixed into History: leases, reaping crashed runs, pauses, reload requests."""
+class Sharing:
+    """Leases, reaping crashed runs, pauses, reload requests."""
 
-    url: str
-    host: str
-    pid: int
-    instance_id: str | None
-    _writer: Any
+    def __init__(self, ops: Ops, reads: Reads, origin: Origin):
+        self._submit = ops.submit
+        self._writable_for_s = ops.writable_for_s
+        self._reads = reads
+        self._origin = origin
+        self._sqlite = is_sqlite(reads.url)
 
     async def reap_crashed(self, *, now: datetime, lease_s: float | None = None) -> list[RunRecord]:
         """Rows left queued/running by a daemon that died become `crashed` (one UPDATE).
@@ -43,7 +45,7 @@ class SharingRows:
         terminal) are left alone, and, given `lease_s`, so are the rows of every daemon
         whose lease is live (several daemons on one PostgreSQL)."""
         aware(now, "now")
-        if is_sqlite(self.url):
+        if self._sqlite:
             lease_s = None  # one daemon per file: no other lease is live
         live = await self._live_writers()
         reap = functools.partial(_reap, now=now, live=live, lease_s=lease_s)
@@ -51,29 +53,26 @@ class SharingRows:
         return [record_of(row) for row in rows]
 
     # -- leases (several daemons on one database; see daemon_rows.py) --------------------------
-    def _me(self) -> dict:
-        return {"id": self.instance_id, "host": self.host, "pid": self.pid}
-
     async def register_daemon(self) -> None:
         """Take a lease. Lease rows this one outlives are dropped first, so the start-up
         reap takes their runs at once: on SQLite every other row (one daemon per file,
         the lock file says so), elsewhere those of dead processes on this host."""
-        me = self._me()
-        if is_sqlite(self.url):
+        me = self._origin.lease()
+        if self._sqlite:
             dead = None
         else:
             rows = await self.daemons(lease_s=0)
             dead = [
                 row["id"]
                 for row in rows
-                if row["host"] == self.host
-                and row["pid"] != self.pid
+                if row["host"] == self._origin.host
+                and row["pid"] != self._origin.pid
                 and not _pid_alive(row["pid"])
             ]
         await await_write(self._submit("call", lambda conn: daemon_rows.register(conn, me, dead)))
 
     async def unregister_daemon(self) -> None:
-        me = self.instance_id
+        me = self._origin.instance_id
         await await_write(self._submit("call", lambda conn: daemon_rows.unregister(conn, me)))
 
     async def renew_lease(self, lease_s: float) -> daemon_rows.Renewal:
@@ -81,12 +80,10 @@ class SharingRows:
         A lease that could not be renewed while the database was gone is no proof of
         death: reaping waits until the history has been writable for a full `lease_s`
         (decided when the renewal is written, which may be after an outage)."""
-        me = self._me()
+        me = self._origin.lease()
 
         def renew(conn):
-            return daemon_rows.renew(
-                conn, me, lease_s, reap=self._writer.writable_for_s() >= lease_s
-            )
+            return daemon_rows.renew(conn, me, lease_s, reap=self._writable_for_s() >= lease_s)
 
         renewal = await await_write(self._submit("call", renew))
         crashed = [record_of(row) for row in renewal.crashed]
@@ -94,22 +91,22 @@ class SharingRows:
 
     async def request_reload(self) -> int:
         """Ask the other daemons on this history to reload their schedule files."""
-        me = self.instance_id
+        me = self._origin.instance_id
         return await await_write(self._submit("call", lambda c: daemon_rows.request_reload(c, me)))
 
     async def daemons(self, lease_s: float) -> list[dict]:
         """The daemons holding a lease row (`status --json`'s `daemons`), oldest first."""
-        if self._reader is None or self._empty:
+        if self._reads.nothing:
             return []
-        return await self._read(lambda conn: daemon_rows.listing(conn, lease_s))
+        return await self._reads.read(lambda conn: daemon_rows.listing(conn, lease_s))
 
     async def _live_writers(self) -> list[tuple[str, int]]:
         stmt = sa.select(runs.c.host, runs.c.pid).where(runs.c.status.in_(ACTIVE)).distinct()
-        pairs = [(row.host, row.pid) for row in await self._rows(stmt)]
+        pairs = [(row.host, row.pid) for row in await self._reads.rows(stmt)]
         return [
             (host, pid)
             for host, pid in pairs
-            if host == self.host and pid != self.pid and _pid_alive(pid)
+            if host == self._origin.host and pid != self._origin.pid and _pid_alive(pid)
         ]
 
     async def set_paused(self, schedule: str, paused: bool, reason: str | None = None) -> None:
@@ -117,7 +114,7 @@ class SharingRows:
         schedule keeps the first pause."""
         if paused:
             values = {"schedule": schedule, "paused_at": utcnow(), "reason": reason}
-            stmt = _paused_insert(self.url).values(**values)
+            stmt = _paused_insert(self._sqlite).values(**values)
         else:
             stmt = sa.delete(paused_schedules).where(paused_schedules.c.schedule == schedule)
         await await_write(self._submit("call", lambda conn: conn.execute(stmt)))
@@ -133,8 +130,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _paused_insert(url: str):
-    if is_sqlite(url):
+def _paused_insert(sqlite: bool):
+    if sqlite:
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.history.ops import Ops
 from daemon.history.schema import ACTIVE, utcnow
 from daemon.history.writer import await_write
 from daemon.settings import sqlite_path
@@ -83,29 +84,30 @@ def read(path: Path) -> list[tuple[str, dict]]:
     return entries
 
 
-class Spooling:
-    """Mixed into History: what `close` could not write goes to the spool; the next
-    writer `open` writes it first."""
+class Spool:
+    """What `close` could not write goes to the spool at `path`; the next writer `open`
+    writes it first. Counts what it held (`spooled`) and what it could not (`unwritten`)."""
 
-    label: str
-    spool_path: Path | None
-    unwritten: int
-    spooled: int
-    _writer: Any
+    def __init__(self, path: Path | None, label: str, ops: Ops):
+        self.path = path
+        self.label = label
+        self._ops = ops
+        self.unwritten = 0  # row writes neither written nor spooled at close (lost)
+        self.spooled = 0  # row writes left in the spool at close
 
-    async def _replay_spool(self) -> None:
+    async def replay(self) -> None:
         """Rows a stop left in the spool are written before anything else happens."""
-        path = self.spool_path
+        path = self.path
         if path is None or not path.exists():
             return
         entries = read(path)
-        ops = [self._writer.submit(kind, values) for kind, values in entries]
+        ops = [self._ops.submit(kind, values) for kind, values in entries]
         await asyncio.gather(*(await_write(op) for op in ops))
         path.unlink()
         if ops:
             log.warning("%s: wrote %d row(s) held in the spool %s", self.label, len(ops), path)
 
-    def _spool(self, ops: list) -> None:
+    def hold(self, ops: list) -> None:
         entries = []
         for op in ops:
             if op.kind == "insert" and op.values.get("status") in ACTIVE:
@@ -117,7 +119,7 @@ class Spooling:
         message = f"{self.label}: the history was unavailable when flowerd stopped"
         try:
             if entries:
-                write(self.spool_path, entries)
+                write(self.path, entries)
         except (OSError, TypeError) as exc:
             self.unwritten += len(entries)
             slots = sum(1 for kind, values in entries if kind == "insert")
@@ -127,26 +129,26 @@ class Spooling:
                 "was not written will be recorded 'crashed' then",
                 message,
                 len(entries),
-                self.spool_path,
+                self.path,
                 exc,
                 slots,
                 len(entries) - slots,
             )
-            self._writer.fail(ops, f"{message}; the row could not be spooled: {exc}")
+            self._ops.fail(ops, f"{message}; the row could not be spooled: {exc}")
             return
         self.spooled += len(entries)
         if not entries:
             log.error("%s; %d write(s) failed", message, dropped)
-            self._writer.fail(ops, message)
+            self._ops.fail(ops, message)
             return
         log.error(
             "%s; %d row write(s) held in %s are written at the next start%s",
             message,
             len(entries),
-            self.spool_path,
+            self.path,
             f" ({dropped} other write(s) failed)" if dropped else "",
         )
-        self._writer.fail(ops, f"{message}; the row is held in the spool {self.spool_path}")
+        self._ops.fail(ops, f"{message}; the row is held in the spool {self.path}")
 
 
 def spool_path_for(url: str, state_dir: Path | None = None) -> Path | None:
