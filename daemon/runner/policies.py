@@ -37,6 +37,7 @@ class SlotPolicies:
     _queues: dict[str, asyncio.Lock]
     _claiming: dict[str, int]
     _going: Counter[str]
+    spawn: Callable[..., asyncio.Task]
 
     async def _run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
         excluded = excluded_reason(schedule, scheduled_at)
@@ -52,15 +53,51 @@ class SlotPolicies:
         if self._busy(schedule.id) and schedule.overlap == "skip":
             await self._record(schedule, scheduled_at, "skipped", self._overlap_error(schedule))
             return
+        active = await self._claim_tracked(schedule, scheduled_at, trigger)
+        if active is not None:
+            await self._carry_out(active, schedule, trigger)
+
+    async def claim_in_order(self, schedule: Schedule, slots: list[datetime]) -> None:
+        """Catch-up's slots: every one is decided -- its `skipped` row, or its claim
+        (`queued`) -- before this returns, that is before the scheduler starts; their
+        runs are then carried out one after the other in a task of their own. (Were a
+        live slot claimed first and the daemon killed, the next start would read its
+        last slot past them: they would never be decided.)"""
+        claims = []
+        for slot in slots:
+            excluded = excluded_reason(schedule, slot)
+            if excluded is not None:
+                why = RunError(type=EXCLUDED, message=excluded)
+                claims.append(self._record(schedule, slot, "skipped", why, "catchup"))
+            else:
+                claims.append(self._claim_tracked(schedule, slot, "catchup"))
+        claimed = await asyncio.gather(*claims)
+        runs = [active for active in claimed if active is not None]
+        if runs:
+            task = self.spawn(self._carry_out_in_order(schedule, runs))
+            for active in runs:
+                active.task = task
+
+    async def _carry_out_in_order(self, schedule: Schedule, runs: list[ActiveRun]) -> None:
+        for done, active in enumerate(runs, 1):
+            try:
+                await self._carry_out(active, schedule, "catchup")
+            except asyncio.CancelledError:  # those still queued: their rows say so
+                why = cancel_error("before it started")
+                await asyncio.gather(*(self._finish(a, "cancelled", why) for a in runs[done:]))
+                raise
+            except Exception:  # the daemon lives on whatever one slot does
+                log.exception("slot %s@%s could not be run", schedule.id, active.scheduled_at)
+
+    async def _claim_tracked(self, schedule: Schedule, scheduled_at: datetime, trigger: str):
         self._claiming[schedule.id] += 1  # busy from now on, before the first await
         try:
             run_id = await self._claim(schedule, scheduled_at, trigger)
-            if run_id is not None:
-                active = self._track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
+            if run_id is None:
+                return None
+            return self._track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
         finally:
             self._claiming[schedule.id] -= 1
-        if run_id is not None:
-            await self._carry_out(active, schedule, trigger)
 
     async def _claim(self, schedule: Schedule, scheduled_at: datetime, trigger: str):
         run_id = await self.history.claim(
