@@ -20,6 +20,17 @@ def bound(timeout_s: float) -> float:
     """A test's wait bound, sized for a loaded machine (WAIT_SCALE)."""
     return timeout_s * WAIT_SCALE
 
+
+# `make soak` sets FLOWERD_SOAK=1: a trial that loops (lives of a daemon, seconds of slots)
+# runs its full size there and a sized-down one in `make test` -- the same checks, fewer
+# iterations.
+SOAK = bool(os.environ.get("FLOWERD_SOAK"))
+
+
+def sized(default: int, soak: int) -> int:
+    """A trial's iterations: `default` in `make test`, `soak` in `make soak`."""
+    return soak if SOAK else default
+
 CONTRACT_KEYS = frozenset(
     {
         "id",

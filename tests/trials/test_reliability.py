@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import sized
 from tests.serve import Served, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,7 +45,7 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         sleepy=SLEEPY,
     )
     rng = random.Random(20261124)
-    for _ in range(4):
+    for _ in range(sized(2, 8)):  # lives killed mid-run
         with Served(base) as served:
             served.wait_ready()
             wait_for(lambda: rows_where(base, status="running"), what="a run in flight")
