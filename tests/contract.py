@@ -13,7 +13,8 @@ FLOWERD = str(Path(sys.executable).with_name("flowerd"))
 # below) is multiplied by this: the bounds written in the tests are about twice what an
 # idle machine takes, and a 2-core VM shared with other work is several times slower. A
 # passing test never waits longer for it; a failing one says so later.
-WAIT_SCALE = float(os.environ.get("FLOWERD_TEST_WAIT_SCALE", "3"))
+DEFAULT_WAIT_SCALE = 3.0
+WAIT_SCALE = float(os.environ.get("FLOWERD_TEST_WAIT_SCALE", DEFAULT_WAIT_SCALE))
 
 
 def bound(timeout_s: float) -> float:
