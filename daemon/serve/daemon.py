@@ -49,7 +49,7 @@ from daemon.serve.lease import Lease
 from daemon.serve.status import LoopLag, Status
 from daemon.serve.validate import load_and_validate
 from daemon.settings import Settings
-from daemon.tell.notifications import THREAD_PREFIX as NOTIFY_THREAD_PREFIX
+from daemon.tell.delivery import THREAD_PREFIX as NOTIFY_THREAD_PREFIX
 from daemon.tell.notifications import Notifications
 
 log = logging.getLogger("daemon.app")  # its name before the move
