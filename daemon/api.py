@@ -84,9 +84,10 @@ def _history_url(base_dir: Path, history: bool | str) -> str | None:
     if history is False or history is None:
         return None
     if history is True:
+        from daemon.schedule.table import check_defaults
         from daemon.settings import load_settings
 
-        return load_settings(base_dir).db_url
+        return check_defaults(load_settings(base_dir)).db_url
     from daemon.settings import normalise_db
 
     return normalise_db(str(history))

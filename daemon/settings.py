@@ -97,17 +97,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"pool {name!r} needs a limit of 1 or more, not {limit}")
         return value
 
-    @field_validator("defaults")
-    @classmethod
-    def _schedule_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value:
-            from daemon.schedule.table import defaults_problems
-
-            problems = defaults_problems(value)
-            if problems:
-                raise ValueError("[defaults] " + "; ".join(problems))
-        return value
-
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -219,8 +208,10 @@ def _describe(exc: ValidationError, toml_file: Path) -> str:
                 f"known settings: {', '.join(fields)}"
             )
         else:
-            lines.append(
-                f"setting {name!r} (flag, FLOWERD_{name.upper()} or {toml_file}): "
-                + err["msg"].removeprefix("Value error, ")
-            )
+            lines.append(setting_problem(name, err["msg"].removeprefix("Value error, "), toml_file))
     return "\n".join(lines)
+
+
+def setting_problem(name: str, problem: str, toml_file: Path) -> str:
+    """One line of a SettingsError: the setting, where it can be given, what is wrong."""
+    return f"setting {name!r} (flag, FLOWERD_{name.upper()} or {toml_file}): {problem}"

@@ -93,6 +93,10 @@ def _global(
 ) -> None:
     """Global options come before the command."""
     settings = load_settings(base_dir, database_url=db, log_level=log_level, log_format=log_format)
+    if settings.defaults:  # the schedule package is imported only for a [defaults] table
+        from daemon.schedule.table import check_defaults
+
+        check_defaults(settings)
     ctx.obj = settings
 
 

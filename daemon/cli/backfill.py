@@ -99,15 +99,10 @@ def rerun_cmd(
 
 
 def _local_plan_args(settings: Settings, schedule_id: str, from_: str, to: str):
+    from daemon.cli.common import project_schedules
     from daemon.runner.backfill import find_schedule, parse_bound, shown
-    from daemon.schedule import load_schedules
 
-    schedules = load_schedules(
-        settings.schedules_dir,
-        default_timezone=settings.timezone,
-        default_isolation=settings.isolation,
-        defaults=settings.defaults,
-    )
+    schedules = project_schedules(settings)
     spec = find_schedule({s.id: s for s in schedules}, schedule_id)
     now = datetime.now(UTC)
     start = parse_bound("--from", from_, spec.zone, now)
@@ -283,20 +278,15 @@ async def _local_backfill(settings: Settings, spec, start, end, rerun: bool, yes
 
 
 async def _local_rerun(settings: Settings, run_id: int):
+    from daemon.cli.common import project_schedules
     from daemon.runner.backfill import Item, Job, Plan, rerun_config
-    from daemon.schedule import load_schedules
 
     pm, history, runner = await _open(settings)
     try:
         record = await history.get_run(run_id)
         schedules = {}
         with contextlib.suppress(FlowerdError, OSError):  # the run may outlive its file
-            found = load_schedules(
-                settings.schedules_dir,
-                default_timezone=settings.timezone,
-                default_isolation=settings.isolation,
-                defaults=settings.defaults,
-            )
+            found = project_schedules(settings)
             schedules = {s.id: s for s in found}
         schedule = schedules.get(record.schedule or "")
         cfg = rerun_config(record, schedule, pm)

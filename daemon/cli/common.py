@@ -73,6 +73,19 @@ def _with_next_fires(rows: list[dict], settings: Settings, paused: set[str]) -> 
     return sorted(rows, key=lambda row: row["schedule"])
 
 
+def project_schedules(settings: Settings) -> list:
+    """The schedules of the project's files, with the settings' timezone, isolation and
+    [defaults] where a schedule sets none (ScheduleError lists every problem)."""
+    from daemon.schedule import load_schedules
+
+    return load_schedules(
+        settings.schedules_dir,
+        default_timezone=settings.timezone,
+        default_isolation=settings.isolation,
+        defaults=settings.defaults,
+    )
+
+
 def _configured_schedules(settings: Settings) -> dict:
     defaults = json.dumps(settings.defaults, sort_keys=True, default=str)  # hashable
     return _schedules_in(settings.schedules_dir, settings.timezone, settings.isolation, defaults)

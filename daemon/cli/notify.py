@@ -24,7 +24,7 @@ def notify_test(
 ) -> None:
     """Send a test notification to a schedule's (or the default) targets; exit 1 if any
     failed. Targets are shown with their passwords and tokens masked."""
-    from daemon.tell.notifications import Message, Sender
+    from daemon.tell.delivery import Message, Sender
 
     settings = settings_of(ctx)
     targets, whose = _targets(settings, schedule)
@@ -59,14 +59,9 @@ async def _send(sender, message) -> int:  # noqa: ANN001
 def _targets(settings, schedule_id: str | None) -> tuple[list[str], str]:  # noqa: ANN001
     if schedule_id is None:
         return list(settings.notify), "the default targets (setting `notify`)"
-    from daemon.schedule import load_schedules
+    from daemon.cli.common import project_schedules
 
-    found = load_schedules(
-        settings.schedules_dir,
-        default_timezone=settings.timezone,
-        default_isolation=settings.isolation,
-        defaults=settings.defaults,
-    )
+    found = project_schedules(settings)
     schedules = {s.id: s for s in found}
     found = schedules.get(schedule_id)
     if found is None:

@@ -15,6 +15,7 @@ from daemon.cli.app import JsonFlag, app, settings_of
 from daemon.cli.common import (
     _instant,
     _read_history,
+    project_schedules,
 )
 from daemon.errors import FlowerdError
 from daemon.settings import Settings
@@ -33,16 +34,10 @@ def schedules(
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
     from daemon.http.shapes import schedule_json
-    from daemon.schedule import load_schedules
 
     after = _instant("--from", from_) or datetime.now(UTC)
     settings = settings_of(ctx)
-    found = load_schedules(
-        settings.schedules_dir,
-        default_timezone=settings.timezone,
-        default_isolation=settings.isolation,
-        defaults=settings.defaults,
-    )
+    found = project_schedules(settings)
     paused = asyncio.run(_paused_schedules(settings.db_url)) if found else {}
     running = _daemon_fires(settings)
     rows = [

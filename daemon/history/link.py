@@ -12,7 +12,7 @@ BEGIN and COMMIT and returns its result. Two links, one contract:
 - `AsyncLink` (PostgreSQL and other async drivers): the same function through
   SQLAlchemy's `AsyncConnection.run_sync`.
 
-The statements themselves are plain SQLAlchemy Core in both (writer.apply and the
+The statements themselves are plain SQLAlchemy Core in both (statements.apply and the
 'call' writes), so there is one place that says what a write is.
 """
 

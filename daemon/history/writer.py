@@ -2,8 +2,9 @@
 
 Every write is an `_Op` queued to the writer. It takes everything queued since its last
 commit and writes it in one transaction with a handful of Core statements (one multi-row
-INSERT, one executemany per UPDATE kind), so 1000 concurrent runs cost a few commits, not
-3000. Each caller's await returns after the commit that holds its own row.
+INSERT, one executemany per UPDATE kind: daemon.history.statements), so 1000 concurrent
+runs cost a few commits, not 3000. Each caller's await returns after the commit that holds
+its own row.
 
 Faults. When a transaction fails for a reason time can mend -- the database locked, the
 disk full, the file read-only, deleted or corrupt, PostgreSQL down -- nothing is dropped:
@@ -36,7 +37,7 @@ import sqlalchemy as sa
 from daemon.errors import HistoryError
 from daemon.history.engine import unusable
 from daemon.history.link import Link
-from daemon.history.schema import ACTIVE, SLOT_KEY_WHERE, SLOT_TRIGGERS, run_logs, runs
+from daemon.history.statements import apply
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ STALL_S = 5.0  # a commit taking longer than this is reported as an outage while
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
 REPORT_EVERY_S = 60.0
-_SLOT_KEY = ("schedule", "scheduled_at")
 
 
 @dataclass(eq=False, slots=True)
@@ -79,116 +79,6 @@ class Outage:
     reported_at: float = 0.0
 
 
-# --------------------------------------------------------------------------- statements
-
-
-def _slot_key(values: dict) -> tuple | None:
-    """(schedule, scheduled_at) of a row the slot key covers; None for the others (a
-    `manual` or `rerun` row never collides: the partial unique index leaves them out)."""
-    if values.get("schedule") is None or values.get("scheduled_at") is None:
-        return None
-    if values.get("trigger") not in SLOT_TRIGGERS:
-        return None
-    return values["schedule"], values["scheduled_at"]
-
-
-def _by_shape(ops: list[_Op]) -> list[list[_Op]]:
-    """Ops grouped by the columns they set, for one executemany per group. Writes leave
-    out their None values: fewer bound parameters is the cheapest speed-up there is."""
-    groups: dict[tuple, list[_Op]] = {}
-    for op in ops:
-        groups.setdefault(tuple(op.values), []).append(op)
-    return list(groups.values())
-
-
-def _dialect_insert(conn: sa.Connection):
-    name = conn.dialect.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        raise HistoryError(f"history databases on {name} are not supported (sqlite, postgresql)")
-    return insert
-
-
-def _insert_slots(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
-    """Rows with a slot key, in one INSERT .. ON CONFLICT DO NOTHING RETURNING: a slot
-    already in the table (or twice in this batch) gets no id. RETURNING order is not
-    guaranteed, so ids are matched back by the slot key, which is unique."""
-    first: dict[tuple, _Op] = {}
-    for op in ops:
-        key = _slot_key(op.values)
-        if key in first:
-            results[id(op)] = None
-        else:
-            first[key] = op
-    stmt = (
-        _dialect_insert(conn)(runs)
-        .on_conflict_do_nothing(index_elements=list(_SLOT_KEY), index_where=SLOT_KEY_WHERE)
-        .returning(runs.c.id, runs.c.schedule, runs.c.scheduled_at)
-    )
-    rows = conn.execute(stmt, [op.values for op in first.values()]).all()
-    ids = {(row.schedule, row.scheduled_at): row.id for row in rows}
-    for key, op in first.items():
-        results[id(op)] = ids.get(key)
-
-
-def _insert_rows(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
-    for group in _by_shape([op for op in ops if _slot_key(op.values) is not None]):
-        _insert_slots(conn, group, results)
-    stmt = sa.insert(runs).returning(runs.c.id)
-    for op in ops:  # manual runs and reruns: rare, and they never collide
-        if _slot_key(op.values) is None:
-            results[id(op)] = conn.execute(stmt, op.values).scalar_one()
-
-
-@functools.lru_cache(maxsize=64)  # one Core statement per shape, so SQLAlchemy's cache hits
-def _update_stmt(params: tuple[str, ...], only_active: bool, dialect: str = "") -> sa.Update:
-    """UPDATE runs SET <col> = :b_<col> ... WHERE id = :b_id, for executemany."""
-    stmt = sa.update(runs).where(runs.c.id == sa.bindparam("b_id"))
-    if only_active:  # a late mark_running never revives a finished row
-        # (no IN: executemany refuses its expanding parameter)
-        stmt = stmt.where(sa.or_(*(runs.c.status == status for status in sorted(ACTIVE))))
-    columns = [name[2:] for name in params if name != "b_id"]
-    values: dict[str, Any] = {column: sa.bindparam(f"b_{column}") for column in columns}
-    if "finished_at" in values and "duration_s" not in values:
-        values["duration_s"] = _duration_since_start(dialect)  # started_at from an earlier write
-    return stmt.values(values)
-
-
-def _duration_since_start(dialect: str) -> sa.ColumnElement:
-    finished = sa.bindparam("b_finished_at", type_=runs.c.finished_at.type)
-    if dialect == "sqlite":
-        # julianday() arithmetic is good to ~0.1 ms: kept to the millisecond, as stats shows it
-        days = sa.func.julianday(finished) - sa.func.julianday(runs.c.started_at)
-        return sa.func.round(days * 86400.0, 3)
-    return sa.extract("epoch", finished - runs.c.started_at)
-
-
-def apply(batch: list[_Op], conn: sa.Connection) -> list[Any]:
-    """Write one batch inside the caller's transaction (see link.py: in the SQLite
-    link's thread, or through run_sync); results in batch order.
-    Inserts first, then all mark_running, then all finish (one executemany, i.e. one
-    driver call, per shape), then the other writes in the order they came."""
-    by_kind: dict[str, list[_Op]] = {k: [] for k in ("insert", "running", "finish", "log", "call")}
-    for op in batch:
-        by_kind[op.kind].append(op)
-    results: dict[int, Any] = {}
-    if by_kind["insert"]:
-        _insert_rows(conn, by_kind["insert"], results)
-    for kind in ("running", "finish"):
-        for group in _by_shape(by_kind[kind]):
-            stmt = _update_stmt(tuple(group[0].values), kind == "running", conn.dialect.name)
-            conn.execute(stmt, [op.values for op in group])
-    if by_kind["log"]:  # every run's log lines of the batch: one executemany
-        rows = [row for op in by_kind["log"] for row in op.values]
-        conn.execute(sa.insert(run_logs), rows)
-    for op in by_kind["call"]:
-        results[id(op)] = op.values(conn)
-    return [results.get(id(op)) for op in batch]
-
-
 def is_transient(exc: BaseException) -> bool:
     """Faults the writer holds rows through, as opposed to a write wrong in itself."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
@@ -210,6 +100,33 @@ def reason_of(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- the writer
+
+
+class FileWatch:
+    """The SQLite database file under the writer (`path`; None: no file to watch). Deleted
+    or replaced, writing on would go to an unlinked inode: `check` recreates (migrates) it
+    and reconnects before the next commit; until that works, an outage."""
+
+    def __init__(self, path: Path | None, reopen: Callable[[], Awaitable[Link]] | None, label: str):
+        self.path = path
+        self.label = label
+        self._reopen = reopen
+        self._identity = _file_identity(path)
+
+    async def check(self, link: Link) -> Link:
+        """`link`, or the new one to the recreated file."""
+        if self.path is None or _file_identity(self.path) == self._identity:
+            return link
+        what = "was deleted" if not self.path.exists() else "was replaced"
+        log.error("%s: the history database file %s; recreating it", self.label, what)
+        try:
+            await link.close()
+            if self._reopen is not None:
+                link = await self._reopen()
+        except Exception as exc:
+            raise _Outage(f"the database file {what} and cannot be recreated: {exc}") from exc
+        self._identity = _file_identity(self.path)
+        return link
 
 
 class Writer:
@@ -236,9 +153,7 @@ class Writer:
         self.on_state: Callable[[], None] = lambda: None
         self.on_outage: Callable[[str], None] | None = None  # outage_s passed
         self.held: list[_Op] = []  # the batch being written (or held through an outage)
-        self._reopen = reopen
-        self._watch = watch_file
-        self._identity = _file_identity(watch_file)
+        self._file = FileWatch(watch_file, reopen, label)
         self._commit_started: float | None = None
         self._gave_up = False
         self._back_since = time.monotonic()  # opened, or writable again after an outage
@@ -353,7 +268,7 @@ class Writer:
         delay = RETRY_MIN_S
         while True:
             try:
-                await self._check_file()
+                self.link = await self._file.check(self.link)
                 await self._commit(batch)
             except _Outage as outage:
                 await self._after_failure(outage)
@@ -376,23 +291,6 @@ class Writer:
             batch.append(op)
         if len(batch) >= MAX_HELD_OPS:
             self._give_up(f"more than {MAX_HELD_OPS:,} row writes are held in memory")
-
-    async def _check_file(self) -> None:
-        if self._watch is not None and _file_identity(self._watch) != self._identity:
-            await self._reopen_database()
-
-    async def _reopen_database(self) -> None:
-        """The database file was deleted or replaced under us: writing on would go to an
-        unlinked inode. Recreate (migrate) it and reconnect; until that works, an outage."""
-        what = "was deleted" if not self._watch.exists() else "was replaced"
-        log.error("%s: the history database file %s; recreating it", self.label, what)
-        try:
-            await self.link.close()
-            if self._reopen is not None:
-                self.link = await self._reopen()
-        except Exception as exc:
-            raise _Outage(f"the database file {what} and cannot be recreated: {exc}") from exc
-        self._identity = _file_identity(self._watch)
 
     async def _commit(self, ops: list[_Op]) -> None:
         self._commit_started = time.monotonic()

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from daemon.errors import FlowerdError, RunNotFound, UsageError
 from daemon.http.listing import MAX_ROWS, Listing
 from daemon.http.metrics import CONTENT_TYPE
+from daemon.http.served import Served
 from daemon.http.shapes import run_detail_json, schedule_json
 
 log = logging.getLogger("daemon.http.api")  # its name before the move
@@ -48,7 +49,7 @@ class RunIdConvertor(Convertor[int]):
 register_url_convertor("run_id", RunIdConvertor())
 
 
-def routes(daemon: Any, listing: Listing) -> list[Route]:
+def routes(daemon: Served, listing: Listing) -> list[Route]:
     api = Api(daemon, listing)
     return [
         Route("/metrics", api.metrics),
@@ -131,7 +132,7 @@ def _shown(text: str) -> str:
 
 
 class Api:
-    def __init__(self, daemon: Any, listing: Listing):
+    def __init__(self, daemon: Served, listing: Listing):
         self.daemon = daemon
         self.listing = listing
 

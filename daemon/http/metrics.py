@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +37,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daemon.runner.events import RunEvent
+
+if TYPE_CHECKING:
+    from daemon.http.served import Served
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,11 @@ class Metrics:
             registry=r,
         )
         self.last_success: dict[str, float] = {}
-        self._daemon: Any = None
+        self._daemon: Served | None = None
         self._scraped: list = []
         r.register(_ScrapeTime(self))
 
-    def bind(self, daemon: Any) -> None:
+    def bind(self, daemon: Served) -> None:
         """The daemon whose runner, scheduler and history the scrape-time gauges read."""
         self._daemon = daemon
 
@@ -181,7 +184,7 @@ def _last_successes(last_success: dict[str, float], schedules: Iterable[str]) ->
     return last
 
 
-def _daemon_gauges(daemon: Any) -> list:
+def _daemon_gauges(daemon: Served) -> list:
     running = GaugeMetricFamily("flowerd_runs_running", "Runs being carried out now")
     running.add_metric([], len(daemon.runner.active))
     nxt = GaugeMetricFamily(

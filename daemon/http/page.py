@@ -13,7 +13,6 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -28,6 +27,7 @@ from daemon.history import STATUSES, TRIGGERS
 from daemon.http.cells import RecentRuns
 from daemon.http.json_api import parse_run_filters, read_logs
 from daemon.http.listing import Listing
+from daemon.http.served import Served
 
 HERE = Path(__file__).resolve().parent
 CELLS = 30
@@ -45,7 +45,7 @@ LEGEND = (
 )
 
 
-def routes(daemon: Any, listing: Listing) -> list:
+def routes(daemon: Served, listing: Listing) -> list:
     page = Page(daemon, listing)
     return [
         Route("/", page.schedules),
@@ -78,7 +78,7 @@ def _templates() -> Environment:
 
 
 class Page:
-    def __init__(self, daemon: Any, listing: Listing):
+    def __init__(self, daemon: Served, listing: Listing):
         self.daemon = daemon
         self.listing = listing
         self.templates = _templates()

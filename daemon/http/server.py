@@ -19,13 +19,16 @@ import errno
 import logging
 import socket
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
 
 from daemon.http.address import base_url, is_loopback, parse_address
 from daemon.http.protocol import protocol
+
+if TYPE_CHECKING:
+    from daemon.http.served import Served
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class HttpServer:
             log.error("the HTTP server stopped: %r", task.exception())
 
 
-async def start(daemon: Any, stack: AsyncExitStack) -> HttpServer | None:
+async def start(daemon: Served, stack: AsyncExitStack) -> HttpServer | None:
     """Listen on the daemon's `http` setting; None when it is `off` or cannot listen (the
     daemon fires its slots either way; the reason is logged)."""
     settings = daemon.settings
@@ -140,7 +143,7 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
-def build_app(daemon: Any) -> Starlette:
+def build_app(daemon: Served) -> Starlette:
     """The Starlette app: the API and metrics routes, then the page's. No CORS."""
     from daemon.http import json_api, page
     from daemon.http.listing import Listing

@@ -11,11 +11,14 @@ A run-event listener: it looks only when a run of such a schedule ends in a fail
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
+from daemon.history import History
 from daemon.runner.events import RunEvent
+from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.failures")  # its name before the move
 
@@ -30,10 +33,26 @@ def pause_reason(count: int) -> str:
 
 
 class FailurePolicy:
-    """Attach to the runner's events; pauses through `daemon.pause_schedule`."""
+    """Attach to the runner's events. Given the callables it uses (as Upstream is):
+    `paused()` and `schedules()` now, `pause(schedule, reason)` persisted, `notify_state`
+    the notifier's, `spawn` the runner's; `history` counts the failures in a row."""
 
-    def __init__(self, daemon: Any):
-        self.daemon = daemon
+    def __init__(
+        self,
+        *,
+        history: History,
+        paused: Callable[[], set[str]],
+        schedules: Callable[[], Mapping[str, Schedule]],
+        pause: Callable[[Schedule, str], Awaitable[None]],
+        notify_state: Callable[[Schedule, str, str], None],
+        spawn: Callable[[Coroutine], asyncio.Task],
+    ):
+        self.history = history
+        self._paused = paused
+        self._schedules = schedules
+        self._pause = pause
+        self._notify_state = notify_state
+        self._spawn = spawn
         self.resumed_at: dict[str, datetime] = {}  # a resume gives N fresh tries
 
     def resumed(self, schedule_id: str) -> None:
@@ -44,17 +63,16 @@ class FailurePolicy:
         limit = getattr(schedule, "pause_after_failures", 0)
         if event.kind != "finished" or not limit or event.status not in FAILURE_STATES:
             return
-        if schedule.id not in self.daemon.paused:
-            self.daemon.runner.spawn(self._check(schedule, limit))
+        if schedule.id not in self._paused():
+            self._spawn(self._check(schedule, limit))
 
-    async def _check(self, schedule: Any, limit: int) -> None:
+    async def _check(self, schedule: Schedule, limit: int) -> None:
         since = self.resumed_at.get(schedule.id)
-        history = self.daemon.history
-        streak = await history.failures_in_a_row(schedule.id, limit=limit, since=since)
-        current = self.daemon.scheduler.schedules.get(schedule.id)
-        if streak < limit or current is None or schedule.id in self.daemon.paused:
+        streak = await self.history.failures_in_a_row(schedule.id, limit=limit, since=since)
+        current = self._schedules().get(schedule.id)
+        if streak < limit or current is None or schedule.id in self._paused():
             return
         reason = pause_reason(limit)
-        await self.daemon.pause_schedule(current, reason)
+        await self._pause(current, reason)
         log.warning("schedule %s %s", schedule.id, reason)
-        self.daemon.notifications.notify_state(current, "paused", reason)
+        self._notify_state(current, "paused", reason)

@@ -10,19 +10,55 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.errors import UsageError
+from daemon.history import History
 from daemon.inputs import check_not_reserved
 from daemon.orchestration.deadlines import Deadlines
 from daemon.orchestration.failures import FailurePolicy
 from daemon.orchestration.upstream import SLOT_TRIGGERS, Upstream
-from daemon.pipeline import RunConfig
+from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner.pools import Pools
+from daemon.runner.runner import Runner
+from daemon.runner.scheduler import Scheduler
 from daemon.schedule import Schedule
 
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge
 
-def counted_pools(limits: dict[str, int], metrics: Any) -> Pools:
+
+class Counted(Protocol):
+    """The metrics orchestration counts in (daemon.http.metrics.Metrics)."""
+
+    pool_waiting: Gauge
+    runs_late: Counter
+
+
+class Told(Protocol):
+    """The notifier of schedule states (daemon.tell.notifications.Notifications)."""
+
+    def notify_state(self, schedule: Schedule, word: str, message: str) -> None: ...
+
+
+class DaemonView(Protocol):
+    """What Across uses of the daemon (daemon.serve.daemon), once its runner exists; the
+    scheduler from the moment slots fire."""
+
+    runner: Runner
+    scheduler: Scheduler
+    history: History
+    pm: Pipelines
+    metrics: Counted
+    notifications: Told
+
+    @property
+    def paused(self) -> set[str]: ...
+
+    async def pause_schedule(self, schedule: Schedule, reason: str | None = None) -> None: ...
+
+
+def counted_pools(limits: dict[str, int], metrics: Counted) -> Pools:
     """The `pools` setting's limits for the Runner; the runs waiting for each pool are
     counted in `flowerd_pool_waiting{pool}`."""
 
@@ -35,12 +71,19 @@ def counted_pools(limits: dict[str, int], metrics: Any) -> Pools:
 class Across:
     """Made by the Daemon once its runner exists; `start_upstream` once it fires."""
 
-    def __init__(self, daemon: Any, stack: AsyncExitStack):
+    def __init__(self, daemon: DaemonView, stack: AsyncExitStack):
         self.daemon = daemon
         runner = daemon.runner
         self.deadlines = Deadlines(waiting=self._slot_waiting, on_late=self._late)
         stack.callback(self.deadlines.close)
-        self.failures = FailurePolicy(daemon)
+        self.failures = FailurePolicy(
+            history=daemon.history,
+            paused=lambda: daemon.paused,
+            schedules=lambda: daemon.scheduler.schedules,
+            pause=daemon.pause_schedule,
+            notify_state=daemon.notifications.notify_state,
+            spawn=runner.spawn,
+        )
         self.upstream = Upstream(
             schedules=lambda: daemon.scheduler.schedules,
             fire=self._on_upstream,

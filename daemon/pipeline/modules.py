@@ -129,7 +129,7 @@ class Project:
         global _current
         with _LOCK:
             _current = self
-            self._package()
+            _register_package(self.package, self.directory)
             for name, module in self._owned.items():
                 if sys.modules.get(name) is not module:
                     sys.modules[name] = module
@@ -230,19 +230,6 @@ class Project:
             if owner is not None or str(getattr(module, "__file__", "")).startswith(prefix):
                 del sys.modules[key]
 
-    def _package(self) -> None:
-        if ROOT_PACKAGE not in sys.modules:
-            root = types.ModuleType(ROOT_PACKAGE, "flowerd's per-project packages")
-            root.__path__ = []
-            root.__spec__ = importlib.machinery.ModuleSpec(ROOT_PACKAGE, None, is_package=True)
-            sys.modules[ROOT_PACKAGE] = root
-        if self.package not in sys.modules:
-            package = types.ModuleType(self.package, f"the modules of {self.directory}")
-            package.__path__ = [str(self.directory)]
-            package.__spec__ = importlib.machinery.ModuleSpec(self.package, None, is_package=True)
-            package.__spec__.submodule_search_locations = package.__path__
-            sys.modules[self.package] = package
-
     # -- the finder's half -----------------------------------------------------------------
     def _source(self, name: str) -> Path | None:
         for candidate in (self.directory / f"{name}.py", self.directory / name / "__init__.py"):
@@ -335,6 +322,22 @@ class Project:
         return origin
 
 
+def _register_package(name: str, directory: Path) -> None:
+    """The project's package (`name`, under ROOT_PACKAGE) in sys.modules, its path the
+    project's directory: a top-level module's `from . import x` resolves there."""
+    if ROOT_PACKAGE not in sys.modules:
+        root = types.ModuleType(ROOT_PACKAGE, "flowerd's per-project packages")
+        root.__path__ = []
+        root.__spec__ = importlib.machinery.ModuleSpec(ROOT_PACKAGE, None, is_package=True)
+        sys.modules[ROOT_PACKAGE] = root
+    if name not in sys.modules:
+        package = types.ModuleType(name, f"the modules of {directory}")
+        package.__path__ = [str(directory)]
+        package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        package.__spec__.submodule_search_locations = package.__path__
+        sys.modules[name] = package
+
+
 class _TopLevelSpec(importlib.machinery.ModuleSpec):
     """A top-level module whose `from . import x` resolves in its project's package."""
 
@@ -389,7 +392,7 @@ def prepare_worker(directory: str, package: str) -> None:
         return
     project = Project(Path(directory))
     project.package = package
-    project._package()
+    _register_package(package, project.directory)
     _current = project
 
 

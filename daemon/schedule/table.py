@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from daemon.errors import did_you_mean
+from daemon.errors import SettingsError, did_you_mean
 from daemon.schedule.fields import TABLE_FIELDS, ScheduleTable, known_zone
 from daemon.schedule.record import Schedule
+from daemon.settings import SETTINGS_FILE, Settings, setting_problem
 
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
@@ -57,6 +58,19 @@ def defaults_problems(table: Mapping[str, Any]) -> list[str]:
     except ValidationError as exc:
         problems += _field_problems(exc)
     return problems
+
+
+def check_defaults(settings: Settings) -> Settings:
+    """`settings` whose `[defaults]` table holds only what a schedule's fields can take;
+    else a SettingsError naming each bad key. daemon.settings is below the schedule
+    package, so whoever loads settings for a project (the CLI, the Python API) asks here."""
+    problems = defaults_problems(settings.defaults) if settings.defaults else []
+    if problems:
+        toml_file = settings.base_dir / SETTINGS_FILE
+        raise SettingsError(
+            setting_problem("defaults", "[defaults] " + "; ".join(problems), toml_file)
+        )
+    return settings
 
 
 def parse_table(

@@ -1,13 +1,15 @@
 """Catch-up at start-up: the slots that passed while no daemon ran. Each schedule's
 `catchup` (none | latest | all) says which of them run now; the others get `missed` rows
 (a slot its calendar excludes: `skipped`), at most MAX_MISSED_ROWS per schedule and
-outage, the oldest row counting every earlier slot. Mixed into Daemon (daemon.serve.daemon).
+outage, the oldest row counting every earlier slot. A part of the Daemon (daemon.serve.daemon),
+made once its runner exists; `run` goes between the reaping and the scheduler's start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from daemon.history import History, RunError
@@ -29,12 +31,23 @@ MAX_COUNTED_SLOTS = 10_000  # cron slots are walked to count them (~30 us each):
 
 
 class CatchUp:
-    """Mixed into Daemon: `_catch_up` runs between the reaping and the scheduler's start."""
+    """`run(schedules, now)`: the slots that passed while no daemon ran, decided."""
 
-    history: History
-    runner: Runner
-    lease: Lease
-    paused: set[str]
+    def __init__(
+        self, history: History, runner: Runner, lease: Lease, paused: Callable[[], set[str]]
+    ):
+        self.history = history
+        self.runner = runner
+        self.lease = lease
+        self._paused = paused
+
+    @property
+    def paused(self) -> set[str]:
+        return self._paused()
+
+    async def run(self, schedules: list[Schedule], now: datetime) -> set[str]:
+        """The ids of schedules new to the history (their first slots: see start-up)."""
+        return await self._catch_up(schedules, now)
 
     async def _catch_up(self, schedules: list[Schedule], now: datetime) -> set[str]:
         """Missed rows of every schedule are queued together and share the writer's

@@ -1,7 +1,8 @@
 """What the control channel (and HTTP) asks of a running daemon: trigger, pause, resume,
 reload (validated first, applied only if all of it is valid; passed on to the other
 daemons on the same history), and the pauses and reloads those daemons pass on to this
-one. Mixed into Daemon (daemon.serve.daemon); `status` is daemon.serve.status's.
+one. Parts of the Daemon (daemon.serve.daemon): `Commands` acts through the `Commanded`
+view of it; `Pauses` is which schedules are paused and why. `status` is daemon.serve.status's.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History
@@ -26,34 +29,65 @@ from daemon.settings import Settings
 log = logging.getLogger("daemon.app")  # a part of the daemon: its lines keep that name
 
 
-class Commands:
-    """Mixed into Daemon: the control channel's handlers."""
+class Pauses:
+    """The schedules paused now, and why each paused (None: by hand). Read from the
+    history at start-up; changed by pause/resume here and by other daemons' (the lease)."""
+
+    def __init__(self) -> None:
+        self.paused: set[str] = set()
+        self.reasons: dict[str, str | None] = {}
+
+    def load(self, reasons: dict[str, str | None]) -> None:
+        self.reasons = dict(reasons)
+        self.paused = set(reasons)
+
+    def add(self, schedule_id: str, reason: str | None) -> None:
+        self.paused.add(schedule_id)
+        self.reasons.setdefault(schedule_id, reason)
+
+    def discard(self, schedule_id: str) -> None:
+        self.paused.discard(schedule_id)
+        self.reasons.pop(schedule_id, None)
+
+
+class Commanded(Protocol):
+    """What Commands acts on (and daemon.runner.backfill.Jobs reads): the daemon once its
+    scheduler runs."""
 
     settings: Settings
     notifier: systemd.SystemdNotifier
+    pm: Pipelines
     history: History
     runner: Runner
     scheduler: Scheduler
     across: Across
     lease: Lease
-    paused: set[str]
-    paused_reasons: dict[str, str | None]
-    _reload_lock: asyncio.Lock
+    pauses: Pauses
+    refresh_status: Callable[[], None]
+    status: Callable[..., Awaitable[dict]]
 
-    def _handlers(self):
+
+class Commands:
+    """The control channel's handlers (and HTTP's trigger, pause, resume)."""
+
+    def __init__(self, daemon: Commanded):
+        self.daemon = daemon
+        self._reload_lock = asyncio.Lock()
+
+    def handlers(self) -> dict:
         return {
-            "status": self.status,
+            "status": self.daemon.status,
             "reload": self.reload,
             "trigger": self.trigger,
             "pause": self.pause,
             "resume": self.resume,
             "loaded": self.loaded,
-            **Jobs(self).handlers(),  # backfill, rerun and their progress
+            **Jobs(self.daemon).handlers(),  # backfill, rerun and their progress
         }
 
     def _schedule(self, request: dict) -> Schedule:
         schedule_id = request.get("schedule")
-        schedules = self.scheduler.schedules
+        schedules = self.daemon.scheduler.schedules
         if schedule_id not in schedules:
             hint = did_you_mean(str(schedule_id), schedules)
             raise FlowerdError(
@@ -65,13 +99,13 @@ class Commands:
     async def loaded(self, request: dict) -> dict:
         """What this daemon fires: each schedule's fingerprint, for `flowerd schedules` to
         compare with the files."""
-        schedules = self.scheduler.schedules
+        schedules = self.daemon.scheduler.schedules
         return {"schedules": {s_id: s.fingerprint() for s_id, s in schedules.items()}}
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        inputs = await self.across.trigger_inputs(schedule, request.get("inputs") or {})
-        run_id = await self.runner.trigger(schedule, inputs)
+        inputs = await self.daemon.across.trigger_inputs(schedule, request.get("inputs") or {})
+        run_id = await self.daemon.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",
             "run_id": run_id,
@@ -79,7 +113,7 @@ class Commands:
 
     async def pause(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        if schedule.id in self.paused:
+        if schedule.id in self.daemon.pauses.paused:
             return {"message": f"{schedule.id} was paused already"}
         log.info("paused %s: it fires no slots until `flowerd resume %s`", schedule.id, schedule.id)
         await self.pause_schedule(schedule)
@@ -87,85 +121,86 @@ class Commands:
 
     async def pause_schedule(self, schedule: Schedule, reason: str | None = None) -> None:
         """Persist the pause (with why, when it paused itself) and stop firing."""
-        await self.history.set_paused(schedule.id, True, reason)
-        self.paused.add(schedule.id)
-        self.paused_reasons.setdefault(schedule.id, reason)
-        self.scheduler.pause(schedule.id)
-        self.refresh_status()
+        await self.daemon.history.set_paused(schedule.id, True, reason)
+        self.daemon.pauses.add(schedule.id, reason)
+        self.daemon.scheduler.pause(schedule.id)
+        self.daemon.refresh_status()
 
     async def resume(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        if schedule.id not in self.paused:
+        if schedule.id not in self.daemon.pauses.paused:
             return {"message": f"{schedule.id} is not paused"}
         log.info("resumed %s: it fires again from its next slot", schedule.id)
-        await self.history.set_paused(schedule.id, False)
-        self.paused.discard(schedule.id)
-        self.paused_reasons.pop(schedule.id, None)
-        self.across.resumed(schedule.id)
-        self.scheduler.resume(schedule.id)
-        self.refresh_status()
+        await self.daemon.history.set_paused(schedule.id, False)
+        self.daemon.pauses.discard(schedule.id)
+        self.daemon.across.resumed(schedule.id)
+        self.daemon.scheduler.resume(schedule.id)
+        self.daemon.refresh_status()
         return {"message": f"resumed {schedule.id}"}
 
-    def _paused_elsewhere(self, paused: frozenset[str]) -> None:
+    def paused_elsewhere(self, paused: frozenset[str]) -> None:
         """A pause or resume sent to another daemon on this history (read at renewal)."""
-        for schedule_id in sorted(paused ^ self.paused):
-            if schedule_id not in self.scheduler.schedules:
+        pauses, scheduler = self.daemon.pauses, self.daemon.scheduler
+        for schedule_id in sorted(paused ^ pauses.paused):
+            if schedule_id not in scheduler.schedules:
                 continue
             if schedule_id in paused:
-                self.scheduler.pause(schedule_id)
+                scheduler.pause(schedule_id)
             else:
-                self.scheduler.resume(schedule_id)
+                scheduler.resume(schedule_id)
             log.info(
                 "%s %s (by another daemon)",
                 "paused" if schedule_id in paused else "resumed",
                 schedule_id,
             )
-        if paused != self.paused:
-            self.paused = set(paused)
-            self.refresh_status()
+        if paused != pauses.paused:
+            pauses.paused = set(paused)
+            self.daemon.refresh_status()
 
-    def _reload_elsewhere(self) -> None:
+    def reload_elsewhere(self) -> None:
         async def reload() -> None:
             with contextlib.suppress(ScheduleError):
                 await self.reload(propagate=False)
 
-        self.runner.spawn(reload())
+        self.daemon.runner.spawn(reload())
 
     async def reload(self, request: dict | None = None, *, propagate: bool = True) -> dict:
         """Validate everything first; apply the difference only if all of it is valid.
         A reload asked of this daemon reaches the others on the same history too."""
+        settings, notifier = self.daemon.settings, self.daemon.notifier
         async with self._reload_lock:
-            self.notifier.reloading()
+            notifier.reloading()
             try:
                 schedules, warnings = await asyncio.to_thread(
                     load_and_validate,
-                    self.settings,
-                    Pipelines(self.settings.base_dir, pipelines_dir=self.settings.pipelines_dir),
+                    settings,
+                    Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir),
                 )
                 summary = self._apply({s.id: s for s in schedules})
             except ScheduleError as exc:
                 log.error("reload refused, keeping the current schedules:\n%s", exc)
                 raise
             finally:
-                self.notifier.ready()  # after the new schedules are in place (or refused)
+                notifier.ready()  # after the new schedules are in place (or refused)
             for warning in warnings:
                 log.warning("%s", warning)
             log.info("reloaded: %s", summary)
-            self.across.reloaded()
-            self.refresh_status()
+            self.daemon.across.reloaded()
+            self.daemon.refresh_status()
         if propagate:
-            await self.lease.ask_others_to_reload()
+            await self.daemon.lease.ask_others_to_reload()
         return {"message": f"reloaded: {summary}", "warnings": warnings}
 
     def _apply(self, new: dict[str, Schedule]) -> str:
-        old = self.scheduler.schedules
+        scheduler, paused = self.daemon.scheduler, self.daemon.pauses.paused
+        old = scheduler.schedules
         added = [s for s in new if s not in old]
         removed = [s for s in old if s not in new]
         changed = [s for s in new if s in old and new[s] != old[s]]
         for schedule_id in removed:
-            self.scheduler.remove(schedule_id)
+            scheduler.remove(schedule_id)
         for schedule_id in added + changed:
-            self.scheduler.replace(new[schedule_id], paused=schedule_id in self.paused)
+            scheduler.replace(new[schedule_id], paused=schedule_id in paused)
         return (
             f"{_named(added, 'added')}, {_named(removed, 'removed')}, "
             f"{_named(changed, 'changed')}, {len(new) - len(added) - len(changed)} unchanged"

@@ -6,10 +6,11 @@
     SIGTERM -> STOPPING=1 -> stop firing -> drain (grace) -> cancel the rest -> exit 0
 
 Every part registers its own cleanup on one AsyncExitStack, so a failure half-way
-through start-up still closes what was opened. Daemon's parts, mixed in: daemon.serve.startup
-(start-up, reaping), daemon.serve.catchup, daemon.serve.commands (the control channel's handlers)
-and daemon.serve.status (status, health, loop lag); here: the stop, the signals and the serve
-loop.
+through start-up still closes what was opened. `start` builds the parts in that order
+(its longer steps are daemon.serve.startup's) and `stage` says how far it got. The Daemon
+holds them as objects: CatchUp (daemon.serve.catchup), Commands and Pauses (daemon.serve.
+commands: the control channel's handlers), Status and LoopLag (daemon.serve.status); here:
+start-up, the stop, the signals and the serve loop.
 """
 
 from __future__ import annotations
@@ -30,18 +31,26 @@ from dataclasses import dataclass
 from daemon import logs
 from daemon.errors import ScheduleError
 from daemon.history import History
+from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
-from daemon.pipeline import Pipelines
+from daemon.orchestration.wiring import Across, counted_pools
+from daemon.pipeline import Pipelines, cluster
+from daemon.project import database_lock, project_lock
+from daemon.runner.events import finished_event
 from daemon.runner.execute import utcnow
 from daemon.runner.runner import Runner, install_task_guard
 from daemon.runner.scheduler import Scheduler
-from daemon.serve import retention, systemd
+from daemon.schedule import Schedule
+from daemon.serve import retention, startup, systemd
 from daemon.serve.catchup import CatchUp
-from daemon.serve.commands import Commands
-from daemon.serve.startup import StartUp
-from daemon.serve.status import Status
+from daemon.serve.commands import Commands, Pauses
+from daemon.serve.control import ControlServer
+from daemon.serve.lease import Lease
+from daemon.serve.status import LoopLag, Status
+from daemon.serve.validate import load_and_validate
 from daemon.settings import Settings
-from daemon.tell.notifications import THREAD_PREFIX as NOTIFY_THREAD_PREFIX
+from daemon.tell.delivery import THREAD_PREFIX as NOTIFY_THREAD_PREFIX
+from daemon.tell.notifications import Notifications
 
 log = logging.getLogger("daemon.app")  # its name before the move
 
@@ -52,6 +61,9 @@ log = logging.getLogger("daemon.app")  # its name before the move
 SWITCH_INTERVAL_S = 0.001
 EXIT_JOIN_S = 1.0  # at a stop, how long an unavailable history is waited for
 
+# How far start-up got: each stage's part exists from then on (Daemon.reached).
+STAGES = ("locks", "history", "runner", "notifications", "scheduler", "serving")
+
 
 @dataclass
 class _Stop:
@@ -60,7 +72,7 @@ class _Stop:
     failure: str | None = None  # why the daemon stops by itself (exit non-zero)
 
 
-class Daemon(StartUp, CatchUp, Commands, Status):
+class Daemon:
     """The running daemon: what the control channel and the signal handlers act on."""
 
     def __init__(self, settings: Settings, notifier: systemd.SystemdNotifier):
@@ -70,19 +82,137 @@ class Daemon(StartUp, CatchUp, Commands, Status):
         self.pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
         self.started_at = utcnow()  # slots of schedules new to the history count from here
-        self.loop_lag_s = 0.0
-        self.paused: set[str] = set()
-        self.paused_reasons: dict[str, str | None] = {}  # why each paused (None: by hand)
+        self.stage = STAGES[0]
+        # the parts start builds, in STAGES' order (each exists once its stage is reached)
         self.history: History
+        self.lease: Lease
         self.runner: Runner
+        self.notifications: Notifications
+        self.across: Across
         self.scheduler: Scheduler
         self._stop = _Stop(asyncio.Event())
-        self._reload_lock = asyncio.Lock()
-        self._status_due = False
         self.metrics = Metrics()
         self.http = None  # daemon.http.server.HttpServer while it listens
         self.http_health = "ok"  # or why it could not listen (health's "http")
+        self.pauses = Pauses()
+        self.lag = LoopLag()
+        self.measure_lag = self.lag.measure_lag
+        # the parts that answer for the daemon; their entry points are the daemon's own
+        self.report = Status(self)
+        self.status, self.health = self.report.status, self.report.health
+        self.status_line, self.refresh_status = self.report.status_line, self.report.refresh
+        self.commands = Commands(self)
+        self.trigger, self.reload = self.commands.trigger, self.commands.reload
+        self.pause, self.resume = self.commands.pause, self.commands.resume
+        self.pause_schedule = self.commands.pause_schedule
 
+    @property
+    def paused(self) -> set[str]:
+        return self.pauses.paused
+
+    @property
+    def paused_reasons(self) -> dict[str, str | None]:
+        return self.pauses.reasons
+
+    @property
+    def loop_lag_s(self) -> float:
+        return self.lag.loop_lag_s
+
+    def reached(self, stage: str) -> bool:
+        """Start-up built `stage`'s part (STAGES) -- and every one before it."""
+        return STAGES.index(self.stage) >= STAGES.index(stage)
+
+    def stopping(self) -> bool:
+        return self._stop.event.is_set()
+
+    # -- start-up ---------------------------------------------------------------------
+    async def start(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        stack.enter_context(database_lock(settings.state_dir, settings.db_url))
+        stack.enter_context(project_lock(settings.base_dir, settings.db_url))
+        schedules, warnings = load_and_validate(settings, self.pm)
+        for warning in warnings:
+            log.warning("%s", warning)
+        self.history = await startup.open_history(settings, self.instance_id, self.notifier)
+        stack.push_async_callback(startup.close_history, self.history, self.fail)
+        self.history.on_fault(state=self.report.history_state, outage=self.fail)
+        self.stage = "history"
+        self.lease = Lease(
+            self.history,
+            lease_s=settings.lease_s,
+            on_paused=self.commands.paused_elsewhere,
+            on_reload=self.commands.reload_elsewhere,
+        )
+        await self.lease.register()
+        stack.push_async_callback(self.lease.close)
+        crashed = await startup.reap(self.history, settings.lease_s)
+        await self._start_runner(stack, {s.id: s for s in schedules}, crashed)
+        await self._start_firing(stack, schedules)
+        log.info(
+            "flowerd serving %d schedule(s) from %s; history in %s",
+            len(schedules),
+            settings.schedules_dir,
+            settings.db_url,
+        )
+
+    async def _start_runner(
+        self, stack: AsyncExitStack, by_id: dict[str, Schedule], crashed: list
+    ) -> None:
+        """The runner, its run logs and notifications; the reaped runs told."""
+        self.runner = Runner(
+            pm=self.pm,
+            history=self.history,
+            max_concurrent_runs=self.settings.max_concurrent_runs,
+            threads=self.settings.threads,
+            on_change=self.refresh_status,
+            timezone=self.settings.timezone,
+            max_log_bytes=self.settings.max_log_bytes,
+            pools=counted_pools(self.settings.pools, self.metrics),
+        )
+        stack.callback(self.runner.close)
+        self.stage = "runner"
+        self.notifications = await startup.tell(
+            self.history, self.settings, self.runner, self.metrics, stack
+        )
+        self.stage = "notifications"
+        stack.callback(cluster.close_all)  # the Dask clients runs made (if any)
+        stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
+        self.runner.events.add(self.metrics.on_run_event)
+        for record in crashed:
+            self.runner.events.emit(finished_event(record, by_id.get(record.schedule)))
+
+    async def _start_firing(self, stack: AsyncExitStack, schedules: list[Schedule]) -> None:
+        """Catch-up, then the scheduler, `after`, the control socket and HTTP."""
+        self.pauses.load(await self.history.paused_reasons())
+        self.across = Across(self, stack)  # deadlines, failures, `after`
+        await startup.warm_up(self.pm, self.runner, self.settings, self.notifier, schedules)
+        caught_up_to = utcnow()
+        catchup = CatchUp(self.history, self.runner, self.lease, lambda: self.pauses.paused)
+        new = await catchup.run(schedules, caught_up_to)
+        self.scheduler = Scheduler(on_slot=self.across.on_slot)
+        # a schedule the history has never seen fires its slots since this process
+        # started too: start-up takes a moment, and no slot falls into it unrecorded
+        first = {schedule_id: self.started_at for schedule_id in new}
+        self.scheduler.start(schedules, paused=self.paused, since=caught_up_to, first=first)
+        stack.callback(self.scheduler.shutdown)
+        self.stage = "scheduler"
+        self.lease.start(self.watch_part)
+        await self.across.start_upstream()
+        control = ControlServer(self.settings.control_socket, self.commands.handlers())
+        await control.start()
+        stack.push_async_callback(control.close)
+        await self._start_http(stack, schedules)
+        self.stage = "serving"
+
+    async def _start_http(self, stack: AsyncExitStack, schedules: list[Schedule]) -> None:
+        self.metrics.bind(self)
+        self.runner.spawn(self.metrics.seed(self.history, [s.id for s in schedules]))
+        if parse_address(self.settings.http) is not None:
+            from daemon.http import server
+
+            self.http = await server.start(self, stack)
+
+    # -- stopping ---------------------------------------------------------------------
     def fail(self, why: str) -> None:
         """A part cannot do its job: stop, and exit non-zero so systemd restarts us."""
         if self._stop.failure is None:
@@ -103,12 +233,12 @@ class Daemon(StartUp, CatchUp, Commands, Status):
     def _on_stop_signal(self) -> None:
         self._stop.signals += 1
         self._stop.event.set()
-        if self._stop.signals > 1 and hasattr(self, "runner"):
+        if self._stop.signals > 1 and self.reached("runner"):
             log.warning("second stop signal: cancelling running runs now")
             self.runner.spawn(self.runner.cancel_all())
 
     def _on_reload_signal(self) -> None:
-        if not hasattr(self, "scheduler"):  # still starting: it is reading the files now
+        if not self.reached("scheduler"):  # still starting: it is reading the files now
             log.info("SIGHUP during start-up: the schedule files are being loaded already")
             return
 
@@ -137,7 +267,7 @@ class Daemon(StartUp, CatchUp, Commands, Status):
             return True
         start.cancel()
         await asyncio.wait({start}, timeout=self.settings.shutdown_grace)
-        if hasattr(self, "runner"):
+        if self.reached("runner"):
             await self.runner.drain(0)
         return False
 

@@ -1,6 +1,7 @@
 """How a running daemon is doing: `flowerd status` (and the HTTP API's), the health of
-each part (`/healthz`, systemd's STATUS=), and the event loop's lag. Mixed into Daemon
-(daemon.serve.daemon).
+each part (`/healthz`, systemd's STATUS=), and the event loop's lag. Parts of the Daemon
+(daemon.serve.daemon): `Status` reads the daemon through the `Observed` view, `LoopLag`
+measures the loop on its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import time
 from datetime import UTC
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from daemon.durations import shown_iso
@@ -17,6 +19,7 @@ from daemon.history import History
 from daemon.runner.runner import Runner
 from daemon.runner.scheduler import Scheduler
 from daemon.serve import systemd
+from daemon.serve.commands import Pauses
 from daemon.serve.lease import Lease
 from daemon.settings import Settings
 from daemon.tell.notifications import Notifications
@@ -27,8 +30,9 @@ LAG_PROBE_S = 0.5
 STATUS_EVERY_S = 0.1
 
 
-class Status:
-    """Mixed into Daemon: what it says about itself."""
+class Observed(Protocol):
+    """What Status reads of the daemon. `history`, `runner`, `lease`, `notifications` and
+    `scheduler` exist once `reached()` their stage (daemon.serve.daemon.STAGES)."""
 
     settings: Settings
     notifier: systemd.SystemdNotifier
@@ -39,66 +43,77 @@ class Status:
     notifications: Notifications
     instance_id: str
     started_monotonic: float
-    loop_lag_s: float
-    paused: set[str]
-    paused_reasons: dict[str, str | None]
+    pauses: Pauses
+    lag: LoopLag
     http: object | None
     http_health: str
-    _status_due: bool
+
+    def reached(self, stage: str) -> bool: ...
+
+    def stopping(self) -> bool: ...
+
+
+class Status:
+    """What the daemon says about itself: `status`, `health`, systemd's STATUS=."""
+
+    def __init__(self, daemon: Observed):
+        self.daemon = daemon
+        self._status_due = False
 
     async def status(self, request: dict | None = None) -> dict:
         schedules = []
-        for schedule in self.scheduler.schedules.values():
-            nxt = self.scheduler.next_fire(schedule.id)
+        for schedule in self.daemon.scheduler.schedules.values():
+            nxt = self.daemon.scheduler.next_fire(schedule.id)
             schedules.append(
                 {
                     "id": schedule.id,
                     "pipeline": schedule.pipeline,
                     "trigger": schedule.describe_trigger(),
                     "enabled": schedule.enabled,
-                    "paused": schedule.id in self.paused,
+                    "paused": schedule.id in self.daemon.pauses.paused,
                     "timezone": schedule.timezone,
-                    "paused_reason": self.paused_reasons.get(schedule.id),
+                    "paused_reason": self.daemon.pauses.reasons.get(schedule.id),
                     "next": nxt.astimezone(UTC).isoformat() if nxt else None,
                 }
             )
         return {
             "pid": os.getpid(),
-            "instance_id": self.instance_id,
-            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
-            "loop_lag_ms": round(self.loop_lag_s * 1000, 3),
-            "threads_busy": self.runner.threads_busy,
-            "running": [run.describe() for run in self.runner.active.values()],
+            "instance_id": self.daemon.instance_id,
+            "uptime_s": round(time.monotonic() - self.daemon.started_monotonic, 3),
+            "loop_lag_ms": round(self.daemon.lag.loop_lag_s * 1000, 3),
+            "threads_busy": self.daemon.runner.threads_busy,
+            "running": [run.describe() for run in self.daemon.runner.active.values()],
             "schedules": schedules,
-            "database": self.settings.db_url,
-            "daemon": self.instance_id,
-            "daemons": await self.lease.listing(),
+            "database": self.daemon.settings.db_url,
+            "daemon": self.daemon.instance_id,
+            "daemons": await self.daemon.lease.listing(),
             "health": self.health(),
-            "http": self.http.url if self.http else None,
+            "http": self.daemon.http.url if self.daemon.http else None,
         }
 
     def health(self) -> dict[str, str]:
         """One entry per part: "ok", or a sentence saying what is wrong and since when
         (`status --json`'s `health`, `/healthz`, systemd's STATUS=)."""
         return {
-            "scheduler": self.scheduler.health(),
-            "runner": self.runner.health(),
-            "history": self.history.health(),
-            "http": self.http_health,
+            "scheduler": self.daemon.scheduler.health(),
+            "runner": self.daemon.runner.health(),
+            "history": self.daemon.history.health(),
+            "http": self.daemon.http_health,
         }
 
-    def _history_state(self) -> None:
-        health = self.history.health()
-        if hasattr(self, "notifications"):
-            self.notifications.history_health(health)
+    def history_state(self) -> None:
+        """The history's health changed (History.on_fault)."""
+        health = self.daemon.history.health()
+        if self.daemon.reached("notifications"):
+            self.daemon.notifications.history_health(health)
         if health != "ok":
-            self.notifier.status(f"history {health}")
+            self.daemon.notifier.status(f"history {health}")
         else:
-            self.refresh_status()
+            self.refresh()
 
     def status_line(self) -> str:
-        if self._stop.event.is_set():
-            return f"stopping: {len(self.runner.active)} run(s) still running"
+        if self.daemon.stopping():
+            return f"stopping: {len(self.daemon.runner.active)} run(s) still running"
         wrong = [  # a busy HTTP port is told by `status`; STATUS= keeps what runs
             f"{part} {state}"
             for part, state in self.health().items()
@@ -106,23 +121,32 @@ class Status:
         ]
         if wrong:
             return "; ".join(wrong)
-        schedules = self.scheduler.schedules
-        times = [t for t in (self.scheduler.next_fire(s) for s in schedules) if t]
-        zone = ZoneInfo(self.settings.timezone)  # several schedules: the setting's zone
+        schedules = self.daemon.scheduler.schedules
+        times = [t for t in (self.daemon.scheduler.next_fire(s) for s in schedules) if t]
+        zone = ZoneInfo(self.daemon.settings.timezone)  # several schedules: the setting's zone
         nxt = shown_iso(min(times), zone, "seconds") if times else "none"
-        return f"{len(schedules)} schedule(s), {len(self.runner.active)} running, next fire {nxt}"
+        running = len(self.daemon.runner.active)
+        return f"{len(schedules)} schedule(s), {running} running, next fire {nxt}"
 
-    def refresh_status(self) -> None:
+    def refresh(self) -> None:
         """STATUS= for systemd, computed only when someone listens, and at most once per
         STATUS_EVERY_S however many runs start and end (it looks at every schedule)."""
-        if not self.notifier.enabled or self._status_due or not hasattr(self, "scheduler"):
+        daemon = self.daemon
+        if not daemon.notifier.enabled or self._status_due or not daemon.reached("scheduler"):
             return
         self._status_due = True
         asyncio.get_running_loop().call_later(STATUS_EVERY_S, self._send_status)
 
     def _send_status(self) -> None:
         self._status_due = False
-        self.notifier.status(self.status_line())
+        self.daemon.notifier.status(self.status_line())
+
+
+class LoopLag:
+    """The event loop's lag: how late a timer fires (`status`, `/healthz`, metrics)."""
+
+    def __init__(self) -> None:
+        self.loop_lag_s = 0.0
 
     async def measure_lag(self) -> None:
         """Event-loop lag: how late a timer fires. A sync node on the loop shows up here."""

@@ -21,7 +21,7 @@ from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.pipeline import Pipelines, RunConfig, cluster
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
-from daemon.tell.notifications import url_problems
+from daemon.tell.delivery import url_problems
 
 
 def load_and_validate(

@@ -5,6 +5,7 @@ Imports only from: leaves, schedule, history, pipeline, runner. This file stays 
 importing the package costs nothing.
 
 Modules:
+    delivery.py       Delivering notifications: the Sender, its counts, URLs shown privately.
     notifications.py  Telling someone: Apprise notifications of run outcomes.
     runlogs.py        Each run's log: everything logged and printed while it runs, kept with the
                       run.

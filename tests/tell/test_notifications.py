@@ -22,7 +22,8 @@ from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner.runner import Runner
 from daemon.schedule import Schedule, load_schedules
 from daemon.settings import sqlite_url
-from daemon.tell.notifications import DeliveryCounts, Notifications, Sender, private, scrub
+from daemon.tell.delivery import DeliveryCounts, Sender, private, scrub
+from daemon.tell.notifications import Notifications
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
