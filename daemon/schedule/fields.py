@@ -23,6 +23,7 @@ from daemon.schedule.calendars import check_holidays, parse_date
 from daemon.schedule.cron import parse_cron
 from daemon.schedule.notify_on import DEFAULT_NOTIFY_ON, check_states
 from daemon.schedule.record import CATCHUP_POLICIES, ISOLATIONS, OVERLAP_POLICIES
+from daemon.schedule.webhook import WebhookTable
 
 MIN_MEMORY_LIMIT = 16 * 1024**2  # below this no Python process can even start
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -67,6 +68,7 @@ class ScheduleTable(BaseModel):
     deadline: float | str = 0
     pool: str | None = None
     after: list[str] | None = None
+    on_webhook: WebhookTable | None = None  # daemon.schedule.webhook: a signed POST starts it
 
     @field_validator("pipeline")
     @classmethod

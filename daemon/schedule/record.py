@@ -77,12 +77,16 @@ class Schedule:
     deadline_s: float = 0
     pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
     after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
+    # DESIGN.md "Events": a signed POST /hooks/{id} starts it (daemon.incoming.webhooks); the
+    # secret as written -- a reference (daemon.secrets) the daemon resolves, never its value
+    webhook_secret: str | None = None
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
-        if len(given) + bool(self.after) != 1:
+        if len(given) + bool(self.after) + (self.webhook_secret is not None) != 1:
             raise ValueError(
-                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after"
+                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after, "
+                "webhook_secret"
             )
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
@@ -106,7 +110,9 @@ class Schedule:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
-    def trigger_kind(self) -> Literal["cron", "interval", "at", "after"]:
+    def trigger_kind(self) -> Literal["cron", "interval", "at", "after", "webhook"]:
+        if self.webhook_secret is not None:
+            return "webhook"
         if self.after:
             return "after"
         if self.cron is not None:
@@ -114,12 +120,20 @@ class Schedule:
         return "interval" if self.interval_s is not None else "at"
 
     @property
+    def has_clock(self) -> bool:
+        """Whether it has slots of its own (cron, interval, at); `after` and event
+        schedules are started by something else."""
+        return self.trigger_kind in ("cron", "interval", "at")
+
+    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
     def describe_trigger(self) -> str:
         """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`,
-        `after extract, prices`."""
+        `after extract, prices`, `on webhook`."""
+        if self.webhook_secret is not None:
+            return "on webhook"
         if self.after:
             return f"after {', '.join(self.after)}"
         if self.cron is not None:

@@ -25,10 +25,11 @@ from daemon.schedule.record import Schedule
 
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
+EVENT_FIELDS: tuple[str, ...] = ("on_webhook",)  # triggers the world pulls (DESIGN.md "Events")
 
 
 # What makes a schedule itself: never a project-wide default.
-NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *TRIGGER_FIELDS, "after")
+NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *TRIGGER_FIELDS, "after", *EVENT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def _shape_problems(schedule_id: str, table: dict) -> list[str]:
         if key not in TABLE_FIELDS:
             problems.append(f"unknown field {key!r}{did_you_mean(key, TABLE_FIELDS)}")
     triggers = [name for name in TRIGGER_FIELDS if name in table]
-    if "after" in table and triggers:
+    if any(name in table for name in EVENT_FIELDS):
+        problems += _event_trigger_problems(table)
+    elif "after" in table and triggers:
         problems.append(
             f"fields 'after' and {' and '.join(repr(t) for t in triggers)}: `after` runs the "
             "schedule when its upstreams succeed; give it instead of cron, interval or at"
@@ -135,8 +138,22 @@ def _shape_problems(schedule_id: str, table: dict) -> list[str]:
             "(cron, interval or at)"
         )
     elif not triggers:
-        problems.append("no trigger: give one of 'cron', 'interval', 'at' or 'after'")
+        problems.append(
+            "no trigger: give one of 'cron', 'interval', 'at' or 'after' (or an event: "
+            f"{' or '.join(repr(name) for name in EVENT_FIELDS)})"
+        )
     return problems
+
+
+def _event_trigger_problems(table: dict) -> list[str]:
+    """An event trigger (`on_webhook`, ...) is the schedule's only trigger."""
+    given = [name for name in (*TRIGGER_FIELDS, "after", *EVENT_FIELDS) if name in table]
+    if len(given) == 1:
+        return []
+    return [
+        f"fields {' and '.join(repr(name) for name in given)}: give exactly one trigger "
+        f"({', '.join(TRIGGER_FIELDS)}, after or {' or '.join(EVENT_FIELDS)})"
+    ]
 
 
 def _field_problems(exc: ValidationError) -> list[str]:
@@ -166,6 +183,7 @@ _TYPE_WORDS = {
     "list_type": "an array",
     "dict_type": "a table",
     "int_from_float": "an integer",
+    "model_type": "a table",
 }
 
 
@@ -242,7 +260,7 @@ def _schedule(
         executor=parsed.executor,
         with_adapter=parsed.with_adapter,
         timeout_s=float(parsed.timeout),
-        overlap=parsed.overlap,  # type: ignore[arg-type]  # checked by _one_of
+        overlap=_overlap(parsed),  # type: ignore[arg-type]  # checked by _one_of
         catchup=parsed.catchup,  # type: ignore[arg-type]
         misfire_grace_s=float(parsed.misfire_grace),
         jitter_s=float(parsed.jitter),
@@ -256,4 +274,12 @@ def _schedule(
         deadline_s=float(parsed.deadline),
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
+        webhook_secret=parsed.on_webhook.secret if parsed.on_webhook else None,
     )
+
+
+def _overlap(parsed: ScheduleTable) -> str:
+    """`overlap` as given; an event schedule that gives none queues (DESIGN.md "Events")."""
+    if parsed.on_webhook is not None and "overlap" not in parsed.model_fields_set:
+        return "queue"
+    return parsed.overlap
