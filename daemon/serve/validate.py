@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
+from daemon.incoming.webhooks import webhook_problems
 from daemon.pipeline import Pipelines, RunConfig, cluster
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
@@ -25,13 +26,19 @@ from daemon.tell.notifications import url_problems
 
 
 def load_and_validate(
-    settings: Settings, pm: Pipelines, *, reach_clusters: bool = False
+    settings: Settings,
+    pm: Pipelines,
+    *,
+    reach_clusters: bool = False,
+    resolve_secrets: bool = True,
 ) -> tuple[list[Schedule], list[str]]:
     """Every schedule file parsed, and every schedule's pipeline built with its own
     options. Returns (schedules, warnings) -- the schedules' inputs converted to the
     types their pipelines annotate; raises ScheduleError listing every problem.
     `reach_clusters` (`flowerd validate`): also warn of a Dask cluster that cannot be
-    reached now -- never a problem: reaching it is its runs' business."""
+    reached now -- never a problem: reaching it is its runs' business.
+    `resolve_secrets` (serve, not `flowerd validate`: a secret is read only by the process
+    that uses it): each webhook secret must resolve here."""
     schedules, problems = read_schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
@@ -54,6 +61,7 @@ def load_and_validate(
             warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
     problems.extend(_pool_problems(checked, settings))
+    problems.extend(webhook_problems(checked, http=settings.http, resolve=resolve_secrets))
     problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
     if problems:
         raise ScheduleError(problems)

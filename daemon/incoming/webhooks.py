@@ -1,0 +1,141 @@
+"""Webhook deliveries: is this one signed by the schedule's secret, and which event is it.
+
+A delivery to `POST {http}/hooks/{schedule}` (daemon/http/hooks.py) carries an HMAC-SHA256
+of its raw body keyed with the schedule's `on_webhook.secret`: `X-Flowerd-Signature:
+sha256=<hex>`, or GitHub's `X-Hub-Signature-256` of the same form. The digest is compared
+in constant time (hmac.compare_digest). Its event key is the `Idempotency-Key` header, or
+GitHub's `X-GitHub-Delivery`: one delivery sent five times is one event. A delivery with
+neither is an event of its own (a fresh random key).
+
+The secret (daemon.secrets) is resolved at every delivery -- an environment variable is a
+dict look-up, a file is read in a worker thread, so a rotated credential file counts at
+once and the loop never waits on a disk -- and `webhook_problems` checks at start-up and on
+reload that each resolves (a missing one refuses the schedules, naming file, schedule and
+field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daemon import secrets
+from daemon.schedule import Schedule, display_path
+
+MAX_BODY_BYTES = 1024 * 1024  # DESIGN.md: a body over 1 MiB is a 413
+MAX_KEY_CHARS = 200  # an idempotency key is an id, not a document (it goes in the slot key)
+SIGNATURE_HEADERS = ("x-flowerd-signature", "x-hub-signature-256")
+KEY_HEADERS = ("idempotency-key", "x-github-delivery")
+_SCHEME = "sha256="
+
+
+class BadDelivery(Exception):
+    """A delivery refused for what it carries; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An accepted delivery: its event key, its JSON body, its W3C trace context."""
+
+    key: str
+    payload: dict[str, Any]
+    traceparent: str | None = None
+
+
+def signature_header(headers: Mapping[str, str]) -> str | None:
+    """The signature the sender gave (ours first, then GitHub's); None: unsigned."""
+    for name in SIGNATURE_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def signed_by(secret: str, body: bytes, given: str) -> bool:
+    """Whether `given` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`."""
+    scheme, hex_digest = given[: len(_SCHEME)], given[len(_SCHEME) :].strip()
+    if scheme.lower() != _SCHEME:
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), hex_digest.lower().encode("ascii", "replace"))
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value a sender puts in `X-Flowerd-Signature` (tests, benchmarks, docs)."""
+    return _SCHEME + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
+    """The event a signed body is: its key and its payload (`BadDelivery` 400 when the
+    body is not a JSON object or the key is unusable)."""
+    return Delivery(
+        key=_event_key(headers),
+        payload=_payload(body),
+        traceparent=headers.get("traceparent") or None,
+    )
+
+
+async def resolve_secret(schedule: Schedule) -> str:
+    """The schedule's webhook secret, read now (a file in a thread)."""
+    reference = schedule.webhook_secret or ""
+    where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook.secret'"
+    if secrets.parse(reference) is not None and reference.startswith("file:"):
+        return await asyncio.to_thread(secrets.resolve, reference, where=where)
+    return secrets.resolve(reference, where=where)
+
+
+def webhook_problems(schedules: Iterable[Schedule], *, http: str, resolve: bool) -> list[str]:
+    """Each webhook schedule's problem here: `http = "off"`, or (with `resolve`) a secret
+    that does not resolve (a variable not set, a file missing). One line each, naming
+    file, schedule and field."""
+    problems = []
+    for schedule in schedules:
+        if schedule.webhook_secret is None:
+            continue
+        where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook"
+        if http.strip().lower() == "off":
+            problems.append(
+                f"{where}': webhooks need the HTTP server, and the setting 'http' is \"off\" "
+                "(set http = \"127.0.0.1:8787\", or another address, in flowerd.toml)"
+            )
+        problem = resolve and secrets.problem(schedule.webhook_secret, where=f"{where}.secret'")
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _event_key(headers: Mapping[str, str]) -> str:
+    for name in KEY_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        key = value.strip()
+        if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
+            raise BadDelivery(
+                400,
+                f"header {name!r} must be 1 to {MAX_KEY_CHARS} printable characters",
+            )
+        return key
+    return f"auto-{uuid.uuid4()}"  # no key: a delivery of its own
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise BadDelivery(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadDelivery(400, "the body is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise BadDelivery(400, "the body must be a JSON object (it reaches the run as `payload`)")
+    return doc
