@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from daemon.errors import FlowerdError
 from daemon.incoming.webhooks import (
     MAX_BODY_BYTES,
     BadDelivery,
@@ -105,14 +106,22 @@ class Hooks:
         return await self._record(schedule, event, received_at)
 
     async def _record(self, schedule: Schedule, event: Any, received_at: datetime) -> Response:
-        recorded = await self.daemon.journal.record(
-            schedule.id,
-            "webhook",
-            event.key,
-            payload=event.payload,
-            received_at=received_at,
-            traceparent=event.traceparent,
-        )
+        try:
+            recorded = await self.daemon.journal.record(
+                schedule.id,
+                "webhook",
+                event.key,
+                payload=event.payload,
+                received_at=received_at,
+                traceparent=event.traceparent,
+            )
+        except FlowerdError as exc:  # the history cannot take the row: not accepted
+            log.error("webhook %s (key %s) not recorded: %s", schedule.id, event.key, exc)
+            return JSONResponse(
+                {"error": f"the event could not be recorded, send it again: {exc}"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         body = {"run_id": recorded.run_id, "event": _event_json(recorded.event)}
         return JSONResponse(body, status_code=202 if recorded.fresh else 200)
 
