@@ -255,7 +255,11 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
             'cron = "* * * * *"\ninterval = 5',
             "[s] fields 'cron' and 'interval': give only one trigger",
         ),
-        ("", "[s] no trigger: give one of 'cron', 'interval', 'at' or 'after'"),
+        (
+            "",
+            "[s] no trigger: give one of 'cron', 'interval', 'at', 'after', 'on_file' or "
+            "'on_webhook'",
+        ),
         ('interval = "0s"', "[s] field 'interval': '0s': the interval must be more than 0 seconds"),
         ('interval = "5 minutes"', "[s] field 'interval': '5 minutes' is not a duration"),
         ("interval = -5", "[s] field 'interval': -5.0: a duration cannot be negative"),
