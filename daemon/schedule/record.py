@@ -136,7 +136,7 @@ class Schedule:
         return tuple(name for name in ("on_file", "on_webhook") if getattr(self, name, None))
 
     @property
-    def has_slots(self) -> bool:
+    def has_clock(self) -> bool:
         """Fired by the clock (cron / interval / at): not `after`, not an event."""
         return not self.after and not self.event_triggers
 
