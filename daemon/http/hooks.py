@@ -83,7 +83,7 @@ class Hooks:
         received_at = datetime.now(UTC)
         name = request.path_params["schedule"]
         schedule = self.daemon.scheduler.schedules.get(name)
-        if schedule is None or schedule.webhook_secret is None:
+        if schedule is None or schedule.on_webhook is None:
             return _error(404, f"no webhook schedule {name!r}")
         given = signature_header(request.headers)
         if given is None:

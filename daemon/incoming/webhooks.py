@@ -87,7 +87,7 @@ def delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
 
 async def resolve_secret(schedule: Schedule) -> str:
     """The schedule's webhook secret, read now (a file in a thread)."""
-    reference = schedule.webhook_secret or ""
+    reference = schedule.on_webhook.secret if schedule.on_webhook else ""
     where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook.secret'"
     if secrets.parse(reference) is not None and reference.startswith("file:"):
         return await asyncio.to_thread(secrets.resolve, reference, where=where)
@@ -100,7 +100,7 @@ def webhook_problems(schedules: Iterable[Schedule], *, http: str, resolve: bool)
     file, schedule and field."""
     problems = []
     for schedule in schedules:
-        if schedule.webhook_secret is None:
+        if schedule.on_webhook is None:
             continue
         where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook"
         if http.strip().lower() == "off":
@@ -108,7 +108,8 @@ def webhook_problems(schedules: Iterable[Schedule], *, http: str, resolve: bool)
                 f"{where}': webhooks need the HTTP server, and the setting 'http' is \"off\" "
                 "(set http = \"127.0.0.1:8787\", or another address, in flowerd.toml)"
             )
-        problem = resolve and secrets.problem(schedule.webhook_secret, where=f"{where}.secret'")
+        secret = schedule.on_webhook.secret
+        problem = resolve and secrets.problem(secret, where=f"{where}.secret'")
         if problem:
             problems.append(problem)
     return problems

@@ -156,7 +156,9 @@ class SlotPolicies:
             else:
                 await self._start_when_allowed(active, schedule, trigger)
         except asyncio.CancelledError:
-            if active.started_at is None:  # cancelled while queued
+            if active.started_at is None and active.event_inputs is not None:
+                self._untrack(active)  # an event's row stays queued: the next start runs it
+            elif active.started_at is None:  # cancelled while queued
                 await self._finish(active, "cancelled", cancel_error("before it started"))
             raise
 

@@ -89,6 +89,27 @@ class Runner(OnDemand, SlotPolicies, Running):
         if self.accepting:
             self.spawn(self.run_slot(schedule, scheduled_at, trigger))
 
+    def start_claimed(
+        self, schedule: Schedule, run_id: int, scheduled_at: datetime, trigger: str, inputs: dict
+    ) -> bool:
+        """An event's row, already `queued` (daemon.incoming.journal), carried out as a
+        claimed slot is; `inputs`: its `trigger_path` / `payload`. False while stopping."""
+        if not self.accepting:
+            return False
+        at = scheduled_at.astimezone(UTC)
+        self.spawn(self._run_claimed(schedule, run_id, at, trigger, inputs))
+        return True
+
+    async def _run_claimed(self, schedule, run_id, scheduled_at, trigger, inputs) -> None:
+        active = self._track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
+        active.event_inputs = inputs
+        try:
+            await self._carry_out(active, schedule, trigger)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the daemon lives on whatever one event does
+            log.exception("event run %d of %s could not be run", run_id, schedule.id)
+
     def spawn(self, coro) -> asyncio.Task:
         """A background task the drain waits for (and cancels after the grace period)."""
         task = asyncio.create_task(coro)

@@ -107,7 +107,7 @@ def make_trigger(schedule: Schedule) -> SlotTrigger:
 def next_fire_times(schedule: Schedule, after: datetime, n: int) -> list[datetime]:
     """The next `n` slots strictly after `after`, in the schedule's zone ([] once an
     `at` has passed)."""
-    if not schedule.has_clock:  # its slots are its upstreams' (daemon.orchestration.upstream)
+    if not schedule.has_clock:  # `after`: its upstreams' slots; events: none ahead
         return []
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     slots: list[datetime] = []

@@ -102,6 +102,7 @@ class Commands:
         self.paused.discard(schedule.id)
         self.paused_reasons.pop(schedule.id, None)
         self.across.resumed(schedule.id)
+        self.incoming.release()  # its events held while paused run now
         self.scheduler.resume(schedule.id)
         self.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -122,6 +123,7 @@ class Commands:
             )
         if paused != self.paused:
             self.paused = set(paused)
+            self.incoming.release()
             self.refresh_status()
 
     def _reload_elsewhere(self) -> None:
@@ -166,6 +168,7 @@ class Commands:
             self.scheduler.remove(schedule_id)
         for schedule_id in added + changed:
             self.scheduler.replace(new[schedule_id], paused=schedule_id in self.paused)
+        self.incoming.reload(new.values())
         return (
             f"{_named(added, 'added')}, {_named(removed, 'removed')}, "
             f"{_named(changed, 'changed')}, {len(new) - len(added) - len(changed)} unchanged"

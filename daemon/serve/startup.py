@@ -15,6 +15,7 @@ from datetime import datetime
 from daemon.history import History
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
+from daemon.incoming.wiring import start_incoming
 from daemon.orchestration.wiring import Across
 from daemon.pipeline import Pipelines, RunConfig, cluster
 from daemon.project import database_lock, project_lock
@@ -99,6 +100,15 @@ class StartUp:
         await self._warm_up(schedules)
         caught_up_to = utcnow()
         new = await self._catch_up(schedules, caught_up_to)
+        self.incoming = await start_incoming(  # files, webhooks: their journal (daemon.incoming)
+            self,
+            stack,
+            schedules,
+            base_dir=self.settings.base_dir,
+            lease_s=self.settings.lease_s,
+            on_event=self.metrics.count_event,
+        )
+        self.journal = self.incoming.journal
         self.scheduler = Scheduler(on_slot=self.across.on_slot)
         # a schedule the history has never seen fires its slots since this process
         # started too: start-up takes a moment, and no slot falls into it unrecorded

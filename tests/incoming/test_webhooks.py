@@ -18,6 +18,7 @@ from daemon.incoming.webhooks import (
     webhook_problems,
 )
 from daemon.schedule import Schedule
+from daemon.schedule.record import WebhookTrigger
 
 BODY = b'{"ref": "refs/heads/main", "n": 1}'
 
@@ -65,7 +66,10 @@ def test_the_payload_is_the_json_object_and_the_traceparent_passes():
 
 def _hook(tmp_path: Path, secret: str) -> Schedule:
     return Schedule(
-        id="deploy", file=tmp_path / "hooks.toml", pipeline="p", webhook_secret=secret
+        id="deploy",
+        file=tmp_path / "hooks.toml",
+        pipeline="p",
+        on_webhook=WebhookTrigger(secret=secret),
     )
 
 

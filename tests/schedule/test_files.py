@@ -257,8 +257,8 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
         ),
         (
             "",
-            "[s] no trigger: give one of 'cron', 'interval', 'at' or 'after' "
-            "(or an event: 'on_webhook')",
+            "[s] no trigger: give one of 'cron', 'interval', 'at', 'after', 'on_file' or "
+            "'on_webhook'",
         ),
         ('interval = "0s"', "[s] field 'interval': '0s': the interval must be more than 0 seconds"),
         ('interval = "5 minutes"', "[s] field 'interval': '5 minutes' is not a duration"),

@@ -24,15 +24,15 @@ def test_an_on_webhook_schedule_loads_with_its_reference_and_queues(tmp_path):
         """,
     )
     deploy, skipper = load_schedules(tmp_path)
-    assert deploy.webhook_secret == "env:DEPLOY_HOOK_SECRET"  # the reference, not its value
+    assert deploy.on_webhook.secret == "env:DEPLOY_HOOK_SECRET"  # the reference, not its value
     assert (deploy.trigger_kind, deploy.describe_trigger(), deploy.has_clock) == (
-        "webhook",
+        "on_webhook",
         "on webhook",
         False,
     )
     assert deploy.overlap == "queue"  # the default for events
     assert skipper.overlap == "skip"  # as given
-    assert skipper.webhook_secret == "literal:env:this-is-the-secret"
+    assert skipper.on_webhook.secret == "literal:env:this-is-the-secret"
 
 
 @pytest.mark.parametrize(
@@ -40,12 +40,14 @@ def test_an_on_webhook_schedule_loads_with_its_reference_and_queues(tmp_path):
     [
         (
             'cron = "* * * * *"\non_webhook = { secret = "env:S" }',
-            "[s] fields 'cron' and 'on_webhook': give exactly one trigger "
-            "(cron, interval, at, after or on_webhook)",
+            "[s] fields 'cron' and 'on_webhook': give only one trigger (one of cron, interval, "
+            "at, after, on_file, on_webhook; a schedule that should also run on a clock is a "
+            "second schedule)",
         ),
         (
             'after = ["x"]\non_webhook = { secret = "env:S" }',
-            "[s] fields 'after' and 'on_webhook': give exactly one trigger",
+            "[s] fields 'after' and 'on_webhook': `after` runs the schedule when its upstreams "
+            "succeed",
         ),
         ("on_webhook = {}", "[s] field 'on_webhook.secret' is required"),
         (
