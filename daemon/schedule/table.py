@@ -176,6 +176,7 @@ _TYPE_WORDS = {
     "list_type": "an array",
     "dict_type": "a table",
     "int_from_float": "an integer",
+    "model_type": "a table",
 }
 
 

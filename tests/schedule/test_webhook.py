@@ -71,7 +71,7 @@ def test_on_webhook_problems_name_the_field(tmp_path, body, expected):
     write(tmp_path, "a.toml", f'[s]\npipeline = "hello_world"\n{body}\n')
     problems = problems_of(tmp_path)
     assert len(problems) == 1, problems
-    assert problems[0].startswith("a.toml: " + expected) or expected in problems[0], problems
+    assert problems[0].endswith("a.toml: " + expected) or expected in problems[0], problems
 
 
 def test_on_webhook_is_no_project_default(tmp_path):
