@@ -23,6 +23,7 @@ SUITES = [
     "bench_isolation",
     "bench_http",
     "bench_upstream",
+    "bench_webhooks",
     "bench_scale",
     "bench_daemon",
 ]
