@@ -28,8 +28,8 @@ from daemon.errors import FlowerdError
 from daemon.incoming.webhooks import (
     MAX_BODY_BYTES,
     BadDelivery,
+    WebhookSecrets,
     delivery,
-    resolve_secret,
     signature_header,
     signed_by,
 )
@@ -78,6 +78,7 @@ def routes(daemon: HookDaemon) -> list[Route]:
 class Hooks:
     def __init__(self, daemon: HookDaemon):
         self.daemon = daemon
+        self.secrets = WebhookSecrets()
 
     async def receive(self, request: Request) -> Response:
         received_at = datetime.now(UTC)
@@ -92,7 +93,7 @@ class Hooks:
             )
         try:
             body = await _body(request)
-            if not signed_by(await resolve_secret(schedule), body, given):
+            if not signed_by(await self.secrets.of(schedule), body, given):
                 return _error(403, "wrong signature")
             event = delivery(request.headers, body)
         except BadDelivery as exc:

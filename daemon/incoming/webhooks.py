@@ -7,9 +7,8 @@ in constant time (hmac.compare_digest). Its event key is the `Idempotency-Key` h
 GitHub's `X-GitHub-Delivery`: one delivery sent five times is one event. A delivery with
 neither is an event of its own (a fresh random key).
 
-The secret (daemon.secrets) is resolved at every delivery -- an environment variable is a
-dict look-up, a file is read in a worker thread, so a rotated credential file counts at
-once and the loop never waits on a disk -- and `webhook_problems` checks at start-up and on
+The secret (daemon.secrets) is resolved for every delivery (WebhookSecrets: a file is read
+again only when it changed), and `webhook_problems` checks at start-up and on
 reload that each resolves (a missing one refuses the schedules, naming file, schedule and
 field).
 """
@@ -20,6 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -85,13 +85,32 @@ def delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
     )
 
 
-async def resolve_secret(schedule: Schedule) -> str:
-    """The schedule's webhook secret, read now (a file in a thread)."""
-    reference = schedule.on_webhook.secret if schedule.on_webhook else ""
-    where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook.secret'"
-    if secrets.parse(reference) is not None and reference.startswith("file:"):
-        return await asyncio.to_thread(secrets.resolve, reference, where=where)
-    return secrets.resolve(reference, where=where)
+class WebhookSecrets:
+    """Each webhook schedule's secret as the daemon reads it: a variable at every delivery
+    (a dict look-up), a file again only when its stat changed (then in a worker thread: the
+    loop never waits on a disk, and a rotated credential file counts at once)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[tuple[int, int, int], secrets.Secret]] = {}
+
+    async def of(self, schedule: Schedule) -> str:
+        """The secret's value (`SecretError` naming file, schedule and field if it is gone)."""
+        reference = schedule.on_webhook.secret if schedule.on_webhook else ""
+        where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook.secret'"
+        ref = secrets.parse(reference)
+        if ref is None or ref.kind == "env":
+            return secrets.resolve(reference, where=where)
+        try:
+            info = os.stat(ref.target)
+        except OSError:
+            return secrets.resolve(reference, where=where)  # raises, saying why
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        cached = self._files.get(ref.target)
+        if cached is not None and cached[0] == stamp:
+            return cached[1].reveal()
+        value = await asyncio.to_thread(secrets.resolve, reference, where=where)
+        self._files[ref.target] = (stamp, secrets.Secret(value))
+        return value
 
 
 def webhook_problems(schedules: Iterable[Schedule], *, http: str, resolve: bool) -> list[str]:

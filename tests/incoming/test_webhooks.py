@@ -10,8 +10,8 @@ import pytest
 
 from daemon.incoming.webhooks import (
     BadDelivery,
+    WebhookSecrets,
     delivery,
-    resolve_secret,
     sign,
     signature_header,
     signed_by,
@@ -19,6 +19,7 @@ from daemon.incoming.webhooks import (
 )
 from daemon.schedule import Schedule
 from daemon.schedule.record import WebhookTrigger
+from daemon.secrets import SecretError
 
 BODY = b'{"ref": "refs/heads/main", "n": 1}'
 
@@ -73,12 +74,25 @@ def _hook(tmp_path: Path, secret: str) -> Schedule:
     )
 
 
-async def test_a_secret_resolves_from_env_or_file(tmp_path, monkeypatch):
+async def test_a_secret_resolves_from_env_or_file_and_a_changed_file_counts(
+    tmp_path, monkeypatch
+):
+    found = WebhookSecrets()
     monkeypatch.setenv("FLOWERD_TEST_HOOK", "from-env")
-    assert await resolve_secret(_hook(tmp_path, "env:FLOWERD_TEST_HOOK")) == "from-env"
-    (tmp_path / "secret").write_text("from-file\n")
-    assert await resolve_secret(_hook(tmp_path, f"file:{tmp_path}/secret")) == "from-file"
-    assert await resolve_secret(_hook(tmp_path, "literal:env:X")) == "env:X"
+    assert await found.of(_hook(tmp_path, "env:FLOWERD_TEST_HOOK")) == "from-env"
+    monkeypatch.setenv("FLOWERD_TEST_HOOK", "changed")
+    assert await found.of(_hook(tmp_path, "env:FLOWERD_TEST_HOOK")) == "changed"
+    assert await found.of(_hook(tmp_path, "literal:env:X")) == "env:X"
+    path = tmp_path / "secret"
+    path.write_text("from-file\n")
+    hook = _hook(tmp_path, f"file:{path}")
+    assert await found.of(hook) == "from-file"
+    assert await found.of(hook) == "from-file"  # cached: the same stat
+    path.write_text("rotated, and longer\n")
+    assert await found.of(hook) == "rotated, and longer"
+    path.unlink()
+    with pytest.raises(SecretError, match=r"\[deploy\] field 'on_webhook.secret': secret file"):
+        await found.of(hook)
 
 
 def test_problems_name_file_schedule_and_field(tmp_path, monkeypatch):
