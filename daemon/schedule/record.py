@@ -101,6 +101,7 @@ class Schedule:
     pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
     after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
     on_file: FileTrigger | None = None  # daemon.incoming.files: files that land start runs
+    max_pending: int = 1_000  # daemon.incoming.journal: events held while paused / disabled
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]

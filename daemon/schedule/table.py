@@ -267,6 +267,7 @@ def _schedule(
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
         on_file=_file_trigger(parsed.on_file),
+        max_pending=parsed.max_pending,
     )
 
 
