@@ -156,6 +156,7 @@ class History:
     schedule_names = _On("reader", Reader.schedule_names)
     paused = _On("reader", Reader.paused)
     paused_reasons = _On("reader", Reader.paused_reasons)
+    pending_events = _On("reader", Reader.pending_events)
     failures_in_a_row = _On("reader", Reader.failures_in_a_row)
     list_runs = _On("reader", Reader.list_runs)
     stats = _On("reader", Reader.stats)

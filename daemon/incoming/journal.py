@@ -29,7 +29,6 @@ from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.incoming")
 
-DEFAULT_MAX_PENDING = 1_000
 KINDS = ("file", "webhook")
 
 
@@ -80,11 +79,9 @@ class Journal:
         runner: Starter,
         is_paused: Callable[[str], bool],
         lease_s: float,
-        max_pending: int = DEFAULT_MAX_PENDING,
     ):
         self.history = history
         self.runner = runner
-        self.max_pending = max_pending
         self._is_paused = is_paused
         self._every_s = lease_s / 3
         self._schedules: dict[str, Schedule] = {}
@@ -192,10 +189,10 @@ class Journal:
     def _fate(self, schedule: Schedule) -> tuple[str, RunError | None]:
         """`queued`, or `skipped` with why."""
         if self._held_back(schedule.id):
-            if self.pending(schedule.id) >= self.max_pending:
+            if self.pending(schedule.id) >= schedule.max_pending:
                 why = (
                     f"schedule {schedule.id!r} is {self._why_held(schedule.id)} and holds "
-                    f"{self.max_pending} events already (max_pending); this one is not run"
+                    f"{schedule.max_pending} events already (max_pending); this one is not run"
                 )
                 return "skipped", RunError(type="Overflow", message=why)
             return "queued", None

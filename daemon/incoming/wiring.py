@@ -32,12 +32,8 @@ class Incoming:
         is_paused: Callable[[str], bool],
         base_dir: Path,
         lease_s: float,
-        max_pending: int | None = None,
     ):
-        more = {} if max_pending is None else {"max_pending": max_pending}
-        self.journal = Journal(
-            history=history, runner=runner, is_paused=is_paused, lease_s=lease_s, **more
-        )
+        self.journal = Journal(history=history, runner=runner, is_paused=is_paused, lease_s=lease_s)
         self.base_dir = Path(base_dir)
         self._watches: dict[str, tuple[FileWatch, asyncio.Task]] = {}
 

@@ -70,6 +70,7 @@ class ScheduleTable(BaseModel):
     after: list[str] | None = None
     on_file: dict[str, Any] | None = None
     on_webhook: WebhookTable | None = None  # daemon.schedule.webhook: a signed POST starts it
+    max_pending: int = 1_000  # events held while paused / disabled; past it: Overflow rows
 
     @field_validator("pipeline")
     @classmethod
@@ -201,6 +202,13 @@ class ScheduleTable(BaseModel):
     def _after(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("names no schedule; list the schedules this one runs after")
+        return value
+
+    @field_validator("max_pending")
+    @classmethod
+    def _max_pending(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"{value} must be 0 (keep none) or more")
         return value
 
     @field_validator("pause_after_failures")

@@ -269,6 +269,7 @@ def _schedule(
         after=tuple(parsed.after or ()),
         on_file=_file_trigger(parsed.on_file),
         on_webhook=WebhookTrigger(secret=parsed.on_webhook.secret) if parsed.on_webhook else None,
+        max_pending=parsed.max_pending,
     )
 
 
