@@ -56,11 +56,9 @@ class WebhookTrigger:
 
     secret: str
 
-    def describe(self) -> str:
-        return "on webhook"
-
-    def to_json(self) -> dict:
-        return {"secret": MASK}  # neither the value nor where it lives
+    def to_json(self, schedule_id: str) -> dict:
+        """What `schedules --json` shows: where to send, never the secret (nor where it lives)."""
+        return {"path": f"/hooks/{schedule_id}", "secret": MASK}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,13 +171,13 @@ class Schedule:
 
     def describe_trigger(self) -> str:
         """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`,
-        `after extract, prices`."""
+        `after extract, prices`, `on webhook POST /hooks/deploy`."""
         if self.after:
             return f"after {', '.join(self.after)}"
         if self.on_file is not None:
             return self.on_file.describe()
         if self.on_webhook is not None:
-            return self.on_webhook.describe()
+            return f"on webhook POST /hooks/{self.id}"
         if self.cron is not None:
             return f"cron {self.cron!r}"
         if self.interval_s is not None:

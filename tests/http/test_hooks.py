@@ -84,8 +84,14 @@ def finished(base: Path, run_id: int):
 def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path):
     base = project(tmp_path)
     with serve(base) as served:
-        hooks = f"{served.wait_ready()['http']}/hooks"
+        url = served.wait_ready()["http"]
+        hooks = f"{url}/hooks"
         body = json.dumps({"ref": "refs/heads/main", "n": 1}).encode()
+        with urllib.request.urlopen(f"{url}/api/schedules", timeout=30) as answer:
+            shown = {row["id"]: row for row in json.loads(answer.read())}
+        assert shown["deploy"]["on_webhook"] == {"path": "/hooks/deploy", "secret": "***"}
+        assert shown["deploy"]["trigger"] == "on webhook POST /hooks/deploy"
+        assert shown["clock"]["on_webhook"] is None
 
         status, answer = post(f"{hooks}/deploy", body, signed(body, **{"Idempotency-Key": "d-1"}))
         assert status == 202, answer

@@ -27,7 +27,7 @@ def test_an_on_webhook_schedule_loads_with_its_reference_and_queues(tmp_path):
     assert deploy.on_webhook.secret == "env:DEPLOY_HOOK_SECRET"  # the reference, not its value
     assert (deploy.trigger_kind, deploy.describe_trigger(), deploy.has_clock) == (
         "on_webhook",
-        "on webhook",
+        "on webhook POST /hooks/deploy",
         False,
     )
     assert deploy.overlap == "queue"  # the default for events
