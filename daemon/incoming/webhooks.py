@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ MAX_KEY_CHARS = 200  # an idempotency key is an id, not a document (it goes in t
 SIGNATURE_HEADERS = ("x-flowerd-signature", "x-hub-signature-256")
 KEY_HEADERS = ("idempotency-key", "x-github-delivery")
 _SCHEME = "sha256="
+# W3C Trace Context: version-traceid-parentid-flags (a malformed one is dropped, as the
+# spec says: the run starts a trace of its own)
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 class BadDelivery(Exception):
@@ -81,7 +85,7 @@ def delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
     return Delivery(
         key=_event_key(headers),
         payload=_payload(body),
-        traceparent=headers.get("traceparent") or None,
+        traceparent=_traceparent(headers.get("traceparent", "")),
     )
 
 
@@ -132,6 +136,11 @@ def webhook_problems(schedules: Iterable[Schedule], *, http: str, resolve: bool)
         if problem:
             problems.append(problem)
     return problems
+
+
+def _traceparent(value: str) -> str | None:
+    value = value.strip()
+    return value if _TRACEPARENT.fullmatch(value) and not value.startswith("ff") else None
 
 
 def _event_key(headers: Mapping[str, str]) -> str:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(300)
 DELIVERIES = 20 if os.environ.get("FLOWERD_SOAK") else 3  # to each of two daemons at once
 
 SECRET = "webhook secret with spaces and ünïcode"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 SCHEDULES = """
 [deploy]
 pipeline = "echo"
@@ -93,7 +94,8 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
         assert shown["deploy"]["trigger"] == "on webhook POST /hooks/deploy"
         assert shown["clock"]["on_webhook"] is None
 
-        status, answer = post(f"{hooks}/deploy", body, signed(body, **{"Idempotency-Key": "d-1"}))
+        first_headers = signed(body, **{"Idempotency-Key": "d-1", "traceparent": TRACEPARENT})
+        status, answer = post(f"{hooks}/deploy", body, first_headers)
         assert status == 202, answer
         assert set(answer) == {"run_id", "event"}
         assert answer["event"]["kind"] == "webhook"
@@ -103,6 +105,7 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
         run = wait_for(lambda: finished(base, first), what="the webhook's run")
         assert (run.status, run.trigger, run.schedule) == ("success", "webhook", "deploy")
         assert run.result["echoed"] == {"ref": "refs/heads/main", "n": 1}  # the body as payload
+        assert run.traceparent == TRACEPARENT  # the caller's trace context, passed through
 
         for _ in range(4):  # the same key again: the first run, no new one
             again = post(f"{hooks}/deploy", body, signed(body, **{"Idempotency-Key": "d-1"}))

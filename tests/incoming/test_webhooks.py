@@ -59,6 +59,8 @@ def test_the_payload_is_the_json_object_and_the_traceparent_passes():
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     got = delivery({"traceparent": tp}, BODY)
     assert (got.payload, got.traceparent) == ({"ref": "refs/heads/main", "n": 1}, tp)
+    for bad in ("", "garbage", tp + "-extra" * 20, tp.replace("0af7", "0AF7"), "ff" + tp[2:]):
+        assert delivery({"traceparent": bad}, BODY).traceparent is None  # dropped, as W3C says
     for body in (b"not json", b"[1, 2]", b"\xff\xfe", b"", b"[" * 100_000):
         with pytest.raises(BadDelivery) as caught:
             delivery({}, body)
