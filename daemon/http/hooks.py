@@ -29,9 +29,8 @@ from daemon.incoming.webhooks import (
     MAX_BODY_BYTES,
     BadDelivery,
     WebhookSecrets,
-    delivery,
+    open_delivery,
     signature_header,
-    signed_by,
 )
 from daemon.schedule import Schedule
 from daemon.secrets import SecretError
@@ -93,9 +92,8 @@ class Hooks:
             )
         try:
             body = await _body(request)
-            if not signed_by(await self.secrets.of(schedule), body, given):
-                return _error(403, "wrong signature")
-            event = delivery(request.headers, body)
+            secret = await self.secrets.of(schedule)
+            event = await open_delivery(secret, given, request.headers, body)
         except BadDelivery as exc:
             return _error(exc.status, str(exc))
         except SecretError as exc:  # the variable or file went away since start-up

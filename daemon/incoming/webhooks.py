@@ -30,6 +30,7 @@ from daemon import secrets
 from daemon.schedule import Schedule, display_path
 
 MAX_BODY_BYTES = 1024 * 1024  # DESIGN.md: a body over 1 MiB is a 413
+INLINE_BYTES = 64 * 1024  # a larger body is hashed and parsed in a thread, off the loop
 MAX_KEY_CHARS = 200  # an idempotency key is an id, not a document (it goes in the slot key)
 SIGNATURE_HEADERS = ("x-flowerd-signature", "x-hub-signature-256")
 KEY_HEADERS = ("idempotency-key", "x-github-delivery")
@@ -77,6 +78,23 @@ def signed_by(secret: str, body: bytes, given: str) -> bool:
 def sign(secret: str, body: bytes) -> str:
     """The header value a sender puts in `X-Flowerd-Signature` (tests, benchmarks, docs)."""
     return _SCHEME + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def open_delivery(
+    secret: str, given: str, headers: Mapping[str, str], body: bytes
+) -> Delivery:
+    """The event a signed body is; `BadDelivery` 403 for a wrong signature, 400 for a body
+    that is not a JSON object. A body over INLINE_BYTES (up to 1 MiB: some milliseconds of
+    hashing and parsing) is opened in a worker thread, so the loop never waits on it."""
+    if len(body) <= INLINE_BYTES:
+        return _opened(secret, given, headers, body)
+    return await asyncio.to_thread(_opened, secret, given, headers, body)
+
+
+def _opened(secret: str, given: str, headers: Mapping[str, str], body: bytes) -> Delivery:
+    if not signed_by(secret, body, given):
+        raise BadDelivery(403, "wrong signature")
+    return delivery(headers, body)
 
 
 def delivery(headers: Mapping[str, str], body: bytes) -> Delivery:

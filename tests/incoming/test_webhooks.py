@@ -12,6 +12,7 @@ from daemon.incoming.webhooks import (
     BadDelivery,
     WebhookSecrets,
     delivery,
+    open_delivery,
     sign,
     signature_header,
     signed_by,
@@ -34,6 +35,16 @@ def test_a_signature_is_the_hmac_sha256_of_the_raw_body():
     assert not signed_by("s3cret", BODY, given.removeprefix("sha256="))
     assert not signed_by("s3cret", BODY, "sha1=" + given[7:])
     assert not signed_by("s3cret", BODY, "sha256=ünïcode")
+
+
+async def test_a_delivery_is_opened_once_signed_inline_or_in_a_thread():
+    small, large = BODY, b'{"x": "' + b"a" * 100_000 + b'"}'
+    for body in (small, large):
+        opened = await open_delivery("s", sign("s", body), {"idempotency-key": "k"}, body)
+        assert (opened.key, set(opened.payload)) == ("k", {"ref", "n"} if body is small else {"x"})
+        with pytest.raises(BadDelivery) as caught:
+            await open_delivery("s", sign("other", body), {}, body)
+        assert caught.value.status == 403
 
 
 def test_our_signature_header_comes_before_githubs():
