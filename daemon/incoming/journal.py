@@ -25,6 +25,7 @@ from typing import Protocol
 from daemon.durations import iso
 from daemon.errors import FlowerdError
 from daemon.history import History, RunError, RunRecord
+from daemon.runner.events import Listeners, RunEvent
 from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.incoming")
@@ -57,6 +58,7 @@ class Starter(Protocol):
     """What the journal needs of the runner (daemon.runner.runner.Runner)."""
 
     accepting: bool
+    events: Listeners
 
     def busy(self, schedule_id: str) -> bool: ...
 
@@ -86,6 +88,7 @@ class Journal:
         self._every_s = lease_s / 3
         self._schedules: dict[str, Schedule] = {}
         self._held: dict[str, dict[int, _Held]] = defaultdict(dict)
+        self._reserved: dict[str, int] = defaultdict(int)  # held events being written
         self._listeners: list[Callable[[str, str], None]] = []
         self._task: asyncio.Task | None = None
 
@@ -150,46 +153,61 @@ class Journal:
         seen = (received_at or datetime.now(UTC)).astimezone(UTC)
         event = {"kind": kind, "key": key, "path": path, "received_at": iso(seen)}
         status, error = self._fate(schedule)
-        run_id, fresh = await self.history.record_event(
-            schedule=schedule.id,
-            pipeline=schedule.pipeline,
-            trigger=kind,
-            received_at=seen,
-            event_key=key,
-            event=event,
-            status=status,
-            async_driver=schedule.async_driver,
-            final_vars=list(schedule.final_vars),
-            inputs=dict(schedule.inputs),
-            payload=payload,
-            traceparent=traceparent,
-            error=error,
-        )
-        if not fresh:
-            return Recorded(
-                run_id=run_id, event=await self._first_event(run_id, event), fresh=False
+        holding = status == "queued" and self._held_back(schedule.id)
+        self._reserved[schedule.id] += holding  # counted before the await: a burst stays bounded
+        try:
+            run_id, fresh = await self.history.record_event(
+                schedule=schedule.id,
+                pipeline=schedule.pipeline,
+                trigger=kind,
+                received_at=seen,
+                event_key=key,
+                event=event,
+                status=status,
+                async_driver=schedule.async_driver,
+                final_vars=list(schedule.final_vars),
+                inputs=dict(schedule.inputs),
+                payload=payload,
+                traceparent=traceparent,
+                error=error,
             )
+        finally:
+            self._reserved[schedule.id] -= holding
+        if not fresh:
+            first = await self._first_event(run_id, event)
+            return Recorded(run_id=run_id, event=first, fresh=False)
         for listener in self._listeners:
             listener(schedule.id, kind)
         if status == "queued":
             inputs = _event_inputs(kind, path, payload)
-            self._go(
-                _Held(
+            self._go(_Held(run_id=run_id, schedule=schedule.id, trigger=kind, received_at=seen,
+                           inputs=inputs))  # fmt: skip
+        else:
+            self._not_run(schedule, run_id, event, seen, status, error)
+        return Recorded(run_id=run_id, event=event, fresh=True)
+
+    def _not_run(self, schedule, run_id, event, seen, status, error) -> None:
+        """An event's `skipped` row is told like a slot's: metrics, notifications."""
+        log.warning("event %s of %s: %s", event["key"], schedule.id, error.message)
+        if self.runner.events:
+            self.runner.events.emit(
+                RunEvent(
+                    kind="finished",
                     run_id=run_id,
-                    schedule=schedule.id,
-                    trigger=kind,
-                    received_at=seen,
-                    inputs=inputs,
+                    schedule=schedule,
+                    pipeline=schedule.pipeline,
+                    trigger=event["kind"],
+                    status=status,
+                    scheduled_at=seen,
+                    finished_at=datetime.now(UTC),
+                    error=error,
                 )
             )
-        else:
-            log.warning("event %s of %s: %s", key, schedule.id, error.message if error else status)
-        return Recorded(run_id=run_id, event=event, fresh=True)
 
     def _fate(self, schedule: Schedule) -> tuple[str, RunError | None]:
         """`queued`, or `skipped` with why."""
         if self._held_back(schedule.id):
-            if self.pending(schedule.id) >= schedule.max_pending:
+            if self.pending(schedule.id) + self._reserved[schedule.id] >= schedule.max_pending:
                 why = (
                     f"schedule {schedule.id!r} is {self._why_held(schedule.id)} and holds "
                     f"{schedule.max_pending} events already (max_pending); this one is not run"
