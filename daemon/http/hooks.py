@@ -15,6 +15,7 @@ in chunks, a file secret in a thread, and the journal writes through the history
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -105,15 +106,16 @@ class Hooks:
         return await self._record(schedule, event, received_at)
 
     async def _record(self, schedule: Schedule, event: Any, received_at: datetime) -> Response:
-        try:
-            recorded = await self.daemon.journal.record(
-                schedule.id,
-                "webhook",
-                event.key,
-                payload=event.payload,
-                received_at=received_at,
-                traceparent=event.traceparent,
-            )
+        recording = self.daemon.journal.record(
+            schedule.id,
+            "webhook",
+            event.key,
+            payload=event.payload,
+            received_at=received_at,
+            traceparent=event.traceparent,
+        )
+        try:  # shielded: a sender hanging up mid-write leaves a whole event, started
+            recorded = await asyncio.shield(recording)
         except FlowerdError as exc:  # the history cannot take the row: not accepted
             log.error("webhook %s (key %s) not recorded: %s", schedule.id, event.key, exc)
             return JSONResponse(
