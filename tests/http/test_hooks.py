@@ -135,6 +135,12 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
     assert sorted(r.id for r in rows) == sorted([first, gh["run_id"], *ids])  # one row each
     assert {r.status for r in rows} == {"success"}
     assert SECRET not in served.log
+    listed = cli(base, "runs", "--trigger", "webhook", "--json")
+    assert listed.returncode == 0, listed.stderr
+    shown = {run["id"]: run for run in json.loads(listed.stdout)}
+    assert sorted(shown) == sorted(r.id for r in rows)
+    assert shown[first]["event"] == answer["event"]
+    assert SECRET not in listed.stdout
 
 
 def _refusals(hooks: str, body: bytes) -> None:
