@@ -57,7 +57,8 @@ def load_and_validate(
         checked.append(schedule)
         if reach_clusters:
             found = [*found, *_cluster_down(schedule)]
-        for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
+        found = [*found, *_past_at(schedule), *_unwatchable(schedule, settings.base_dir)]
+        for warning in found:  # each said once, naming every schedule
             warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
     problems.extend(_pool_problems(checked, settings))
@@ -74,6 +75,21 @@ def _past_at(schedule: Schedule) -> list[str]:
     return [
         f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
         "fires again (catch-up runs only slots after the last one recorded)"
+    ]
+
+
+def _unwatchable(schedule: Schedule, base_dir: Path) -> list[str]:
+    """An `on_file` directory that is not there (yet) is watched once it is: a warning."""
+    if schedule.on_file is None:
+        return []
+    from daemon.incoming.wiring import directory_of
+
+    directory = directory_of(schedule, base_dir)
+    if directory.is_dir():
+        return []
+    what = "is not a directory" if directory.exists() else "does not exist (yet)"
+    return [
+        f"field 'on_file': {directory} {what}: files start runs once it is a directory there"
     ]
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -117,6 +119,7 @@ def _all_ran(base: Path, count: int):
 @pytest.mark.parametrize("count", [pytest.param(200, marks=pytest.mark.slow), 12])
 def test_files_dropped_at_once_each_run_once(tmp_path, count):
     base = project(tmp_path)
+    (base / "flowerd.toml").write_text('http = "127.0.0.1:0"\n')
     with Served(base) as served:
         served.wait_ready()
         paths = drop(base / "inbox", count)
@@ -124,17 +127,27 @@ def test_files_dropped_at_once_each_run_once(tmp_path, count):
         # written again: a new identity, a new event; touched without change: nothing
         paths[0].write_text("new content\n")
         wait_for(_all_ran(base, count + 1), timeout_s=20, what="the rewritten file's run")
+        # the watched directory goes and comes back: the watch is set up again, rescanned
+        shutil.rmtree(base / "inbox")
+        (base / "inbox").mkdir()
+        back = drop(base / "inbox", 1, start=900)
+        wait_for(_all_ran(base, count + 2), timeout_s=30, what="a file after the watch was lost")
         time.sleep(1.0)  # a second look: nothing more arrives
+        metrics = urllib.request.urlopen(f"{served.ask('status')['http']}/metrics").read().decode()
+        assert f'flowerd_events_total{{kind="file",schedule="inbox"}} {count + 2}.0' in metrics
+        assert f"flowerd_event_start_seconds_count {count + 2}.0" in metrics
         assert served.stop() == 0
+    assert "the watch on" in served.log and "is lost" in served.log
     rows = file_rows(base)
-    assert len(rows) == count + 1
+    assert len(rows) == count + 2
+    assert str(back[0].resolve()) in {r.event["path"] for r in rows}
     assert Counter(r.event["path"] for r in rows)[str(paths[0].resolve())] == 2
     assert all(r.status == "success" for r in rows)
     event = rows[0].to_json()["event"]
     assert set(event) == {"kind", "key", "path", "received_at"}
     assert event["kind"] == "file" and event["key"].startswith(event["path"] + "|")
     listed = json.loads(_ok(base, "runs", "--trigger", "file", "--json"))
-    assert len(listed) == count + 1
+    assert len(listed) == count + 2
 
 
 def test_files_that_landed_while_no_daemon_ran_run_at_start_not_under_catchup_none(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 
 from daemon.errors import ScheduleError
 from daemon.schedule import load_schedules
+from tests.contract import flowerd
+from tests.serve import make_project
 
 
 def _load(tmp_path: Path, body: str):
@@ -65,3 +67,14 @@ def test_on_file_beside_a_clock_trigger_is_refused(tmp_path):
         tmp_path, '[orders]\npipeline = "p"\ncron = "* * * * *"\non_file = { path = "in" }\n'
     )
     assert any("'cron' and 'on_file': give only one trigger" in line for line in problems), problems
+
+
+def test_validate_warns_of_a_directory_not_there_yet(tmp_path):
+    base = make_project(
+        tmp_path / "p",
+        '[orders]\npipeline = "hello_world"\nfinal_vars = ["full_greeting"]\n'
+        'inputs = { name = "x" }\non_file = { path = "incoming" }\n',
+    )
+    done = flowerd(base, "validate")
+    assert done.returncode == 0, done.stderr
+    assert f"{(base / 'incoming').resolve()} does not exist (yet)" in done.stderr
