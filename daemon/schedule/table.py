@@ -136,6 +136,8 @@ def _trigger_problems(table: dict) -> list[str]:
         return [f"no trigger: give one of {names} or {ALL_TRIGGERS[-1]!r}"]
     if len(given) == 1:
         return []
+    if "after" in given:  # named first: it is the one to keep or drop
+        given = ["after", *(name for name in given if name != "after")]
     names = " and ".join(repr(name) for name in given)
     if "after" in given:
         return [

@@ -537,6 +537,9 @@ def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
         "after": [],
         "async_driver": False,
         "loaded": False,  # no daemon runs it
+        "on_file": None,
+        "on_webhook": None,
+        "pending": None,  # no event schedule
         "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
     }
     assert tick["next"] == ["2026-03-28T12:05:00+00:00", "2026-03-28T12:10:00+00:00"]
