@@ -23,8 +23,10 @@ SUITES = [
     "bench_isolation",
     "bench_http",
     "bench_upstream",
+    "bench_webhooks",
     "bench_scale",
     "bench_daemon",
+    "bench_events",
 ]
 
 

@@ -26,7 +26,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # inputs flowerd passes to a pipeline that declares them: the slot's time (aware, in the
 # schedule's timezone) and the run's id; reserved, so never set in `inputs`
-SLOT_INPUTS: tuple[str, ...] = ("scheduled_at", "run_id")
+SLOT_INPUTS: tuple[str, ...] = ("scheduled_at", "run_id", "trigger_path", "payload")
 
 
 class _Lost(Exception):
@@ -40,8 +40,9 @@ def check_not_reserved(inputs: Iterable[str]) -> None:
         names = " and ".join(repr(name) for name in reserved)
         raise ValueError(
             f"{names} {'is' if len(reserved) == 1 else 'are'} reserved: flowerd passes the "
-            "slot's time as `scheduled_at` and the run's id as `run_id` to a pipeline that "
-            "declares them; remove it from the inputs"
+            "slot's time as `scheduled_at`, the run's id as `run_id`, an event's file as "
+            "`trigger_path` and a webhook's body as `payload` to a pipeline that declares "
+            "them; remove it from the inputs"
         )
 
 

@@ -38,12 +38,13 @@ def schedules(
     after = _instant("--from", from_) or datetime.now(UTC)
     settings = settings_of(ctx)
     found = project_schedules(settings)
-    paused = asyncio.run(_paused_schedules(settings.db_url)) if found else {}
+    paused, pending = asyncio.run(_paused_schedules(settings.db_url)) if found else ({}, {})
     running = _daemon_fires(settings)
     rows = [
         schedule_json(
             s, s.id in paused, after, next_n, paused.get(s.id),
             loaded=running is not None and running.get(s.id) == s.fingerprint(),
+            pending=pending.get(s.id, 0),
         )
         for s in found
     ]  # fmt: skip
@@ -88,13 +89,18 @@ def _print_drift(rows: list[dict], running: dict[str, str] | None) -> None:
         typer.echo("the daemon fires what it loaded; `flowerd reload` applies the files")
 
 
-async def _paused_schedules(db_url: str) -> dict[str, str | None]:
-    """Ids paused in the history, and why; none when there is no history (yet) to read."""
+async def _paused_schedules(db_url: str) -> tuple[dict[str, str | None], dict[str, int]]:
+    """Ids paused in the history, and why; and each event schedule's pending events. None
+    when there is no history (yet) to read."""
+
+    async def read(history) -> tuple[dict[str, str | None], dict[str, int]]:
+        return dict(await history.paused_reasons()), await history.pending_events()
+
     try:
-        return dict(await _read_history(db_url, lambda history: history.paused_reasons()))
+        return await _read_history(db_url, read)
     except FlowerdError as exc:  # the listing is still useful without the paused state
         typer.echo(f"warning: cannot read paused schedules from the history: {exc}", err=True)
-        return {}
+        return {}, {}
 
 
 SCHEDULE_COLUMNS = (
@@ -120,6 +126,8 @@ def _print_schedules(rows: list[dict], settings: Settings) -> None:
         upcoming = "\n".join(row["next"]) or "-"
         if row["after"]:  # no fire times of its own: when its upstreams succeed
             upcoming = "after " + ", ".join(row["after"])
+        elif row["pending"] is not None:  # an event schedule: what waits to run
+            upcoming = f"on events; {row['pending']} pending"
         cells.append(
             [
                 escape(row["id"]),

@@ -52,7 +52,9 @@ def validate(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
-    schedules, warnings = load_and_validate(settings, pm, reach_clusters=True)
+    schedules, warnings = load_and_validate(
+        settings, pm, reach_clusters=True, resolve_secrets=False
+    )
     for warning in warnings:  # a ScheduleError above: exit 1, every problem listed
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{len(schedules)} schedule(s) valid in {settings.schedules_dir}")

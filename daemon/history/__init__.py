@@ -52,6 +52,7 @@ from daemon.history.redact import DEFAULT_MAX_ROW_BYTES, is_secret_key, redact
 from daemon.history.run_rows import RunRows
 from daemon.history.schema import (
     ACTIVE,
+    EVENT_TRIGGERS,
     FAILURES,
     SLOT_TRIGGERS,
     STATUSES,
@@ -155,10 +156,12 @@ class History:
     schedule_names = _On("reader", Reader.schedule_names)
     paused = _On("reader", Reader.paused)
     paused_reasons = _On("reader", Reader.paused_reasons)
+    pending_events = _On("reader", Reader.pending_events)
     failures_in_a_row = _On("reader", Reader.failures_in_a_row)
     list_runs = _On("reader", Reader.list_runs)
     stats = _On("reader", Reader.stats)
     claim = _On("runs", RunRows.claim)
+    record_event = _On("runs", RunRows.record_event)
     slot_write = _On("runs", RunRows.slot_write)
     record_slot = _On("runs", RunRows.record_slot)
     mark_running_nowait = _On("runs", RunRows.mark_running_nowait)
@@ -168,6 +171,7 @@ class History:
     log_lines = _On("logs", LogRows.log_lines)
     previous_outcome = _On("logs", LogRows.previous_outcome)
     reap_crashed = _On("sharing", Sharing.reap_crashed)
+    adopt_events = _On("sharing", Sharing.adopt_events)
     register_daemon = _On("sharing", Sharing.register_daemon)
     unregister_daemon = _On("sharing", Sharing.unregister_daemon)
     renew_lease = _On("sharing", Sharing.renew_lease)
@@ -348,6 +352,7 @@ class History:
 
 __all__ = [
     "ACTIVE",
+    "EVENT_TRIGGERS",
     "FAILURES",
     "SCHEMA_REVISION",
     "SLOT_TRIGGERS",

@@ -114,10 +114,34 @@ def reap_expired(conn: sa.Connection, me: str, lease_s: float) -> tuple[list, li
     if not expired:
         return [], []
     ids = [row.id for row in expired]
-    stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE), runs.c.instance_id.in_(ids))
+    stmt = sa.update(runs).where(
+        runs.c.status.in_(ACTIVE), runs.c.instance_id.in_(ids), not_a_waiting_event()
+    )
     rows = (conn.execute(crash(stmt, _now(conn)))).all()
     conn.execute(sa.delete(daemons).where(daemons.c.id.in_(ids)))
     return [row._mapping for row in rows], [tuple(row) for row in expired]
+
+
+def not_a_waiting_event() -> sa.ColumnElement:
+    """An event's `queued` row never started: not crashed -- another daemon (or the next
+    start) adopts it and runs it (adopt_events)."""
+    return sa.not_(sa.and_(runs.c.status == "queued", runs.c.event_key.is_not(None)))
+
+
+def adopt_events(conn: sa.Connection, me: dict, lease_s: float | None) -> list:
+    """The `queued` event rows of daemons that are gone become ours (one UPDATE: of two
+    daemons adopting at once, each row goes to one). `lease_s` None (SQLite, one daemon
+    per file): every other daemon's rows are orphans."""
+    stmt = sa.update(runs).where(
+        runs.c.status == "queued",
+        runs.c.event_key.is_not(None),
+        sa.or_(runs.c.instance_id.is_(None), runs.c.instance_id != me["id"]),
+    )
+    if lease_s is not None:
+        alive = live_ids(conn, lease_s)
+        stmt = stmt.where(sa.or_(runs.c.instance_id.is_(None), runs.c.instance_id.not_in(alive)))
+    stmt = stmt.values(instance_id=me["id"], host=me["host"], pid=me["pid"])
+    return [row._mapping for row in conn.execute(stmt.returning(*runs.c)).all()]
 
 
 def request_reload(conn: sa.Connection, me: str) -> int:

@@ -175,6 +175,18 @@ class Reader:
         stmt = sa.select(paused_schedules.c.schedule, paused_schedules.c.reason)
         return {row.schedule: row.reason for row in await self._reads.rows(stmt)}
 
+    async def pending_events(self) -> dict[str, int]:
+        """Per schedule, its events recorded and not started yet (`queued` event rows:
+        held while paused or disabled, or waiting their turn)."""
+        if self._reads.nothing:
+            return {}
+        stmt = (
+            sa.select(runs.c.schedule, sa.func.count().label("n"))
+            .where(runs.c.status == "queued", runs.c.event_key.is_not(None))
+            .group_by(runs.c.schedule)
+        )
+        return {row.schedule: row.n for row in await self._reads.rows(stmt)}
+
     async def failures_in_a_row(
         self, schedule: str, *, limit: int, since: datetime | None = None
     ) -> int:

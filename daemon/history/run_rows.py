@@ -64,10 +64,47 @@ class RunRows:
             async_driver=async_driver,
             status=check_status(status),
             started_at=started_at,
+            final_vars=final_vars,
+            inputs=inputs,
         )
-        values["final_vars"] = [str(v) for v in final_vars]
-        values["inputs"] = bounded(redact(inputs or {}), self.max_row_bytes)
         values["rerun_of"] = rerun_of
+        return await await_write(self._submit("insert", without_none(values)))
+
+    async def record_event(
+        self,
+        *,
+        schedule: str,
+        pipeline: str,
+        trigger: str,
+        received_at: datetime,
+        event_key: str,
+        event: dict,
+        status: str = "queued",
+        async_driver: bool,
+        final_vars: list[str] | tuple[str, ...] = (),
+        inputs: Mapping | None = None,
+        payload: dict | None = None,
+        traceparent: str | None = None,
+        error: RunError | None = None,
+    ) -> tuple[int, bool]:
+        """An event's row (daemon.incoming.journal): `queued` (or a terminal `skipped`),
+        its slot key (schedule, event_key), `scheduled_at` when it was seen. Returns
+        (run id, fresh): not fresh when the event already had a row (its id). Durable
+        when this returns."""
+        values = self._row(
+            pipeline=pipeline,
+            trigger=trigger,
+            schedule=schedule,
+            scheduled_at=received_at,
+            async_driver=async_driver,
+            status=check_status(status),
+            started_at=None,
+            final_vars=final_vars,
+            inputs=inputs,
+        )
+        values.update(event_key=event_key, event=event, payload=payload, traceparent=traceparent)
+        if status in TERMINAL:
+            values.update(finished_at=utcnow(), **error_columns(error))
         return await await_write(self._submit("insert", without_none(values)))
 
     def slot_write(
@@ -101,7 +138,19 @@ class RunRows:
         None if the slot is already in the history."""
         return await self.slot_write(**slot)
 
-    def _row(self, *, pipeline, trigger, schedule, scheduled_at, async_driver, status, started_at):
+    def _row(
+        self,
+        *,
+        pipeline,
+        trigger,
+        schedule,
+        scheduled_at,
+        async_driver,
+        status,
+        started_at,
+        final_vars=(),
+        inputs=None,
+    ):
         check_trigger(trigger)
         aware(scheduled_at, "scheduled_at")
         aware(started_at, "started_at")
@@ -115,8 +164,8 @@ class RunRows:
             "started_at": started_at,
             "attempts": 0,
             "async_driver": bool(async_driver),
-            "final_vars": [],
-            "inputs": {},
+            "final_vars": [str(v) for v in final_vars],
+            "inputs": bounded(redact(inputs or {}), self.max_row_bytes) if inputs else {},
             "host": self._origin.host,
             "pid": self._origin.pid,
             "instance_id": self._origin.instance_id,

@@ -28,7 +28,7 @@ STATUSES = (
 ACTIVE = frozenset({"queued", "running"})
 TERMINAL = frozenset(STATUSES) - ACTIVE
 FAILURES = frozenset({"failed", "timed_out", "crashed"})
-TRIGGERS = ("schedule", "catchup", "manual", "backfill", "rerun", "upstream")
+TRIGGERS = ("schedule", "catchup", "manual", "backfill", "rerun", "upstream", "file", "webhook")
 # the triggers whose rows hold a slot: (schedule, scheduled_at) is unique among them only
 # (a `rerun` repeats a slot, a `manual` run of a schedule stores the time it was asked)
 SLOT_TRIGGERS = ("schedule", "catchup", "backfill", "upstream")
@@ -36,6 +36,12 @@ SLOT_TRIGGERS = ("schedule", "catchup", "backfill", "upstream")
 # migration and the writer's ON CONFLICT target (SQLite matches them by their terms)
 SLOT_KEY_WHERE = sa.text('"trigger" IN (' + ", ".join(f"'{t}'" for t in SLOT_TRIGGERS) + ")")
 SLOT_KEY_INDEX = "uq_runs_slot"
+# events (daemon.incoming): their slot key is (schedule, event_key) -- the file's identity or
+# the delivery's key -- unique among the rows that have one (a partial unique index too:
+# two events may be seen in the same microsecond, so scheduled_at cannot be their key)
+EVENT_TRIGGERS = ("file", "webhook")
+EVENT_KEY_WHERE = sa.text('"event_key" IS NOT NULL')
+EVENT_KEY_INDEX = "uq_runs_event"
 
 SUMMARY_MAX_CHARS = 2_000
 MESSAGE_MAX_CHARS = 10_000
@@ -77,6 +83,10 @@ class RunRecord:
     instance_id: str | None = None
     rerun_of: int | None = None
     attempt_errors: list = field(default_factory=list)
+    # an event's run (trigger file / webhook): {kind, key, path, received_at}; else None
+    event: dict | None = None
+    payload: dict | None = None  # a webhook's JSON body (the `payload` input); not in to_json
+    traceparent: str | None = None  # the caller's W3C trace context; not in to_json
 
     @property
     def duration_s(self) -> float | None:
@@ -120,6 +130,7 @@ class RunRecord:
             "result": self.result if self.status == "success" else None,
             "rerun_of": self.rerun_of,
             "attempt_errors": list(self.attempt_errors),
+            "event": self.event,
         }
 
 
@@ -202,6 +213,19 @@ runs = sa.Table(
     sa.Index(None, "schedule", "duration_s"),  # stats: percentiles per schedule
     sa.Index(None, "pipeline", "duration_s"),  # ... and per pipeline
     sa.Index(None, "pipeline", "status"),  # stats: counts per pipeline
+    # events (20261207_01): the event's identity, its `event` object, a webhook's body and
+    # the caller's trace context
+    sa.Column("event_key", sa.Text),
+    sa.Column("event", sa.JSON),
+    sa.Column("payload", sa.JSON),
+    sa.Column("traceparent", sa.String(64)),
+    sa.Index(
+        EVENT_KEY_INDEX,
+        "schedule",
+        "event_key",
+        unique=True,
+        sqlite_where=EVENT_KEY_WHERE,  # postgresql_where: see with_postgresql()
+    ),
     sqlite_autoincrement=True,  # a run id is never given out again (20261130_02)
 )
 
@@ -311,6 +335,9 @@ def record_of(row: Mapping) -> RunRecord:
         instance_id=row["instance_id"],
         rerun_of=row.get("rerun_of"),
         attempt_errors=list(row.get("attempt_errors") or []),
+        event=row.get("event"),
+        payload=row.get("payload"),
+        traceparent=row.get("traceparent"),
     )
 
 
@@ -323,6 +350,7 @@ def with_postgresql() -> None:
     used (and by migrations/env.py): declaring it imports SQLAlchemy's PostgreSQL
     dialect, ~15 ms of every SQLite command otherwise. The DDL lives in the migrations;
     the metadata must match them for alembic's comparisons."""
-    index = next(index for index in runs.indexes if index.name == SLOT_KEY_INDEX)
-    if "postgresql_where" not in index.dialect_kwargs:
-        index.dialect_kwargs["postgresql_where"] = SLOT_KEY_WHERE
+    for name, where in ((SLOT_KEY_INDEX, SLOT_KEY_WHERE), (EVENT_KEY_INDEX, EVENT_KEY_WHERE)):
+        index = next(index for index in runs.indexes if index.name == name)
+        if "postgresql_where" not in index.dialect_kwargs:
+            index.dialect_kwargs["postgresql_where"] = where

@@ -52,6 +52,16 @@ class Sharing:
         rows = await await_write(self._submit("call", reap))
         return [record_of(row) for row in rows]
 
+    async def adopt_events(self, *, lease_s: float) -> list[RunRecord]:
+        """The `queued` event rows a dead daemon left (its run never started), now ours
+        to run: at start-up and after each renewal (daemon.incoming.journal)."""
+        me = self._origin.lease()
+        lease = None if self._sqlite else lease_s
+        rows = await await_write(
+            self._submit("call", lambda conn: daemon_rows.adopt_events(conn, me, lease))
+        )
+        return [record_of(row) for row in rows]
+
     # -- leases (several daemons on one database; see daemon_rows.py) --------------------------
     async def register_daemon(self) -> None:
         """Take a lease. Lease rows this one outlives are dropped first, so the start-up
@@ -141,7 +151,7 @@ def _paused_insert(sqlite: bool):
 def _reap(
     conn: sa.Connection, now: datetime, live: list[tuple[str, int]], lease_s: float | None
 ) -> list:
-    stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE))
+    stmt = sa.update(runs).where(runs.c.status.in_(ACTIVE), daemon_rows.not_a_waiting_event())
     if live:
         stmt = stmt.where(sa.tuple_(runs.c.host, runs.c.pid).not_in(live))
     if lease_s is not None:  # never the rows of a daemon whose lease is live

@@ -110,7 +110,9 @@ class Spool:
     def hold(self, ops: list) -> None:
         entries = []
         for op in ops:
-            if op.kind == "insert" and op.values.get("status") in ACTIVE:
+            if op.kind == "insert" and op.values.get("event_key") is not None:
+                entries.append(("insert", op.values))  # an event stays queued: it runs next start
+            elif op.kind == "insert" and op.values.get("status") in ACTIVE:
                 # a claim that never landed: its pipeline never started
                 entries.append(("insert", _never_started(op.values)))
             elif op.kind in SPOOLED_KINDS:

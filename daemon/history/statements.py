@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history.schema import ACTIVE, SLOT_KEY_WHERE, SLOT_TRIGGERS, run_logs, runs
+from daemon.history.schema import (
+    ACTIVE,
+    EVENT_KEY_WHERE,
+    SLOT_KEY_WHERE,
+    SLOT_TRIGGERS,
+    run_logs,
+    runs,
+)
 
 if TYPE_CHECKING:
     from daemon.history.writer import _Op
@@ -71,11 +78,49 @@ def _insert_slots(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
         results[id(op)] = ids.get(key)
 
 
+def _event_key(values: dict) -> tuple | None:
+    """(schedule, event_key) of an event's row (daemon.incoming); None for the others."""
+    if values.get("event_key") is None:
+        return None
+    return values.get("schedule"), values["event_key"]
+
+
+def _insert_events(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
+    """Event rows, in one INSERT .. ON CONFLICT DO NOTHING on (schedule, event_key); each
+    op's result is (run id, fresh): an event already in the table (or twice in this
+    batch) gets the id of the row that has it, and fresh False."""
+    first: dict[tuple, _Op] = {}
+    for op in ops:
+        first.setdefault(_event_key(op.values), op)
+    stmt = (
+        _dialect_insert(conn)(runs)
+        .on_conflict_do_nothing(
+            index_elements=["schedule", "event_key"], index_where=EVENT_KEY_WHERE
+        )
+        .returning(runs.c.id, runs.c.schedule, runs.c.event_key)
+    )
+    rows = conn.execute(stmt, [op.values for op in first.values()]).all()
+    fresh = {(row.schedule, row.event_key): row.id for row in rows}
+    known = dict(fresh)
+    for schedule, key in first.keys() - fresh.keys():
+        found = sa.select(sa.func.min(runs.c.id)).where(
+            runs.c.schedule == schedule, runs.c.event_key == key
+        )
+        known[(schedule, key)] = conn.execute(found).scalar_one()
+    for op in ops:
+        key = _event_key(op.values)
+        results[id(op)] = (known[key], first[key] is op and key in fresh)
+
+
 def _insert_rows(conn: sa.Connection, ops: list[_Op], results: dict) -> None:
-    for group in _by_shape([op for op in ops if _slot_key(op.values) is not None]):
+    events = [op for op in ops if _event_key(op.values) is not None]
+    for group in _by_shape(events):
+        _insert_events(conn, group, results)
+    rest = [op for op in ops if _event_key(op.values) is None]
+    for group in _by_shape([op for op in rest if _slot_key(op.values) is not None]):
         _insert_slots(conn, group, results)
     stmt = sa.insert(runs).returning(runs.c.id)
-    for op in ops:  # manual runs and reruns: rare, and they never collide
+    for op in rest:  # manual runs and reruns: rare, and they never collide
         if _slot_key(op.values) is None:
             results[id(op)] = conn.execute(stmt, op.values).scalar_one()
 

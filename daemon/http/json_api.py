@@ -169,10 +169,14 @@ class Api:
         # the CLI's order: files by name, then (as loaded) the tables in each file
         found = sorted(self.daemon.scheduler.schedules.values(), key=lambda s: str(s.file))
         why = self.daemon.paused_reasons
+        pending = await self.daemon.history.pending_events()
         rows = [  # what the daemon fires: loaded, by definition
-            schedule_json(s, s.id in paused, after, int(next_n), why.get(s.id), loaded=True)
+            schedule_json(
+                s, s.id in paused, after, int(next_n), why.get(s.id),
+                loaded=True, pending=pending.get(s.id, 0),
+            )
             for s in found
-        ]
+        ]  # fmt: skip
         return JSONResponse(rows)
 
     @answers_errors

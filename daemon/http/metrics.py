@@ -15,6 +15,8 @@ errors, the last successes) are computed when Prometheus scrapes, never per run.
     flowerd_history_write_errors_total               the history's own count
     flowerd_notifications_total{result}              `count_notification()` (the notifier)
     flowerd_pool_waiting{pool}, flowerd_runs_late_total{schedule}   for pools and deadlines
+    flowerd_events_total{schedule,kind}              `count_event()` (daemon.incoming's journal)
+    flowerd_event_start_seconds                      event seen -> run started (file, webhook)
 
 A run without a schedule (`flowerd run`, the Python API) has the label schedule="".
 """
@@ -36,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from daemon.history import EVENT_TRIGGERS
 from daemon.runner.events import RunEvent
 
 if TYPE_CHECKING:
@@ -94,6 +97,18 @@ class Metrics:
             ["schedule"],
             registry=r,
         )
+        self.events = Counter(
+            "flowerd_events",
+            "Events recorded (a file that landed, a webhook delivery), each once",
+            ["schedule", "kind"],
+            registry=r,
+        )
+        self.event_start = Histogram(
+            "flowerd_event_start_seconds",
+            "From an event seen (a file settled, a webhook accepted) to its run started",
+            buckets=LATENESS_BUCKETS_S,
+            registry=r,
+        )
         self.last_success: dict[str, float] = {}
         self._daemon: Served | None = None
         self._scraped: list = []
@@ -107,9 +122,12 @@ class Metrics:
     def on_run_event(self, event: RunEvent) -> None:
         schedule = event.schedule_id or ""
         if event.kind == "started":
-            if event.trigger == "schedule" and event.scheduled_at and event.started_at:
-                late_s = (event.started_at - event.scheduled_at).total_seconds()
-                self.lateness.observe(max(0.0, late_s))
+            if event.scheduled_at and event.started_at:
+                late_s = max(0.0, (event.started_at - event.scheduled_at).total_seconds())
+                if event.trigger == "schedule":
+                    self.lateness.observe(late_s)
+                elif event.trigger in EVENT_TRIGGERS:
+                    self.event_start.observe(late_s)
             return
         self.runs.labels(schedule, event.pipeline, event.status).inc()
         if event.duration_s is not None:
@@ -119,6 +137,10 @@ class Metrics:
 
     def success_at(self, schedule: str, timestamp_s: float) -> None:
         self.last_success[schedule] = max(timestamp_s, self.last_success.get(schedule, 0.0))
+
+    def count_event(self, schedule: str, kind: str) -> None:
+        """For the journal (daemon.incoming): one event recorded for the first time."""
+        self.events.labels(schedule, kind).inc()
 
     def count_notification(self, result: str) -> None:
         """For the notifier: one delivery's outcome (`sent`, `error`, `dropped`)."""

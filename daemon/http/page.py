@@ -103,12 +103,14 @@ class Page:
         daemon = self.daemon
         schedules = list(daemon.scheduler.schedules.values())
         cells = await self.recent.of([s.id for s in schedules])
+        pending = await daemon.history.pending_events()
         rows = [
             {
                 "schedule": s,
                 "paused": s.id in daemon.paused,
                 "next": daemon.scheduler.next_fire(s.id),
                 "cells": cells[s.id],  # oldest first, newest at the right
+                "pending": pending.get(s.id, 0) if s.event_triggers else None,
             }
             for s in schedules
         ]

@@ -145,11 +145,12 @@ def _reason(exc: OSError) -> str:
 
 def build_app(daemon: Served) -> Starlette:
     """The Starlette app: the API and metrics routes, then the page's. No CORS."""
-    from daemon.http import json_api, page
+    from daemon.http import hooks, json_api, page
     from daemon.http.listing import Listing
 
     listing = Listing(daemon.history)
-    return Starlette(routes=json_api.routes(daemon, listing) + page.routes(daemon, listing))
+    routes = json_api.routes(daemon, listing) + hooks.routes(daemon)
+    return Starlette(routes=routes + page.routes(daemon, listing))
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -17,11 +17,14 @@ def schedule_json(
     paused_reason: str | None = None,
     *,
     loaded: bool,
+    pending: int = 0,
 ) -> dict:
     """`flowerd schedules --json` (and `GET /api/schedules`): one schedule, its state and
     its next `next_n` fire times after `after` (none while paused or disabled). `loaded`:
     the running daemon fires this very schedule (false when the files say otherwise, or
-    no daemon runs it yet)."""
+    no daemon runs it yet). An event schedule: `on_file` (what it watches) or `on_webhook`
+    (where to POST; the secret as ***), and `pending`
+    (its events recorded, not started yet)."""
     from daemon.schedule.firetimes import next_fire_times
 
     fires = schedule.enabled and not paused
@@ -39,6 +42,9 @@ def schedule_json(
         "async_driver": schedule.async_driver,
         "next": [t.isoformat() for t in next_fire_times(schedule, after, next_n)] if fires else [],
         "loaded": loaded,
+        "on_file": schedule.on_file.to_json() if schedule.on_file is not None else None,
+        "on_webhook": schedule.on_webhook.to_json(schedule.id) if schedule.on_webhook else None,
+        "pending": pending if schedule.event_triggers else None,
     }
 
 

@@ -70,7 +70,7 @@ def _inputs_of(built: _Built) -> set[str]:
 def _slot_placeholders(built: _Built) -> dict[str, Any]:
     """Stand-ins for the slot inputs (SLOT_INPUTS) a DAG declares, so validation does not
     call them missing: the runner passes the real values."""
-    stand_ins = {"scheduled_at": datetime.now(UTC), "run_id": 0}
+    stand_ins = {"scheduled_at": datetime.now(UTC), "run_id": 0, "trigger_path": "", "payload": {}}
     declared = _inputs_of(built)  # once: a walk of every node
     return {name: stand_ins[name] for name in SLOT_INPUTS if name in declared}
 

@@ -94,6 +94,11 @@ def find_schedule(schedules: Mapping[str, Schedule], schedule_id: str) -> Schedu
             f"schedule {schedule_id!r} runs after {', '.join(schedule.after)}: its slots are "
             "its upstreams' slots, so it has none of its own to backfill; backfill those"
         )
+    if schedule.event_triggers:  # an event's run has no slot to run again
+        raise FlowerdError(
+            f"schedule {schedule_id!r} runs on events ({schedule.describe_trigger()}): it has "
+            "no slots to backfill; `flowerd rerun ID` runs one of its runs again"
+        )
     return schedule
 
 

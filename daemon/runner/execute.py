@@ -121,15 +121,16 @@ class Execution:
 
     def _with_slot_inputs(self, active: ActiveRun, pipeline: str, cfg: RunConfig) -> RunConfig:
         """`scheduled_at` (the slot, aware, in the schedule's timezone; a manual run: when
-        it was asked for) and `run_id`, for a DAG that declares them as inputs."""
+        it was asked for) and `run_id`, for a DAG that declares them as inputs; an event's
+        run also `trigger_path` (a file's) or `payload` (a webhook's)."""
         wanted = self.pm.declared_inputs(pipeline, cfg, SLOT_INPUTS)
         if not wanted:
             return cfg
         zone = active.spec.zone if active.spec is not None else self._zone
         slot = (active.scheduled_at or active.asked_at).astimezone(zone)
-        values = {"scheduled_at": slot, "run_id": active.run_id}
+        values = {"scheduled_at": slot, "run_id": active.run_id, **(active.event_inputs or {})}
         given = dict(cfg.inputs or {})  # the Python API may pass its own
-        return cfg.merged({"inputs": {**{k: values[k] for k in wanted}, **given}})
+        return cfg.merged({"inputs": {**{k: values[k] for k in wanted if k in values}, **given}})
 
     async def _call(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s: float):
         if active.spec is not None and active.spec.isolation == "process":

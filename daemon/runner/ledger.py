@@ -38,6 +38,7 @@ class ActiveRun:
     asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
     background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
+    event_inputs: dict | None = None  # an event's run: its trigger_path / payload inputs
 
     def free_slot(self) -> None:
         """Give back the concurrency slot (once): history writes never hold one."""

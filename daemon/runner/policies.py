@@ -103,6 +103,20 @@ class SlotPolicies:
             except Exception:  # the daemon lives on whatever one slot does
                 log.exception("slot %s@%s could not be run", schedule.id, active.scheduled_at)
 
+    async def run_claimed(
+        self, schedule: Schedule, run_id: int, scheduled_at: datetime, trigger: str, inputs: dict
+    ) -> None:
+        """An event's row, already `queued` (daemon.incoming.journal), carried out as a
+        claimed slot is; `inputs`: its `trigger_path` / `payload`."""
+        active = self.ledger.track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
+        active.event_inputs = inputs
+        try:
+            await self._carry_out(active, schedule, trigger)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the daemon lives on whatever one event does
+            log.exception("event run %d of %s could not be run", run_id, schedule.id)
+
     async def _claim_tracked(self, schedule: Schedule, scheduled_at: datetime, trigger: str):
         with self.ledger.claiming_slot(schedule.id):  # busy from now on, before the first await
             run_id = await self._claim(schedule, scheduled_at, trigger)
@@ -192,7 +206,9 @@ class SlotPolicies:
             else:
                 await self._start_when_allowed(active, schedule, trigger)
         except asyncio.CancelledError:
-            if active.started_at is None:  # cancelled while queued
+            if active.started_at is None and active.event_inputs is not None:
+                self.ledger.untrack(active)  # an event's row stays queued: the next start runs it
+            elif active.started_at is None:  # cancelled while queued
                 await self.execution.finish(active, "cancelled", cancel_error("before it started"))
             raise
 

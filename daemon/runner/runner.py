@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from daemon import logs
@@ -110,6 +110,17 @@ class Runner:
             task = self.spawn(self.policies.carry_out_in_order(schedule, runs))
             for active in runs:
                 active.task = task
+
+    def start_claimed(
+        self, schedule: Schedule, run_id: int, scheduled_at: datetime, trigger: str, inputs: dict
+    ) -> bool:
+        """An event's row, already `queued` (daemon.incoming.journal), carried out as a
+        claimed slot is (SlotPolicies.run_claimed). False while stopping."""
+        if not self.accepting:
+            return False
+        at = scheduled_at.astimezone(UTC)
+        self.spawn(self.policies.run_claimed(schedule, run_id, at, trigger, inputs))
+        return True
 
     def spawn(self, coro) -> asyncio.Task:
         """A background task the drain waits for (and cancels after the grace period)."""

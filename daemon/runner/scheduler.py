@@ -82,8 +82,8 @@ class Scheduler:
     # -- schedules ------------------------------------------------------------------
     def add(self, schedule: Schedule, *, paused: bool = False, since: datetime | None = None):
         self._schedules[schedule.id] = schedule
-        # `after`: fired by daemon.orchestration.upstream
-        if not schedule.enabled or schedule.after:
+        # `after`: fired by daemon.orchestration.upstream; events by daemon.incoming
+        if not schedule.enabled or not schedule.has_clock:
             return
         trigger = make_trigger(schedule)
         first = {}

@@ -23,6 +23,7 @@ from daemon.schedule.calendars import check_holidays, parse_date
 from daemon.schedule.cron import parse_cron
 from daemon.schedule.notify_on import DEFAULT_NOTIFY_ON, check_states
 from daemon.schedule.record import CATCHUP_POLICIES, ISOLATIONS, OVERLAP_POLICIES
+from daemon.schedule.webhook import WebhookTable
 
 MIN_MEMORY_LIMIT = 16 * 1024**2  # below this no Python process can even start
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -53,7 +54,7 @@ class ScheduleTable(BaseModel):
     executor: str | dict[str, Any] | None = None
     with_adapter: dict[str, bool] = {}
     timeout: float | str = 0
-    overlap: str = "skip"
+    overlap: str | None = None  # default: "skip"; "queue" for an event trigger
     catchup: str = "latest"
     misfire_grace: float | str = 60
     jitter: float | str = 0
@@ -67,6 +68,9 @@ class ScheduleTable(BaseModel):
     deadline: float | str = 0
     pool: str | None = None
     after: list[str] | None = None
+    on_file: dict[str, Any] | None = None
+    on_webhook: WebhookTable | None = None  # daemon.schedule.webhook: a signed POST starts it
+    max_pending: int = 1_000  # events held while paused / disabled; past it: Overflow rows
 
     @field_validator("pipeline")
     @classmethod
@@ -138,8 +142,13 @@ class ScheduleTable(BaseModel):
 
     @field_validator("overlap")
     @classmethod
-    def _overlap(cls, value: str) -> str:
-        return _one_of(value, OVERLAP_POLICIES)
+    def _overlap(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of(value, OVERLAP_POLICIES)
+
+    @field_validator("on_file")
+    @classmethod
+    def _on_file(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_on_file(value)
 
     @field_validator("catchup")
     @classmethod
@@ -195,6 +204,13 @@ class ScheduleTable(BaseModel):
             raise ValueError("names no schedule; list the schedules this one runs after")
         return value
 
+    @field_validator("max_pending")
+    @classmethod
+    def _max_pending(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"{value} must be 0 (keep none) or more")
+        return value
+
     @field_validator("pause_after_failures")
     @classmethod
     def _pause_after(cls, value: int) -> int:
@@ -222,6 +238,40 @@ class ScheduleTable(BaseModel):
 
 
 TABLE_FIELDS: tuple[str, ...] = tuple(ScheduleTable.model_fields)
+ON_FILE_KEYS: tuple[str, ...] = ("path", "pattern", "settle", "recursive")
+
+
+def check_on_file(table: dict[str, Any]) -> dict[str, Any]:
+    """`on_file = { path, pattern = "*", settle = "1s", recursive = false }`, checked key
+    by key; returns it with `settle` in seconds."""
+    problems = [
+        f"unknown key {key!r}{did_you_mean(key, ON_FILE_KEYS)} (keys: {', '.join(ON_FILE_KEYS)})"
+        for key in table
+        if key not in ON_FILE_KEYS
+    ]
+    path, pattern = table.get("path"), table.get("pattern", "*")
+    if not isinstance(path, str) or not path.strip():
+        problems.append("'path' (a directory: relative to the base dir, or absolute) is required")
+    if not isinstance(pattern, str) or not pattern or "/" in pattern:
+        problems.append(f"'pattern' is a glob on the file name (\"*.csv\"), not {pattern!r}")
+    if not isinstance(table.get("recursive", False), bool):
+        problems.append("'recursive' is true or false")
+    settle = table.get("settle", "1s")
+    try:
+        settle_s = parse_duration_s(settle) if isinstance(settle, str | int | float) else -1.0
+    except ValueError as exc:
+        problems.append(f"'settle': {exc}")
+        settle_s = 0.0
+    if settle_s < 0 or isinstance(settle, bool):
+        problems.append(f"'settle' is a duration (\"2s\", 0.5), not {settle!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return {
+        "path": path.strip(),
+        "pattern": pattern,
+        "settle": settle_s,
+        "recursive": table.get("recursive", False),
+    }
 
 
 def known_zone(name: str) -> ZoneInfo:

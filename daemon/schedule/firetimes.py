@@ -107,7 +107,7 @@ def make_trigger(schedule: Schedule) -> SlotTrigger:
 def next_fire_times(schedule: Schedule, after: datetime, n: int) -> list[datetime]:
     """The next `n` slots strictly after `after`, in the schedule's zone ([] once an
     `at` has passed)."""
-    if schedule.after:  # its slots are its upstreams' (daemon.orchestration.upstream)
+    if not schedule.has_clock:  # `after`: its upstreams' slots; events: none ahead
         return []
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     slots: list[datetime] = []
@@ -133,7 +133,7 @@ def slots_between(
     a long downtime needs the latest slot without walking a million older ones."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, not {limit}")
-    if schedule.after:  # no slots of its own: catch-up has nothing to do for it
+    if not schedule.has_clock:  # no slots of its own: catch-up has nothing to do for it
         return []
     rule, zone = _rule(schedule), ZoneInfo(schedule.timezone)
     start_utc, end_utc = _utc(start), _utc(end)
@@ -147,7 +147,7 @@ def slots_between(
 def count_slots(schedule: Schedule, start: datetime, end: datetime, *, cap: int) -> int | None:
     """How many slots lie in `start < slot <= end`: exact arithmetic for intervals, a walk
     of at most `cap` slots otherwise (None: more than `cap`)."""
-    if schedule.after:
+    if not schedule.has_clock:
         return 0
     rule, start_utc, end_utc = _rule(schedule), _utc(start), _utc(end)
     if isinstance(rule, IntervalRule):

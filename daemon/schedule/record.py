@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from daemon.durations import format_seconds
 from daemon.schedule.notify_on import DEFAULT_NOTIFY_ON
+from daemon.secrets import MASK
 
 Overlap = Literal["skip", "queue", "allow"]
 Catchup = Literal["none", "latest", "all"]
@@ -23,6 +24,41 @@ Isolation = Literal["thread", "process"]
 OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
 CATCHUP_POLICIES: tuple[str, ...] = ("none", "latest", "all")
 ISOLATIONS: tuple[str, ...] = ("thread", "process")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileTrigger:
+    """`on_file`: a directory watched for files (daemon.incoming.files). `path` as written
+    (relative to the base dir, or absolute); `pattern` a glob on the file name."""
+
+    path: str
+    pattern: str = "*"
+    settle_s: float = 1.0
+    recursive: bool = False
+
+    def describe(self) -> str:
+        deep = " (recursive)" if self.recursive else ""
+        return f"on file {self.path}/{self.pattern}{deep}, settle {format_seconds(self.settle_s)}"
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "pattern": self.pattern,
+            "settle": self.settle_s,
+            "recursive": self.recursive,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookTrigger:
+    """`on_webhook`: a signed `POST /hooks/{id}` starts a run (daemon.http.hooks). `secret`
+    as written -- a reference (daemon.secrets) the daemon resolves, never its value."""
+
+    secret: str
+
+    def to_json(self, schedule_id: str) -> dict:
+        """What `schedules --json` shows: where to send, never the secret (nor where it lives)."""
+        return {"path": f"/hooks/{schedule_id}", "secret": MASK}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,12 +113,16 @@ class Schedule:
     deadline_s: float = 0
     pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
     after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
+    on_file: FileTrigger | None = None  # daemon.incoming.files: files that land start runs
+    on_webhook: WebhookTrigger | None = None  # daemon.http.hooks: a signed POST starts a run
+    max_pending: int = 1_000  # daemon.incoming.journal: events held while paused / disabled
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]
-        if len(given) + bool(self.after) != 1:
+        if len(given) + bool(self.after) + len(self.event_triggers) != 1:
             raise ValueError(
-                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after"
+                f"schedule {self.id!r}: give exactly one of cron, interval_s, at, after, "
+                "on_file, on_webhook"
             )
         if self.at is not None and self.at.tzinfo is None:
             raise ValueError(f"schedule {self.id!r}: `at` must be timezone-aware")
@@ -106,7 +146,19 @@ class Schedule:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
-    def trigger_kind(self) -> Literal["cron", "interval", "at", "after"]:
+    def event_triggers(self) -> tuple[str, ...]:
+        """The event triggers it has (`on_file`, `on_webhook`): runs the world starts."""
+        return tuple(name for name in ("on_file", "on_webhook") if getattr(self, name, None))
+
+    @property
+    def has_clock(self) -> bool:
+        """Fired by the clock (cron / interval / at): not `after`, not an event."""
+        return not self.after and not self.event_triggers
+
+    @property
+    def trigger_kind(self) -> Literal["cron", "interval", "at", "after", "on_file", "on_webhook"]:
+        if self.event_triggers:
+            return self.event_triggers[0]  # type: ignore[return-value]
         if self.after:
             return "after"
         if self.cron is not None:
@@ -119,9 +171,13 @@ class Schedule:
 
     def describe_trigger(self) -> str:
         """`cron '30 2 * * *'`, `every 30s`, `at 2026-12-01T09:00:00+01:00`,
-        `after extract, prices`."""
+        `after extract, prices`, `on webhook POST /hooks/deploy`."""
         if self.after:
             return f"after {', '.join(self.after)}"
+        if self.on_file is not None:
+            return self.on_file.describe()
+        if self.on_webhook is not None:
+            return f"on webhook POST /hooks/{self.id}"
         if self.cron is not None:
             return f"cron {self.cron!r}"
         if self.interval_s is not None:

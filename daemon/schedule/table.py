@@ -21,15 +21,18 @@ from pydantic import ValidationError
 
 from daemon.errors import SettingsError, did_you_mean
 from daemon.schedule.fields import TABLE_FIELDS, ScheduleTable, known_zone
-from daemon.schedule.record import Schedule
+from daemon.schedule.record import FileTrigger, Schedule, WebhookTrigger
 from daemon.settings import SETTINGS_FILE, Settings, setting_problem
 
 SCHEDULE_ID = re.compile(r"[a-z0-9_-]+")
 TRIGGER_FIELDS: tuple[str, ...] = ("cron", "interval", "at")
+# runs the world starts (daemon.incoming): each a trigger of its own, like `after`
+EVENT_FIELDS: tuple[str, ...] = ("on_file", "on_webhook")
+ALL_TRIGGERS: tuple[str, ...] = (*TRIGGER_FIELDS, "after", *EVENT_FIELDS)
 
 
 # What makes a schedule itself: never a project-wide default.
-NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *TRIGGER_FIELDS, "after")
+NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *ALL_TRIGGERS)
 
 
 @dataclass(frozen=True)
@@ -135,22 +138,31 @@ def _shape_problems(schedule_id: str, table: dict) -> list[str]:
     for key in table:
         if key not in TABLE_FIELDS:
             problems.append(f"unknown field {key!r}{did_you_mean(key, TABLE_FIELDS)}")
-    triggers = [name for name in TRIGGER_FIELDS if name in table]
-    if "after" in table and triggers:
-        problems.append(
-            f"fields 'after' and {' and '.join(repr(t) for t in triggers)}: `after` runs the "
-            "schedule when its upstreams succeed; give it instead of cron, interval or at"
-        )
-    elif "after" in table:
-        pass
-    elif len(triggers) > 1:
-        problems.append(
-            f"fields {' and '.join(repr(t) for t in triggers)}: give only one trigger "
-            "(cron, interval or at)"
-        )
-    elif not triggers:
-        problems.append("no trigger: give one of 'cron', 'interval', 'at' or 'after'")
+    problems += _trigger_problems(table)
     return problems
+
+
+def _trigger_problems(table: dict) -> list[str]:
+    """Exactly one trigger: cron, interval, at, after, on_file or on_webhook."""
+    given = [name for name in ALL_TRIGGERS if name in table]
+    if not given:
+        names = ", ".join(repr(name) for name in ALL_TRIGGERS[:-1])
+        return [f"no trigger: give one of {names} or {ALL_TRIGGERS[-1]!r}"]
+    if len(given) == 1:
+        return []
+    if "after" in given:  # named first: it is the one to keep or drop
+        given = ["after", *(name for name in given if name != "after")]
+    names = " and ".join(repr(name) for name in given)
+    if "after" in given:
+        return [
+            f"fields {names}: `after` runs the schedule when its upstreams succeed; give it "
+            "instead of cron, interval, at, on_file or on_webhook"
+        ]
+    return [
+        f"fields {names}: give only one trigger (one of "
+        + ", ".join(ALL_TRIGGERS)
+        + "; a schedule that should also run on a clock is a second schedule)"
+    ]
 
 
 def _field_problems(exc: ValidationError) -> list[str]:
@@ -180,6 +192,7 @@ _TYPE_WORDS = {
     "list_type": "an array",
     "dict_type": "a table",
     "int_from_float": "an integer",
+    "model_type": "a table",
 }
 
 
@@ -256,7 +269,7 @@ def _schedule(
         executor=parsed.executor,
         with_adapter=parsed.with_adapter,
         timeout_s=float(parsed.timeout),
-        overlap=parsed.overlap,  # type: ignore[arg-type]  # checked by _one_of
+        overlap=_overlap(parsed),  # type: ignore[arg-type]  # checked by _one_of
         catchup=parsed.catchup,  # type: ignore[arg-type]
         misfire_grace_s=float(parsed.misfire_grace),
         jitter_s=float(parsed.jitter),
@@ -270,4 +283,26 @@ def _schedule(
         deadline_s=float(parsed.deadline),
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
+        on_file=_file_trigger(parsed.on_file),
+        on_webhook=WebhookTrigger(secret=parsed.on_webhook.secret) if parsed.on_webhook else None,
+        max_pending=parsed.max_pending,
+    )
+
+
+def _overlap(parsed: ScheduleTable) -> str:
+    """Events queue by default (each one runs); slots skip."""
+    if parsed.overlap is not None:
+        return parsed.overlap
+    events = (parsed.on_file, parsed.on_webhook)
+    return "queue" if any(event is not None for event in events) else "skip"
+
+
+def _file_trigger(on_file: dict | None) -> FileTrigger | None:
+    if on_file is None:
+        return None
+    return FileTrigger(
+        path=on_file["path"],
+        pattern=on_file["pattern"],
+        settle_s=float(on_file["settle"]),
+        recursive=on_file["recursive"],
     )

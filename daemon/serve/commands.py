@@ -15,6 +15,7 @@ from typing import Protocol
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History
+from daemon.incoming.wiring import Incoming
 from daemon.orchestration.wiring import Across
 from daemon.pipeline import Pipelines
 from daemon.runner.backfill import Jobs
@@ -61,6 +62,7 @@ class Commanded(Protocol):
     runner: Runner
     scheduler: Scheduler
     across: Across
+    incoming: Incoming
     lease: Lease
     pauses: Pauses
     refresh_status: Callable[[], None]
@@ -134,6 +136,7 @@ class Commands:
         await self.daemon.history.set_paused(schedule.id, False)
         self.daemon.pauses.discard(schedule.id)
         self.daemon.across.resumed(schedule.id)
+        self.daemon.incoming.release()  # its events held while paused run now
         self.daemon.scheduler.resume(schedule.id)
         self.daemon.refresh_status()
         return {"message": f"resumed {schedule.id}"}
@@ -155,6 +158,7 @@ class Commands:
             )
         if paused != pauses.paused:
             pauses.paused = set(paused)
+            self.daemon.incoming.release()
             self.daemon.refresh_status()
 
     def reload_elsewhere(self) -> None:
@@ -201,6 +205,7 @@ class Commands:
             scheduler.remove(schedule_id)
         for schedule_id in added + changed:
             scheduler.replace(new[schedule_id], paused=schedule_id in paused)
+        self.daemon.incoming.reload(new.values())
         return (
             f"{_named(added, 'added')}, {_named(removed, 'removed')}, "
             f"{_named(changed, 'changed')}, {len(new) - len(added) - len(changed)} unchanged"

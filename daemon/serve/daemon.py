@@ -33,6 +33,8 @@ from daemon.errors import ScheduleError
 from daemon.history import History
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
+from daemon.incoming.journal import Journal
+from daemon.incoming.wiring import Incoming, start_incoming
 from daemon.orchestration.wiring import Across, counted_pools
 from daemon.pipeline import Pipelines, cluster
 from daemon.project import database_lock, project_lock
@@ -89,6 +91,8 @@ class Daemon:
         self.runner: Runner
         self.notifications: Notifications
         self.across: Across
+        self.incoming: Incoming  # files and webhooks: their journal (daemon.incoming)
+        self.journal: Journal
         self.scheduler: Scheduler
         self._stop = _Stop(asyncio.Event())
         self.metrics = Metrics()
@@ -189,6 +193,15 @@ class Daemon:
         caught_up_to = utcnow()
         catchup = CatchUp(self.history, self.runner, self.lease, lambda: self.pauses.paused)
         new = await catchup.run(schedules, caught_up_to)
+        self.incoming = await start_incoming(
+            self,
+            stack,
+            schedules,
+            base_dir=self.settings.base_dir,
+            lease_s=self.settings.lease_s,
+            on_event=self.metrics.count_event,
+        )
+        self.journal = self.incoming.journal
         self.scheduler = Scheduler(on_slot=self.across.on_slot)
         # a schedule the history has never seen fires its slots since this process
         # started too: start-up takes a moment, and no slot falls into it unrecorded

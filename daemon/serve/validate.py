@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
+from daemon.incoming.webhooks import webhook_problems
 from daemon.pipeline import Pipelines, RunConfig, cluster
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
@@ -25,13 +26,19 @@ from daemon.tell.delivery import url_problems
 
 
 def load_and_validate(
-    settings: Settings, pm: Pipelines, *, reach_clusters: bool = False
+    settings: Settings,
+    pm: Pipelines,
+    *,
+    reach_clusters: bool = False,
+    resolve_secrets: bool = True,
 ) -> tuple[list[Schedule], list[str]]:
     """Every schedule file parsed, and every schedule's pipeline built with its own
     options. Returns (schedules, warnings) -- the schedules' inputs converted to the
     types their pipelines annotate; raises ScheduleError listing every problem.
     `reach_clusters` (`flowerd validate`): also warn of a Dask cluster that cannot be
-    reached now -- never a problem: reaching it is its runs' business."""
+    reached now -- never a problem: reaching it is its runs' business.
+    `resolve_secrets` (serve, not `flowerd validate`: a secret is read only by the process
+    that uses it): each webhook secret must resolve here."""
     schedules, problems = read_schedules(
         settings.schedules_dir,
         default_timezone=settings.timezone,
@@ -50,10 +57,12 @@ def load_and_validate(
         checked.append(schedule)
         if reach_clusters:
             found = [*found, *_cluster_down(schedule)]
-        for warning in [*found, *_past_at(schedule)]:  # each said once, naming every schedule
+        found = [*found, *_past_at(schedule), *_unwatchable(schedule, settings.base_dir)]
+        for warning in found:  # each said once, naming every schedule
             warnings.setdefault(warning, []).append(where)
         problems.extend(f"{where} field 'notify': {p}" for p in url_problems(schedule.notify))
     problems.extend(_pool_problems(checked, settings))
+    problems.extend(webhook_problems(checked, http=settings.http, resolve=resolve_secrets))
     problems.extend(f"setting 'notify': {p}" for p in url_problems(settings.notify))
     if problems:
         raise ScheduleError(problems)
@@ -66,6 +75,21 @@ def _past_at(schedule: Schedule) -> list[str]:
     return [
         f"at = {schedule.at.isoformat()} is in the past: this one-shot schedule never "
         "fires again (catch-up runs only slots after the last one recorded)"
+    ]
+
+
+def _unwatchable(schedule: Schedule, base_dir: Path) -> list[str]:
+    """An `on_file` directory that is not there (yet) is watched once it is: a warning."""
+    if schedule.on_file is None:
+        return []
+    from daemon.incoming.wiring import directory_of
+
+    directory = directory_of(schedule, base_dir)
+    if directory.is_dir():
+        return []
+    what = "is not a directory" if directory.exists() else "does not exist (yet)"
+    return [
+        f"field 'on_file': {directory} {what}: files start runs once it is a directory there"
     ]
 
 

@@ -255,7 +255,11 @@ def test_schedule_needs_exactly_one_trigger_when_built_in_code():
             'cron = "* * * * *"\ninterval = 5',
             "[s] fields 'cron' and 'interval': give only one trigger",
         ),
-        ("", "[s] no trigger: give one of 'cron', 'interval', 'at' or 'after'"),
+        (
+            "",
+            "[s] no trigger: give one of 'cron', 'interval', 'at', 'after', 'on_file' or "
+            "'on_webhook'",
+        ),
         ('interval = "0s"', "[s] field 'interval': '0s': the interval must be more than 0 seconds"),
         ('interval = "5 minutes"', "[s] field 'interval': '5 minutes' is not a duration"),
         ("interval = -5", "[s] field 'interval': -5.0: a duration cannot be negative"),
@@ -533,6 +537,9 @@ def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
         "after": [],
         "async_driver": False,
         "loaded": False,  # no daemon runs it
+        "on_file": None,
+        "on_webhook": None,
+        "pending": None,  # no event schedule
         "next": ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],  # the gap: 03:00
     }
     assert tick["next"] == ["2026-03-28T12:05:00+00:00", "2026-03-28T12:10:00+00:00"]
