@@ -154,7 +154,6 @@ def _trigger_problems(table: dict) -> list[str]:
         given = ["after", *(name for name in given if name != "after")]
     names = " and ".join(repr(name) for name in given)
     if "after" in given:
-        names = " and ".join(repr(name) for name in ["after", *(n for n in given if n != "after")])
         return [
             f"fields {names}: `after` runs the schedule when its upstreams succeed; give it "
             "instead of cron, interval, at, on_file or on_webhook"
