@@ -36,6 +36,7 @@ from daemon.runner.execute import utcnow
 from daemon.runner.runner import Runner, install_task_guard
 from daemon.runner.scheduler import Scheduler
 from daemon.serve import retention, systemd
+from daemon.serve.audit import Audit
 from daemon.serve.catchup import CatchUp
 from daemon.serve.commands import Commands
 from daemon.serve.startup import StartUp
@@ -81,6 +82,7 @@ class Daemon(StartUp, CatchUp, Commands, Status):
         self._status_due = False
         self.metrics = Metrics()
         self.http = None  # daemon.http.server.HttpServer while it listens
+        self.audit: Audit  # made with the control socket (daemon.serve.audit)
         self.http_health = "ok"  # or why it could not listen (health's "http")
 
     def fail(self, why: str) -> None:
@@ -117,6 +119,11 @@ class Daemon(StartUp, CatchUp, Commands, Status):
                 await self.reload()
 
         asyncio.get_running_loop().create_task(reload())
+
+    async def stop_asked(self, request: dict) -> dict:
+        """`flowerd stop` / POST /api/stop: as SIGTERM (a second one cancels runs)."""
+        self._on_stop_signal()
+        return {"message": f"stopping: running runs get up to {self.settings.shutdown_grace:g} s"}
 
     async def wait_for_stop(self) -> None:
         await self._stop.event.wait()
@@ -174,7 +181,9 @@ async def serve(settings: Settings) -> int:
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
         ]
         if settings.retention:
-            pruning = retention.prune_forever(daemon.history, settings.retention)
+            pruning = retention.prune_forever(
+                daemon.history, settings.retention, keep_failures=settings.retention_keep_failures
+            )
             background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from daemon.runner.runner import Runner
 from daemon.runner.scheduler import Scheduler
 from daemon.schedule import Schedule
 from daemon.serve import systemd
+from daemon.serve.audit import Audit
 from daemon.serve.control import ControlServer
 from daemon.serve.lease import Lease
 from daemon.serve.validate import load_and_validate
@@ -50,6 +52,8 @@ class StartUp:
     metrics: Metrics
     started_at: datetime
     paused: set[str]
+    audit: Audit
+    stop_asked: Callable[[dict], Awaitable[dict]]  # Daemon's
 
     async def start(self, stack: AsyncExitStack) -> None:
         stack.enter_context(database_lock(self.settings.state_dir, self.settings.db_url))
@@ -107,7 +111,9 @@ class StartUp:
         stack.callback(self.scheduler.shutdown)
         self.lease.start(self.watch_part)
         await self.across.start_upstream()
-        control = ControlServer(self.settings.control_socket, self._handlers())
+        handlers = {**self._handlers(), "stop": self.stop_asked}
+        self.audit = Audit(self.history, lambda: self.scheduler.schedules, handlers)
+        control = ControlServer(self.settings.control_socket, handlers, self.audit.from_cli)
         await control.start()
         stack.push_async_callback(control.close)
         await self._start_http(stack, schedules)
