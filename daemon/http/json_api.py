@@ -227,7 +227,8 @@ class Api:
         if action == "trigger":
             ask["inputs"] = (await _body(request, {"inputs": dict})).get("inputs", {})
         if action == "backfill":
-            ask.update(await _body(request, {"from": str, "to": str, "rerun": bool}))
+            body = await _body(request, {"from": str, "to": str, "rerun": bool})
+            ask.update(body, **_bounds(self.daemon.scheduler.schedules[schedule], body))
         answer = await self._act(caller, action, ask)
         return JSONResponse({"ok": True, "schedule": schedule, **answer})
 
@@ -257,6 +258,22 @@ class Api:
     async def _act(self, caller: Caller, action: str, ask: dict) -> dict:
         audit = self.daemon.audit
         return await audit.from_http(action, ask, actor=caller.name, client=caller.client)
+
+
+def _bounds(schedule: Any, body: dict) -> dict:
+    """A backfill's `from` / `to` as the CLI reads them: ISO-8601 (a date, or a time without
+    offset, in the schedule's timezone; a bare date as `to` includes that day) or a
+    duration ago."""
+    from daemon.runner.backfill import parse_bound
+
+    now = datetime.now(UTC)
+    bounds = {}
+    for key in ("from", "to"):
+        if key not in body:
+            raise UsageError('a backfill needs {"from": T, "to": T} in the request body')
+        moment = parse_bound(key, body[key], schedule.zone, now, last=key == "to")
+        bounds[key] = moment.isoformat()
+    return bounds
 
 
 async def _body(request: Request, keys: dict[str, type]) -> dict:

@@ -111,7 +111,7 @@ def test_each_role_against_each_act_and_gets_under_read_auth(tmp_path: Path):
     ]  # refused requests (401 / 403 / 404) left no row
     assert rows[3]["run_id"] == run_id  # the rerun names the run it repeats
     assert all(r["detail"].startswith("client 127.0.0.1:") for r in rows)
-    assert f"from {days[0]} to {days[1]}" in rows[4]["detail"]
+    assert f"from {days[0]}T00:00:00+00:00 to {days[1]}T23:59:59" in rows[4]["detail"]
     shown = json.dumps(rows)
     assert not any(secret in shown for secret in [*SECRETS.values(), OLD_TOKEN])
 
