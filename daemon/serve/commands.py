@@ -14,6 +14,7 @@ from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.history import History
 from daemon.orchestration.wiring import Across
 from daemon.pipeline import Pipelines
+from daemon.revealed import given_literally
 from daemon.runner.backfill import Jobs
 from daemon.runner.runner import Runner
 from daemon.runner.scheduler import Scheduler
@@ -70,7 +71,8 @@ class Commands:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        inputs = await self.across.trigger_inputs(schedule, request.get("inputs") or {})
+        given = given_literally(request.get("inputs") or {})  # never a secret reference
+        inputs = await self.across.trigger_inputs(schedule, given)
         run_id = await self.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",

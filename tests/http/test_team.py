@@ -187,3 +187,61 @@ def get_json_with(url: str, path: str, token: str):
 
 
 __all__ = ["get_json"]
+
+
+SEEN = """
+from pathlib import Path
+
+
+def seen(alpha: str, beta: str, out_dir: str) -> str:
+    Path(out_dir, "seen.txt").write_text(f"{alpha}\\n{beta}\\n")
+    print(f"alpha={alpha} beta={beta}")
+    return f"{alpha}+{beta}"
+"""
+
+ALPHA, BETA = "alpha-from-env-5150", "beta-from-file-8086"
+
+
+def test_env_and_file_inputs_reach_the_pipeline_and_show_as_stars(tmp_path: Path):
+    secret_file = tmp_path / "credentials" / "beta"
+    secret_file.parent.mkdir()
+    secret_file.write_text(BETA + "\n")  # as systemd-creds and echo write them
+    out = tmp_path / "out"
+    out.mkdir()
+    base = make_project(
+        tmp_path / "p",
+        f"""
+        [secretive]
+        pipeline = "seen"
+        interval = "1d"
+        async_driver = false
+        final_vars = ["seen"]
+        inputs = {{ alpha = "env:TEAM_ALPHA", beta = "file:{secret_file}", out_dir = "{out}" }}
+        """,
+        seen=SEEN,
+    )
+    env = {"FLOWERD_HTTP": "127.0.0.1:0", "TEAM_ALPHA": ALPHA}
+    with Served(base, env=env) as served:
+        url = served.wait_ready()["http"]
+        run_id = served.ask("trigger", schedule="secretive")["run_id"]
+        wait_for(lambda: rows_where(base, id=run_id, status="success"), what="the run")
+        page = fetch(f"{url}/runs/{run_id}")[2].decode()
+        api = fetch(f"{url}/api/runs/{run_id}")[2].decode()
+        assert served.stop() == 0
+    assert (out / "seen.txt").read_text() == f"{ALPHA}\n{BETA}\n"  # the real values ran
+    shown = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    assert shown["inputs"]["alpha"] == "***" and shown["inputs"]["beta"] == "***"
+    assert shown["result"] == {"seen": "***+***"}
+    logs = cli(base, "runs", "logs", str(run_id)).stdout
+    assert "alpha=*** beta=***" in logs
+    assert "alpha=***" in page and "***+***" in page
+    for where, text in {
+        "runs show --json": json.dumps(shown),
+        "runs logs": logs,
+        "runs logs --json": cli(base, "runs", "logs", str(run_id), "--json").stdout,
+        "the page": page,
+        "the API": api,
+        "the daemon's log": served.log,
+        "runs --json": cli(base, "runs", "--json").stdout,
+    }.items():
+        assert ALPHA not in text and BETA not in text, where
