@@ -25,6 +25,8 @@ Handler = Callable[[dict], Awaitable[dict]]
 
 
 class AuditHistory(Protocol):
+    async def get_run(self, run_id: int) -> object: ...
+
     async def add_audit(
         self,
         *,
@@ -69,6 +71,8 @@ class Audit:
         if action in ON_A_SCHEDULE and schedule not in self._schedules():
             return False  # the handler refuses it: no act
         run_id = request.get("run_id") if action == "rerun" else None
+        if action == "rerun":
+            await self._history.get_run(int(run_id or 0))  # RunNotFound: refused, no act
         entry = await self._history.add_audit(
             actor=actor,
             via=via,

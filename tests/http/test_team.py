@@ -165,14 +165,26 @@ def test_a_pause_from_the_cli_and_one_over_http_leave_rows_naming_who(tmp_path: 
             status, answer = post(f"{url}/api/schedules/other/pause", SECRETS["operator"])
             assert status == 200, answer
             from_api = get_json_with(url, "/api/audit", SECRETS["viewer"])
-            assert served.stop() == 0
+            assert from_api == audit_rows(base)
+            page = fetch(f"{url}/", token=SECRETS["viewer"])[2].decode()
+            assert "Who did what" in page and "operator_user" in page and name in page
+            refused = cli(base, "rerun", "999999")  # no such run: no act, no row
+            assert refused.returncode == 1, refused.stderr
+            assert cli(base, "trigger", "other", "--input", "name=env:HOME").returncode == 0
+            assert cli(base, "stop").returncode == 0  # as root: the daemon's own user
+            assert served.wait(30) == 0
         rows = audit_rows(base)
-        assert from_api == rows
         assert [(r["actor"], r["via"], r["action"], r["schedule"]) for r in rows] == [
+            ("root", "cli", "stop", None),
+            ("root", "cli", "trigger", "other"),
             ("operator_user", "http", "pause", "other"),
             (name, "cli", "pause", "daily"),
         ]
-        assert rows[1]["detail"] is None and rows[0]["detail"].startswith("client 127.0.0.1:")
+        assert rows[1]["detail"] == "inputs name"  # the names of its inputs, never values
+        assert rows[3]["detail"] is None and rows[2]["detail"].startswith("client 127.0.0.1:")
+        [triggered] = rows_where(base, schedule="other", trigger="manual")
+        assert triggered.inputs["name"] == "literal:env:HOME"  # never read: given literally
+        assert "Hello, env:HOME" in triggered.result_summary
         assert not any(secret in json.dumps(rows) for secret in SECRETS.values())
         text = cli(base, "audit").stdout
         assert f"{name}" in text and "operator_user" in text and "pause daily" in text
