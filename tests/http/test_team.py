@@ -214,7 +214,8 @@ def seen(alpha: str, beta: str, out_dir: str) -> str:
 ALPHA, BETA = "alpha-from-env-5150", "beta-from-file-8086"
 
 
-def test_env_and_file_inputs_reach_the_pipeline_and_show_as_stars(tmp_path: Path):
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_env_and_file_inputs_reach_the_pipeline_and_show_as_stars(tmp_path: Path, isolation):
     secret_file = tmp_path / "credentials" / "beta"
     secret_file.parent.mkdir()
     secret_file.write_text(BETA + "\n")  # as systemd-creds and echo write them
@@ -227,6 +228,7 @@ def test_env_and_file_inputs_reach_the_pipeline_and_show_as_stars(tmp_path: Path
         pipeline = "seen"
         interval = "1d"
         async_driver = false
+        isolation = "{isolation}"
         final_vars = ["seen"]
         inputs = {{ alpha = "env:TEAM_ALPHA", beta = "file:{secret_file}", out_dir = "{out}" }}
         """,
