@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from daemon import secrets
+from daemon import revealed
 from daemon.settings import ROLES
 
 ACTION_ROLES = {
@@ -75,16 +75,12 @@ class Tokens:
         now; SecretError names the setting)."""
         tokens = []
         if settings.http_token:
-            value = secrets.resolve(settings.http_token, where="setting 'http_token'")
+            value = revealed.reveal(settings.http_token, where="setting 'http_token'")
             tokens.append(Token(OLD_TOKEN_NAME, "admin", _digest(value)))
         for name, entry in settings.http_tokens.items():
-            value = secrets.resolve(entry["token"], where=f"setting 'http_tokens.{name}.token'")
+            value = revealed.reveal(entry["token"], where=f"setting 'http_tokens.{name}.token'")
             tokens.append(Token(name, entry["role"], _digest(value)))
         return cls(tokens, read_auth=settings.http_read_auth)
-
-    @property
-    def any(self) -> bool:
-        return bool(self._tokens)
 
     def find(self, given: str) -> Token | None:
         """The token `given` is, comparing with every one (no early exit)."""
@@ -98,6 +94,8 @@ class Tokens:
         """The caller of a request that needs role `needed`, or the refusal to send."""
         client = f"{request.client.host}:{request.client.port}" if request.client else "?"
         if not self._tokens:
+            if needed == "viewer":  # http_read_auth without a token: nothing can be read
+                return _refuse(403, "reads need a token (http_read_auth) and none is set")
             return _refuse(403, "changes over HTTP are off: no http_token is set")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -116,7 +114,7 @@ class Tokens:
         caller = Caller(token.name, token.role, client)
         if not caller.may(needed):
             return _refuse(
-                403, f"this needs the {needed} role; token {token.name!r} is a {token.role}"
+                403, f"this needs the {needed} role; token {token.name!r} has the role {token.role}"
             )
         return caller
 

@@ -117,7 +117,7 @@ class Page:
             }
             for s in schedules
         ]
-        acts = (await daemon.history.audit())[:AUDIT_ROWS]
+        acts = await daemon.history.audit(limit=AUDIT_ROWS)
         return await self._render("schedules.html", rows=rows, acts=acts, refresh_s=10)
 
     async def runs(self, request: Request) -> Response:
