@@ -13,12 +13,24 @@ FLOWERD = str(Path(sys.executable).with_name("flowerd"))
 # below) is multiplied by this: the bounds written in the tests are about twice what an
 # idle machine takes, and a 2-core VM shared with other work is several times slower. A
 # passing test never waits longer for it; a failing one says so later.
-WAIT_SCALE = float(os.environ.get("FLOWERD_TEST_WAIT_SCALE", "3"))
+DEFAULT_WAIT_SCALE = 3.0
+WAIT_SCALE = float(os.environ.get("FLOWERD_TEST_WAIT_SCALE", DEFAULT_WAIT_SCALE))
 
 
 def bound(timeout_s: float) -> float:
     """A test's wait bound, sized for a loaded machine (WAIT_SCALE)."""
     return timeout_s * WAIT_SCALE
+
+
+# `make soak` sets FLOWERD_SOAK=1: a trial that loops (lives of a daemon, seconds of slots)
+# runs its full size there and a sized-down one in `make test` -- the same checks, fewer
+# iterations.
+SOAK = bool(os.environ.get("FLOWERD_SOAK"))
+
+
+def sized(default: int, soak: int) -> int:
+    """A trial's iterations: `default` in `make test`, `soak` in `make soak`."""
+    return soak if SOAK else default
 
 CONTRACT_KEYS = frozenset(
     {

@@ -91,12 +91,8 @@ class CatchUp:
                 schedule.id,
                 schedule.catchup,
             )
-            self.runner.spawn(self._run_in_order(schedule, to_run))
+            writes.append(self.runner.claim_in_order(schedule, to_run))  # claimed now
         return writes
-
-    async def _run_in_order(self, schedule: Schedule, slots: list[datetime]) -> None:
-        for slot in slots:
-            await self.runner.run_slot(schedule, slot, "catchup")
 
     async def _missed_row(self, schedule: Schedule, slot: datetime, error: RunError):
         status, excluded = "missed", excluded_reason(schedule, slot)

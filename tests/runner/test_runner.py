@@ -46,6 +46,13 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+async def executing(runner: Runner) -> None:
+    """Wait (bounded) until a run's pipeline executes: its claim is written by then."""
+    async with asyncio.timeout(bound(10)):
+        while not any(run.started_at for run in runner.active.values()):
+            await asyncio.sleep(0.01)
+
+
 async def test_a_slot_runs_once_even_when_fired_twice(parts):
     runner, history = parts
     slot = now()
@@ -68,7 +75,7 @@ async def test_overlap_skip_records_skipped(parts):
     runner, history = parts
     sleepy = schedule(pipeline="sleepy", inputs={"seconds": 0.3})
     first = asyncio.create_task(runner.run_slot(sleepy, now(), "schedule"))
-    await asyncio.sleep(0.05)
+    await executing(runner)
     await runner.run_slot(sleepy, now() + timedelta(seconds=1), "schedule")
     await asyncio.wait_for(first, timeout=bound(5))
     statuses = sorted(r.status for r in await history.list_runs())
@@ -78,7 +85,7 @@ async def test_overlap_skip_records_skipped(parts):
 async def test_cancelled_run_is_recorded_before_the_cancellation_goes_on(parts):
     runner, history = parts
     task = asyncio.create_task(runner.run_slot(schedule(pipeline="sleepy"), now(), "schedule"))
-    await asyncio.sleep(0.2)
+    await executing(runner)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -122,9 +129,9 @@ async def test_manual_run_has_no_schedule_and_trigger_manual(parts):
 async def test_a_row_that_cannot_be_written_is_logged_not_raised(parts, caplog):
     runner, history = parts
     task = asyncio.create_task(
-        runner.run_slot(schedule(pipeline="sleepy", inputs={"seconds": 0.3}), now(), "schedule")
+        runner.run_slot(schedule(pipeline="sleepy", inputs={"seconds": 2}), now(), "schedule")
     )
-    await asyncio.sleep(0.1)
+    await executing(runner)
     await history.close()  # the history goes away under a running run
     with caplog.at_level(logging.ERROR, logger="daemon.runner"):
         await asyncio.wait_for(task, timeout=bound(5))

@@ -20,6 +20,21 @@ pytestmark = pytest.mark.timeout(600)  # ~45 s idle; several times that on a loa
 KEYS = {"figure", "value", "unit", "baseline", "ratio", "goal", "date"}
 
 
+def test_one_burst_of_the_bench_runs_every_slot_once():
+    """make test's sized-down smoke of the bench: one burst (one `flowerd serve`, where
+    the whole quick mode starts eight) gives well-formed figures and every slot once."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_daemon
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    burst = bench_daemon.burst(4, 1.5, warm_s=1)
+    assert burst["runs"] >= 4 and burst["once"] and burst["all_ok"], burst
+    figure = bench_daemon._figure("burst 4: fire lateness p50", burst["p50_ms"], "ms", 1.0, "")
+    assert set(figure) == KEYS and isinstance(figure["value"], int | float)
+
+
+@pytest.mark.slow  # ~45 s idle, eight daemons: sized down above; `make soak` runs it
 def test_bench_daemon_quick_mode_writes_well_formed_results(tmp_path):
     out = tmp_path / "results.json"
     done = _bench(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import sized
 from tests.serve import Served, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,7 +45,7 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         sleepy=SLEEPY,
     )
     rng = random.Random(20261124)
-    for _ in range(4):
+    for _ in range(sized(2, 8)):  # lives killed mid-run
         with Served(base) as served:
             served.wait_ready()
             wait_for(lambda: rows_where(base, status="running"), what="a run in flight")
@@ -62,6 +63,47 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         assert len(slots) == len(set(slots)), f"{schedule}: a slot has two rows"
         gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
         assert gaps == {timedelta(seconds=1)}, f"{schedule}: slots missing: {gaps}"
+
+
+SLOW_RUN = SLEEPY.replace("0.7", "4.0")
+
+
+def test_kill_9_while_catch_up_runs_leaves_no_slot_undecided(tmp_path: Path):
+    """The catch-up of a restart runs its slots one after the other; a live slot fires
+    meanwhile and is claimed. A kill -9 then, before the second catch-up slot has run:
+    the next start reads its last slot past the gap -- so every catch-up slot must have
+    its row (claimed `queued`) before any live slot is claimed, or it is never decided."""
+    base = make_project(
+        tmp_path,
+        """
+        [slow]
+        pipeline = "slow"
+        interval = "1s"
+        catchup = "all"
+        overlap = "allow"
+        """,
+        slow=SLOW_RUN,
+    )
+    with Served(base) as served:
+        served.wait_ready()
+        wait_for(lambda: runs(base), what="the first slot's row")
+        served.kill()
+    time.sleep(2.5)  # slots pass with no daemon: the next start catches up two or more
+    with Served(base) as served:
+        served.wait_ready()  # catch-up is decided before the control socket answers
+        wait_for(lambda: rows_where(base, trigger="schedule", status="running"),
+                 what="a live slot's run")  # fmt: skip
+        served.kill()  # the first catch-up run (4 s) is still going
+    with Served(base, env={"FLOWERD_SHUTDOWN_GRACE": "1"}) as served:  # queued: cancelled
+        served.wait_ready()
+        assert served.stop() == 0
+    slots = sorted(r.scheduled_at for r in runs(base, schedule="slow"))
+    assert len(slots) == len(set(slots)), "a slot has two rows"
+    gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
+    assert gaps == {timedelta(seconds=1)}, f"slots missing: {gaps}"
+    # the trial did what it says: the outage left slots to catch up, and the kill landed
+    assert len(runs(base, schedule="slow", trigger="catchup")) >= 2
+    assert runs(base, schedule="slow", status="crashed")
 
 
 def test_a_stderr_nobody_reads_never_stops_the_slots(tmp_path: Path):
