@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
+from daemon import revealed
+
 PIPELINE_LOGGER_ROOT = "flowerd_pipelines"
 
 run_id_var: contextvars.ContextVar[int | str | None] = contextvars.ContextVar(
@@ -50,11 +52,14 @@ def level_number(level: str | int) -> int:
 
 
 class RunContextFilter(logging.Filter):
-    """Adds `record.run_id` ('-' outside a run) for formatters."""
+    """Adds `record.run_id` ('-' outside a run) for formatters; hides the secrets this
+    process has read (daemon.revealed) from the line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         run_id = run_id_var.get()
         record.run_id = "-" if run_id is None else run_id
+        if revealed.any_revealed():
+            record.msg, record.args = revealed.masked(record.getMessage()), None
         return True
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -22,6 +23,7 @@ from pydantic_settings import (
 from daemon.errors import SettingsError, did_you_mean
 
 SETTINGS_FILE = "flowerd.toml"
+ROLES = ("viewer", "operator", "admin")  # of HTTP tokens, each may what the one before may
 STATE_DIR = ".flowerd"
 
 
@@ -47,7 +49,11 @@ class Settings(BaseSettings):
     max_log_bytes: int = Field(default=1024 * 1024, ge=1024)
     # see it: HOST:PORT or "off" (port 0: any free port); the token for POST endpoints
     http: str = "127.0.0.1:8787"
-    http_token: str | None = None
+    http_token: str | None = None  # an admin token (see http_tokens)
+    # named tokens with roles: {"alice": {"token": "env:ALICE_TOKEN", "role": "operator"}}
+    # (daemon.http.auth); http_read_auth: GETs need a token too (any role)
+    http_tokens: dict[str, dict[str, str]] = Field(default_factory=dict)
+    http_read_auth: bool = False
     # a request's line and headers, then its body, must each arrive within this
     http_read_timeout_s: float = Field(default=10.0, gt=0)
     # the page's address as the people told see it (https://flowerd.example.com): links in
@@ -55,6 +61,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # retention: finished runs older than this are pruned by the daemon ("90d"); None: keep
     retention: str | None = None
+    # ... except each schedule's last N runs that ended failed or timed_out (also past
+    # `flowerd db prune`)
+    retention_keep_failures: int = Field(default=0, ge=0)
     # several daemons on one PostgreSQL: each renews its lease every lease_s / 3
     lease_s: float = Field(default=30.0, gt=0)
     # pools shared by schedules: name -> how many runs at once
@@ -87,6 +96,14 @@ class Settings(BaseSettings):
             from daemon.durations import parse_duration_s
 
             parse_duration_s(value)  # ValueError names the bad text
+        return value
+
+    @field_validator("http_tokens")
+    @classmethod
+    def _tokens(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        problems = token_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("pools")
@@ -141,6 +158,20 @@ class Settings(BaseSettings):
     @property
     def control_socket(self) -> Path:
         return self.state_dir / "flowerd.sock"
+
+
+def token_problems(tokens: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """`http_tokens`' shape, said per name (the settings validator's)."""
+    problems = []
+    for name, entry in tokens.items():
+        unknown = sorted(set(entry) - {"token", "role"})
+        if unknown:
+            problems.append(f"{name}: unknown key(s) {', '.join(unknown)}; keys: token, role")
+        if not entry.get("token"):
+            problems.append(f'{name}: needs a token (e.g. token = "env:{name.upper()}_TOKEN")')
+        if entry.get("role") not in ROLES:
+            problems.append(f"{name}: role {entry.get('role')!r} is none of {', '.join(ROLES)}")
+    return problems
 
 
 def sqlite_url(path: Path) -> str:

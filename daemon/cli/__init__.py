@@ -32,6 +32,8 @@ ROOMS = {
     "resume": "talk",
     "reload": "talk",
     "status": "talk",
+    "stop": "talk",
+    "audit": "audit",
     "backfill": "backfill",
     "rerun": "backfill",
     "db": "db",

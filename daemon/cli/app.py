@@ -107,8 +107,8 @@ BOTH = ("schedules", "pipelines")
 NEEDS_PARTS = {"validate": BOTH, "serve": BOTH, "backfill": BOTH, "rerun": BOTH, "service": BOTH}
 NEEDS_PARTS |= {"run": ("pipelines",), "schedules": ("schedules",), "notify": ("schedules",)}
 NEEDS_UNLESS_DB = frozenset({"runs", "stats", "db", "trigger", "pause", "resume"})
-NEEDS_UNLESS_DB |= {"reload", "status"}
-READS_HISTORY = frozenset({"runs", "stats"})
+NEEDS_UNLESS_DB |= {"reload", "status", "stop", "audit"}
+READS_HISTORY = frozenset({"runs", "stats", "audit"})
 
 
 def check_project(command: str | None, settings: Settings) -> None:

@@ -38,7 +38,8 @@ def db_prune(
 ) -> None:
     """Delete runs that finished longer ago than --older-than, after showing how many per
     schedule and status. Running runs stay, and so does each schedule's newest slot
-    (catch-up starts from it); run ids are never given out again."""
+    (catch-up starts from it), and each schedule's last `retention_keep_failures` failed
+    or timed-out runs; run ids are never given out again."""
     from daemon.durations import parse_duration_s
 
     try:
@@ -51,16 +52,19 @@ def db_prune(
     if path is not None and not path.exists():
         typer.echo(f"no history at {path}; nothing to prune")
         return
-    deleted = asyncio.run(_prune(url, before, dry_run=dry_run, yes=yes))
+    keep = settings_of(ctx).retention_keep_failures
+    deleted = asyncio.run(_prune(url, before, dry_run=dry_run, yes=yes, keep_failures=keep))
     if deleted is not None:
         typer.echo(f"deleted {deleted} run(s) that finished before {_iso(before)}")
 
 
-async def _prune(url: str, before: datetime, *, dry_run: bool, yes: bool) -> int | None:
+async def _prune(
+    url: str, before: datetime, *, dry_run: bool, yes: bool, keep_failures: int = 0
+) -> int | None:
     from daemon.history import History
 
     async with History.open(url) as history:
-        doomed = await history.prune_preview(before=before)
+        doomed = await history.prune_preview(before=before, keep_failures=keep_failures)
         total = sum(count for _, _, count in doomed)
         _print_preview(doomed, total, before)
         if not total or dry_run:
@@ -68,7 +72,7 @@ async def _prune(url: str, before: datetime, *, dry_run: bool, yes: bool) -> int
         if not yes and not await asyncio.to_thread(_confirmed, total):
             typer.echo("nothing deleted")
             return None
-        return await history.prune(before=before)
+        return await history.prune(before=before, keep_failures=keep_failures)
 
 
 def _print_preview(doomed: list[tuple[str | None, str, int]], total: int, before: datetime):

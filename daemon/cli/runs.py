@@ -156,33 +156,18 @@ def runs_logs(
 
 
 SHOW_TAIL_LINES = 20
-FOLLOW_POLL_S = 0.25
-FOLLOW_SETTLE_S = 1.0  # after the run ended: its last lines land with the next commit
 
 
 async def _show_logs(history, run_id: int, follow: bool, show) -> None:
-    import time
+    from daemon.tell.follow import follow as follow_log
 
-    from daemon.history import TERMINAL
-
-    record = await history.get_run(run_id)  # RunNotFound: exit 1
-    show.begin(record)
-    last_seq, ended_at = -1, None
-    while True:
-        lines = await history.log_lines(run_id, after_seq=last_seq)
+    began = False
+    async for record, lines in follow_log(history, run_id, once=not follow):
+        if not began:
+            show.begin(record)
+            began = True
         for line in lines:
             show(line)
-        last_seq = lines[-1]["seq"] if lines else last_seq
-        if not follow:
-            return
-        if ended_at is None and record.status in TERMINAL:
-            ended_at = time.monotonic()
-        elif ended_at is not None and not lines:
-            if time.monotonic() - ended_at >= FOLLOW_SETTLE_S:
-                return
-        await asyncio.sleep(FOLLOW_POLL_S)
-        if ended_at is None:
-            record = await history.get_run(run_id)
 
 
 class _Text:

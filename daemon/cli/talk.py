@@ -64,6 +64,12 @@ def reload(ctx: typer.Context) -> None:
 
 
 @app.command()
+def stop(ctx: typer.Context) -> None:
+    """Stop the running daemon, as SIGTERM does (running runs get shutdown_grace)."""
+    typer.echo(_ask(ctx, "stop")["message"])
+
+
+@app.command()
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Uptime, schedules with next fire, running runs and event-loop lag."""
     answer = _ask(ctx, "status")

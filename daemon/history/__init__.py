@@ -9,7 +9,8 @@ it opens, closes and reports health itself, and holds one part a noun, each made
 what it needs -- `Ops` (ops: the writer's submit) and `Reads` (queries: the reader
 engine), which the others take: `Reader` (queries), `RunRows` (run_rows: a run's rows),
 `LogRows` (log_rows), `Sharing` (sharing: leases, reaping crashed runs, pauses), `Prune`
-(prune) and `Spool` (spool). The parts' public methods are History's own (`_On`).
+(prune), `AuditRows` (audit_rows: who did what) and `Spool` (spool). The parts' public
+methods are History's own (`_On`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
+from daemon.history.audit_rows import AuditRows
 from daemon.history.engine import (
     WRITER_BUSY_TIMEOUT_MS,
     describe,
@@ -144,6 +146,7 @@ class History:
         self.logs = LogRows(ops, self.reads)
         self.sharing = Sharing(ops, self.reads, origin)
         self.pruning = Prune(ops, self.reads)
+        self.audit_rows = AuditRows(ops, self.reads)
         self.spool = Spool(spool_path_for(url, state_dir), self.label, ops)
 
     # -- the parts' methods, as History's ------------------------------------------------
@@ -180,6 +183,8 @@ class History:
     set_paused = _On("sharing", Sharing.set_paused)
     prune = _On("pruning", Prune.prune)
     prune_preview = _On("pruning", Prune.prune_preview)
+    add_audit = _On("audit_rows", AuditRows.add_audit)
+    audit = _On("audit_rows", AuditRows.audit)
 
     @property
     def spooled(self) -> int:

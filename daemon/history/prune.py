@@ -16,12 +16,14 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from daemon.history.audit_rows import prune_audit
 from daemon.history.ops import Ops
 from daemon.history.queries import Reads
 from daemon.history.schema import TERMINAL, aware, run_logs, runs
 from daemon.history.writer import await_write
 
 CHUNK_ROWS = 5_000
+KEPT_FAILURES = ("failed", "timed_out")
 
 
 def _slotted() -> sa.ColumnElement[bool]:
@@ -40,6 +42,22 @@ def kept_ids_stmt() -> sa.Select:
     return sa.select(runs.c.id).where(
         _slotted(), sa.tuple_(runs.c.schedule, runs.c.scheduled_at).in_(newest)
     )
+
+
+def kept_failures_stmt(keep_failures: int) -> sa.Select:
+    """`retention_keep_failures`: each schedule's last `keep_failures` runs that ended
+    `failed` or `timed_out` (newest by when they finished)."""
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=runs.c.schedule,
+            order_by=(runs.c.finished_at.desc(), runs.c.id.desc()),
+        )
+        .label("rank")
+    )
+    ended_badly = sa.and_(runs.c.schedule.is_not(None), runs.c.status.in_(KEPT_FAILURES))
+    ranked = sa.select(runs.c.id, rank).where(ended_badly).subquery()
+    return sa.select(ranked.c.id).where(ranked.c.rank <= keep_failures)
 
 
 def prunable(before: datetime, kept: Collection[int]) -> sa.ColumnElement[bool]:
@@ -78,13 +96,19 @@ class Prune:
         self._rows = reads.rows
 
     async def prune(
-        self, *, before: datetime, chunk_rows: int = CHUNK_ROWS, pause_s: float = 0.0
+        self,
+        *,
+        before: datetime,
+        chunk_rows: int = CHUNK_ROWS,
+        pause_s: float = 0.0,
+        keep_failures: int = 0,
     ) -> int:
         """Delete terminal rows finished before `before` (each schedule's newest slot
-        stays: catch-up starts from it), `chunk_rows` per transaction and `pause_s`
-        between them, so a running daemon's writer is never held up for long."""
+        stays: catch-up starts from it; so do its last `keep_failures` failed or timed-out
+        runs), `chunk_rows` per transaction and `pause_s` between them, so a running
+        daemon's writer is never held up for long. Audit rows older than `before` go too."""
         aware(before, "before")
-        kept = await self._kept_ids()
+        kept = await self._kept_ids(keep_failures)
         deleted = 0
         while True:
             chunk = await await_write(
@@ -92,15 +116,23 @@ class Prune:
             )
             deleted += chunk
             if chunk < chunk_rows:
-                return deleted
+                break
             await asyncio.sleep(pause_s)
+        await await_write(self._submit("call", lambda c: prune_audit(c, before)))
+        return deleted
 
-    async def prune_preview(self, *, before: datetime) -> list[tuple[str | None, str, int]]:
+    async def prune_preview(
+        self, *, before: datetime, keep_failures: int = 0
+    ) -> list[tuple[str | None, str, int]]:
         """What `prune(before=...)` would delete: (schedule, status, count) rows."""
         aware(before, "before")
-        rows = await self._rows(preview_stmt(before, await self._kept_ids()))
+        rows = await self._rows(preview_stmt(before, await self._kept_ids(keep_failures)))
         return [(row.schedule, row.status, row.count) for row in rows]
 
-    async def _kept_ids(self) -> set[int]:
-        """The rows no prune deletes: each schedule's newest slot (read once per prune)."""
-        return {row.id for row in await self._rows(kept_ids_stmt())}
+    async def _kept_ids(self, keep_failures: int) -> set[int]:
+        """The rows no prune deletes: each schedule's newest slot and, given
+        `keep_failures`, its last that many failures (read once per prune)."""
+        kept = {row.id for row in await self._rows(kept_ids_stmt())}
+        if keep_failures > 0:
+            kept |= {row.id for row in await self._rows(kept_failures_stmt(keep_failures))}
+        return kept

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from daemon import secrets
+
 REDACTED = "***"
 _SECRET_WORDS = frozenset(
     {"password", "passwd", "pwd", "passphrase", "token", "secret", "key", "apikey", "credentials"}
@@ -49,6 +51,8 @@ def redact(value: Any, *, depth: int = 0) -> Any:
         }
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v, depth=depth + 1) for v in value]
+    if isinstance(value, str) and secrets.is_reference(value):  # env: / file: (never its value)
+        return REDACTED
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return _clipped_repr(value)

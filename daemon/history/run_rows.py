@@ -6,11 +6,14 @@ not run. Row values are redacted and bounded here (daemon.history.redact) before
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from daemon import revealed
 from daemon.history.ops import Ops, Origin
 from daemon.history.redact import bounded, json_safe, redact
 from daemon.history.schema import (
@@ -201,6 +204,9 @@ class RunRows:
         calling task is cancelled (the CancelledError is re-raised after the commit)."""
         check_status(status, TERMINAL)
         aware(finished_at, "finished_at")
+        if revealed.any_revealed():  # a secret a run read never lands in its row
+            result_summary, error = revealed.masked(result_summary), _masked_error(error)
+            result, attempt_errors = _masked_json(json_safe(result)), _masked_json(attempt_errors)
         values = {
             "b_id": run_id,
             "b_status": status,
@@ -219,6 +225,19 @@ class RunRows:
         if not isinstance(result, Mapping):
             return None
         return bounded(json_safe(result), self.max_row_bytes)
+
+
+def _masked_error(error: RunError | None) -> RunError | None:
+    if error is None:
+        return None
+    traceback = revealed.masked(error.traceback) if error.traceback else error.traceback
+    return dataclasses.replace(error, message=revealed.masked(error.message), traceback=traceback)
+
+
+def _masked_json(value: Any) -> Any:
+    if value is None:
+        return None
+    return json.loads(revealed.masked(json.dumps(value)))
 
 
 def _log_failure(future: asyncio.Future) -> None:

@@ -264,6 +264,23 @@ daemons = sa.Table(
 )
 
 
+# who did what to the daemon (trigger, pause, ..., stop), written before it takes effect;
+# pruned with the runs (daemon/history/audit_rows.py); never holds a secret
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),  # the Unix user or the token's name
+    sa.Column("via", sa.String(8), nullable=False),  # "cli" | "http"
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("schedule", sa.String(200)),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("detail", sa.Text),  # e.g. the client address, a backfill's range
+    sa.Index(None, "at"),
+)
+
+
 def without_none(values: dict) -> dict:
     return {key: value for key, value in values.items() if value is not None}
 

@@ -1,13 +1,14 @@
 """/healthz, /metrics and /api/...: the same JSON as the CLI's `--json`.
 
 Reads go through History's reader methods (a thread for SQLite), so a slow query never
-holds the event loop. Changes (trigger, pause, resume) need `Authorization: Bearer
-<http_token>`: 401 without that header, 403 when it is wrong or no token is set.
+holds the event loop. Acts (trigger, pause, resume, rerun, backfill: operator; reload,
+stop: admin) need `Authorization: Bearer <token>` of that role (daemon.http.auth): 401
+without that header, 403 when it is wrong, too low, or no token is set. An allowed act is
+an audit row before it takes effect (daemon.serve.audit).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from daemon.errors import FlowerdError, RunNotFound, UsageError
+from daemon.http.auth import ACTION_ROLES, Caller, Tokens
 from daemon.http.listing import MAX_ROWS, Listing
 from daemon.http.metrics import CONTENT_TYPE
 from daemon.http.served import Served
@@ -29,7 +31,7 @@ log = logging.getLogger("daemon.http.api")  # its name before the move
 
 LAG_LIMIT_S = 1.0  # /healthz: a loop this late fires slots late (the daemon warns too)
 RUN_FILTERS = ("schedule", "pipeline", "status", "trigger", "since", "until", "limit", "before")
-ACTIONS = ("trigger", "pause", "resume")
+SCHEDULE_ACTIONS = ("trigger", "pause", "resume", "backfill")
 MAX_BODY_BYTES = 64 * 1024  # a trigger's inputs; History bounds each stored value anyway
 
 
@@ -49,8 +51,8 @@ class RunIdConvertor(Convertor[int]):
 register_url_convertor("run_id", RunIdConvertor())
 
 
-def routes(daemon: Served, listing: Listing) -> list[Route]:
-    api = Api(daemon, listing)
+def routes(daemon: Served, listing: Listing, tokens: Tokens) -> list[Route]:
+    api = Api(daemon, listing, tokens)
     return [
         Route("/metrics", api.metrics),
         Route("/healthz", api.healthz),
@@ -59,7 +61,11 @@ def routes(daemon: Served, listing: Listing) -> list[Route]:
         Route("/api/runs", api.runs),
         Route("/api/runs/{run_id:run_id}", api.run),
         Route("/api/runs/{run_id:run_id}/logs", api.logs),
+        Route("/api/audit", api.audit),
         Route("/api/schedules/{schedule}/{action}", api.act, methods=["POST"]),
+        Route("/api/runs/{run_id:run_id}/rerun", api.rerun, methods=["POST"]),
+        Route("/api/reload", api.reload, methods=["POST"]),
+        Route("/api/stop", api.stop, methods=["POST"]),
     ]
 
 
@@ -132,9 +138,10 @@ def _shown(text: str) -> str:
 
 
 class Api:
-    def __init__(self, daemon: Served, listing: Listing):
+    def __init__(self, daemon: Served, listing: Listing, tokens: Tokens):
         self.daemon = daemon
         self.listing = listing
+        self.tokens = tokens
 
     async def metrics(self, request: Request) -> Response:
         return Response(await self.daemon.metrics.render_async(), media_type=CONTENT_TYPE)
@@ -201,38 +208,81 @@ class Api:
         return JSONResponse(await read_logs(self.daemon.history, run_id))  # unknown: 404
 
     @answers_errors
+    async def audit(self, request: Request) -> Response:
+        from daemon.durations import parse_instant
+
+        since = request.query_params.get("since", "").strip()
+        try:
+            moment = parse_instant(since) if since else None
+        except ValueError as exc:
+            raise UsageError(f"since: {exc}") from None
+        return JSONResponse(await self.daemon.history.audit(since=moment))
+
+    @answers_errors
     async def act(self, request: Request) -> Response:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
         schedule, action = request.path_params["schedule"], request.path_params["action"]
-        if action not in ACTIONS:
-            return error(404, f"no action {action!r}; actions: {', '.join(ACTIONS)}")
+        caller = self.tokens.caller(request, ACTION_ROLES.get(action, "operator"))
+        if not isinstance(caller, Caller):
+            return caller
+        if action not in SCHEDULE_ACTIONS:
+            return error(404, f"no action {action!r}; actions: {', '.join(SCHEDULE_ACTIONS)}")
         if schedule not in self.daemon.scheduler.schedules:
             return error(404, f"no schedule {schedule!r}")
         ask = {"schedule": schedule}
         if action == "trigger":
-            ask["inputs"] = await _trigger_inputs(request)
-        answer = await getattr(self.daemon, action)(ask)
+            ask["inputs"] = (await _body(request, {"inputs": dict})).get("inputs", {})
+        if action == "backfill":
+            body = await _body(request, {"from": str, "to": str, "rerun": bool})
+            ask.update(body, **_bounds(self.daemon.scheduler.schedules[schedule], body))
+        answer = await self._act(caller, action, ask)
         return JSONResponse({"ok": True, "schedule": schedule, **answer})
 
-    def _refused(self, request: Request) -> Response | None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return error(
-                401,
-                "this needs the header 'Authorization: Bearer <http_token>'",
-                **{"WWW-Authenticate": "Bearer"},
-            )
-        token = self.daemon.settings.http_token
-        if not token:
-            return error(403, "changes over HTTP are off: no http_token is set")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return error(403, "wrong token")
-        return None
+    @answers_errors
+    async def rerun(self, request: Request) -> Response:
+        caller = self.tokens.caller(request, ACTION_ROLES["rerun"])
+        if not isinstance(caller, Caller):
+            return caller
+        run_id = request.path_params["run_id"]
+        await self.daemon.history.get_run(run_id)  # unknown: a 404, and no act
+        return JSONResponse({"ok": True, **await self._act(caller, "rerun", {"run_id": run_id})})
+
+    @answers_errors
+    async def reload(self, request: Request) -> Response:
+        return await self._daemon_act(request, "reload")
+
+    @answers_errors
+    async def stop(self, request: Request) -> Response:
+        return await self._daemon_act(request, "stop")
+
+    async def _daemon_act(self, request: Request, action: str) -> Response:
+        caller = self.tokens.caller(request, ACTION_ROLES[action])
+        if not isinstance(caller, Caller):
+            return caller
+        return JSONResponse({"ok": True, **await self._act(caller, action, {})})
+
+    async def _act(self, caller: Caller, action: str, ask: dict) -> dict:
+        audit = self.daemon.audit
+        return await audit.from_http(action, ask, actor=caller.name, client=caller.client)
 
 
-async def _trigger_inputs(request: Request) -> dict:
+def _bounds(schedule: Any, body: dict) -> dict:
+    """A backfill's `from` / `to` as the CLI reads them: ISO-8601 (a date, or a time without
+    offset, in the schedule's timezone; a bare date as `to` includes that day) or a
+    duration ago."""
+    from daemon.runner.backfill import parse_bound
+
+    now = datetime.now(UTC)
+    bounds = {}
+    for key in ("from", "to"):
+        if key not in body:
+            raise UsageError('a backfill needs {"from": T, "to": T} in the request body')
+        moment = parse_bound(key, body[key], schedule.zone, now, last=key == "to")
+        bounds[key] = moment.isoformat()
+    return bounds
+
+
+async def _body(request: Request, keys: dict[str, type]) -> dict:
+    """An act's JSON body (may be empty): an object of `keys`, each of its type."""
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -246,12 +296,16 @@ async def _trigger_inputs(request: Request) -> dict:
         raise UsageError(f"the request body is not JSON: {exc}") from None
     except RecursionError:  # e.g. 30,000 nested lists
         raise UsageError("the request body is nested too deeply") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs", {}), dict):
-        raise UsageError('the request body must be {"inputs": {"NAME": VALUE, ...}}')
-    unknown = sorted(set(doc) - {"inputs"})
+    shape = ", ".join(f'"{key}": {kind.__name__}' for key, kind in keys.items())
+    if not isinstance(doc, dict):
+        raise UsageError(f"the request body must be a JSON object {{{shape}}}")
+    unknown = sorted(set(doc) - set(keys))
     if unknown:
         raise UsageError(f"unknown key(s) {', '.join(unknown)} in the request body")
-    return doc.get("inputs", {})
+    for key, kind in keys.items():
+        if key in doc and not isinstance(doc[key], kind):
+            raise UsageError(f"{key!r} in the request body must be a {kind.__name__}: {{{shape}}}")
+    return doc
 
 
 async def read_logs(history: Any, run_id: int) -> list:

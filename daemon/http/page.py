@@ -24,13 +24,16 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
+from daemon.http import livelog
 from daemon.http.cells import RecentRuns
-from daemon.http.json_api import parse_run_filters, read_logs
+from daemon.http.json_api import parse_run_filters
 from daemon.http.listing import Listing
 from daemon.http.served import Served
+from daemon.tell.runlogs import line_json
 
 HERE = Path(__file__).resolve().parent
 CELLS = 30
+AUDIT_ROWS = 20  # the newest acts on the schedules page (all: /api/audit)
 DOT_TIMEOUT_S = 10.0
 LEGEND = (
     "success",
@@ -52,6 +55,7 @@ def routes(daemon: Served, listing: Listing) -> list:
         Route("/runs", page.runs),
         Route("/runs/{run_id:run_id}", page.run),
         Route("/runs/{run_id:run_id}/dag.svg", page.dag),
+        Route("/runs/{run_id:run_id}/log/events", page.live_log),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -90,10 +94,11 @@ class Page:
     async def _render(self, name: str, status_code: int = 200, **context) -> HTMLResponse:
         """Rendered in a thread: 30 cells of many schedules is real work, and a slot must
         not wait for it (Jinja templates are safe to render from threads)."""
+        settings = self.daemon.settings
         context.update(
             now=datetime.now(UTC),
-            http_token_set=bool(self.daemon.settings.http_token),
-            zone=ZoneInfo(self.daemon.settings.timezone),
+            http_token_set=bool(settings.http_token or settings.http_tokens),
+            zone=ZoneInfo(settings.timezone),
         )
         template = self.templates.get_template(name)
         html = await asyncio.to_thread(template.render, context)
@@ -114,7 +119,8 @@ class Page:
             }
             for s in schedules
         ]
-        return await self._render("schedules.html", rows=rows, refresh_s=10)
+        acts = await daemon.history.audit(limit=AUDIT_ROWS)
+        return await self._render("schedules.html", rows=rows, acts=acts, refresh_s=10)
 
     async def runs(self, request: Request) -> Response:
         query = dict(request.query_params)
@@ -142,16 +148,20 @@ class Page:
             record = await self.daemon.history.get_run(run_id)
         except RunNotFound as exc:
             return await self._render("missing.html", status_code=404, message=str(exc))
-        logs = await read_logs(self.daemon.history, run_id)
-        live = record.status in ("queued", "running")
+        lines = await self.daemon.history.log_lines(run_id)
         return await self._render(
             "run.html",
             run=record,
-            logs=logs,
+            logs=[line_json(line) for line in lines],
+            last_seq=lines[-1]["seq"] if lines else -1,
+            live=record.status in ("queued", "running"),  # its log follows (livelog)
             run_zone=self._zone_of(record.schedule),
             dot=shutil.which("dot") is not None,
-            refresh_s=2 if live else 0,
+            refresh_s=0,
         )
+
+    async def live_log(self, request: Request) -> Response:
+        return await livelog.stream(request, self.daemon.history, self._zone_of)
 
     def _zone_of(self, schedule_id: str | None) -> ZoneInfo:
         """Times for people in the schedule's timezone, else the `timezone` setting."""

@@ -127,7 +127,7 @@ async def start(daemon: Served, stack: AsyncExitStack) -> HttpServer | None:
     server = HttpServer(_Server(config), sock, url)
     stack.push_async_callback(server.stop)
     log.info("HTTP on %s (metrics: %s/metrics)", url, url)
-    if not is_loopback(host) and not settings.http_token:
+    if not is_loopback(host) and not (settings.http_token or settings.http_tokens):
         log.warning(
             "HTTP listens on %s, beyond this machine, and no http_token is set: anyone who "
             "can reach it reads the history (changes stay refused without a token)",
@@ -144,13 +144,21 @@ def _reason(exc: OSError) -> str:
 
 
 def build_app(daemon: Served) -> Starlette:
-    """The Starlette app: the API and metrics routes, then the page's. No CORS."""
+    """The Starlette app: the API and metrics routes, then the page's; GETs behind the
+    read check when `http_read_auth` is on (webhooks answer for themselves: signed). No CORS."""
+    from starlette.middleware import Middleware
+
     from daemon.http import hooks, json_api, page
+    from daemon.http.auth import ReadAuth, Tokens
     from daemon.http.listing import Listing
 
     listing = Listing(daemon.history)
-    routes = json_api.routes(daemon, listing) + hooks.routes(daemon)
-    return Starlette(routes=routes + page.routes(daemon, listing))
+    tokens = Tokens.from_settings(daemon.settings)
+    routes = json_api.routes(daemon, listing, tokens) + hooks.routes(daemon)
+    return Starlette(
+        routes=routes + page.routes(daemon, listing),
+        middleware=[Middleware(ReadAuth, tokens=tokens)],
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:

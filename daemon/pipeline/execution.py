@@ -19,6 +19,7 @@ from daemon.pipeline.modules import Project
 from daemon.pipeline.plans import Plans, _on_dask, _Plan
 from daemon.pipeline.retries import Attempts, no_reload, once, retrying_async, retrying_sync
 from daemon.pipeline.runconfig import RunConfig
+from daemon.revealed import reveal_inputs
 
 
 class Runs:
@@ -84,14 +85,14 @@ class Runs:
             self._modules.install()  # pickle finds nodes by module name in sys.modules
         if _on_dask(plan):
             with cluster.current(cluster.client(plan.executor.address)):
-                return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
-        return built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
+                return built.driver.execute(final_vars, inputs=reveal_inputs(cfg.inputs or {}))
+        return built.driver.execute(final_vars, inputs=reveal_inputs(cfg.inputs or {}))
 
     async def _execute_async_once(self, plan: _Plan, cfg: RunConfig) -> dict:
         built = await self._drivers.build_async(plan)
         final_vars = _final_vars(plan, built, cfg)
         try:
-            return await built.driver.execute(final_vars, inputs=dict(cfg.inputs or {}))
+            return await built.driver.execute(final_vars, inputs=reveal_inputs(cfg.inputs or {}))
         except (KeyboardInterrupt, SystemExit) as exc:
             # a sync node runs inline in this task: keep it from ending the event loop
             raise PipelineError(f"pipeline {plan.name!r} raised {type(exc).__name__}") from exc

@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from daemon import secrets
 from daemon.errors import PipelineError, did_you_mean
 from daemon.inputs import SLOT_INPUTS, convert_input
 from daemon.pipeline import plans
@@ -149,7 +150,9 @@ class Pipelines:
         declared = {node.name: node.type for node in _nodes(built.driver)}
         inputs = {}
         for key, value in raw.items():
-            if key in declared:
+            if secrets.is_reference(value):  # read when the run runs (daemon.revealed)
+                inputs[key] = value
+            elif key in declared:
                 inputs[key] = convert_input(key, value, declared[key])
             elif not strict:
                 inputs[key] = value

@@ -25,6 +25,7 @@ from daemon.errors import HistoryError, PipelineError
 from daemon.history import History, RunError
 from daemon.inputs import SLOT_INPUTS
 from daemon.pipeline import Attempts, Pipelines, RunConfig
+from daemon.revealed import reveal_inputs
 from daemon.runner.events import Listeners, RunEvent
 from daemon.runner.ledger import ActiveRun, Ledger, utcnow
 from daemon.runner.workers import WorkerPool, error_fields
@@ -180,6 +181,7 @@ class Execution:
                 max_output_bytes=self._max_log_bytes,
             )
         memory_limit = active.spec.memory_limit_bytes if active.spec else None
+        reveal_inputs(cfg.inputs or {})  # the worker reads them; its lines are masked here
         try:
             return await self.workers.run(
                 pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit, timeout_s=timeout_s

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from daemon import secrets
 from daemon.durations import parse_bytes, parse_duration_s
 from daemon.errors import did_you_mean
 from daemon.inputs import check_not_reserved
@@ -159,8 +160,11 @@ class ScheduleTable(BaseModel):
     @classmethod
     def _notify_urls(cls, value: list[str] | None) -> list[str] | None:
         for url in value or ():
-            if "://" not in url:  # Apprise checks the rest (`flowerd validate`, serve)
-                raise ValueError("each entry is an Apprise URL (mailto://, json://, ...)")
+            if "://" not in url and not secrets.is_reference(url):  # Apprise checks the rest
+                raise ValueError(
+                    "each entry is an Apprise URL (mailto://, json://, ...) or a secret "
+                    "reference (env:NAME, file:/path)"
+                )
         return value
 
     @field_validator("notify_on")

@@ -18,6 +18,7 @@ from daemon.history import History
 from daemon.incoming.wiring import Incoming
 from daemon.orchestration.wiring import Across
 from daemon.pipeline import Pipelines
+from daemon.revealed import given_literally
 from daemon.runner.backfill import Jobs
 from daemon.runner.runner import Runner
 from daemon.runner.scheduler import Scheduler
@@ -106,7 +107,8 @@ class Commands:
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)
-        inputs = await self.daemon.across.trigger_inputs(schedule, request.get("inputs") or {})
+        given = given_literally(request.get("inputs") or {})  # never a secret reference
+        inputs = await self.daemon.across.trigger_inputs(schedule, given)
         run_id = await self.daemon.runner.trigger(schedule, inputs)
         return {
             "message": f"triggered {schedule.id} (pipeline {schedule.pipeline}): run {run_id}",

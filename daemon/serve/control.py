@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from daemon.errors import DaemonNotRunning, FlowerdError
 log = logging.getLogger("daemon.control")  # its name before the move
 
 Handler = Callable[[dict], Awaitable[dict]]
+Before = Callable[[dict, int], Awaitable[None]]  # (request, the peer's uid): the audit log
 MAX_REQUEST_BYTES = 64 * 1024
 _SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux; keep a margin
 
@@ -39,9 +41,10 @@ def _short_path(path: Path):
 
 
 class ControlServer:
-    def __init__(self, path: Path, handlers: dict[str, Handler]):
+    def __init__(self, path: Path, handlers: dict[str, Handler], before: Before | None = None):
         self.path = path
         self._handlers = handlers
+        self._before = before  # awaited before each handler; its error is the answer
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -67,7 +70,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
-            response = await self._answer(line)
+            response = await self._answer(line, peer_uid(writer))
             writer.write(json.dumps(response).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -77,19 +80,39 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _answer(self, line: bytes) -> dict:
+    async def _answer(self, line: bytes, uid: int) -> dict:
         try:
             request = json.loads(line[:MAX_REQUEST_BYTES])
             handler = self._handlers[request["cmd"]]
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": f"bad request; commands: {', '.join(self._handlers)}"}
         try:
+            if self._before is not None:
+                await self._before(request, uid)
             return {"ok": True, **(await handler(request))}
         except FlowerdError as exc:
             return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
         except Exception as exc:
             log.exception("control command %r failed", request.get("cmd"))
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int:
+    """The uid of the process at the other end (SO_PEERCRED: the kernel's word, as it
+    was when that process connected)."""
+    sock = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def user_name(uid: int) -> str:
+    """The Unix user's name (pwd), or `uid N` for a uid without one."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def request(path: Path, cmd: str, *, timeout_s: float = 30.0, **args) -> dict:
@@ -121,14 +144,7 @@ def request(path: Path, cmd: str, *, timeout_s: float = 30.0, **args) -> dict:
 
 def _not_yours(path: Path) -> str:
     """Whose daemon it is, and what to do, when this user may not use its socket."""
-    import pwd
-
-    def name(uid: int) -> str:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return f"uid {uid}"
-
+    name = user_name
     try:
         owner = name(path.stat().st_uid)
     except OSError:  # not even the path is ours to look at

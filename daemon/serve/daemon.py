@@ -44,6 +44,7 @@ from daemon.runner.runner import Runner, install_task_guard
 from daemon.runner.scheduler import Scheduler
 from daemon.schedule import Schedule
 from daemon.serve import retention, startup, systemd
+from daemon.serve.audit import Audit
 from daemon.serve.catchup import CatchUp
 from daemon.serve.commands import Commands, Pauses
 from daemon.serve.control import ControlServer
@@ -97,6 +98,7 @@ class Daemon:
         self._stop = _Stop(asyncio.Event())
         self.metrics = Metrics()
         self.http = None  # daemon.http.server.HttpServer while it listens
+        self.audit: Audit  # made with the control socket (daemon.serve.audit)
         self.http_health = "ok"  # or why it could not listen (health's "http")
         self.pauses = Pauses()
         self.lag = LoopLag()
@@ -211,7 +213,9 @@ class Daemon:
         self.stage = "scheduler"
         self.lease.start(self.watch_part)
         await self.across.start_upstream()
-        control = ControlServer(self.settings.control_socket, self.commands.handlers())
+        handlers = {**self.commands.handlers(), "stop": self.stop_asked}
+        self.audit = Audit(self.history, lambda: self.scheduler.schedules, handlers)
+        control = ControlServer(self.settings.control_socket, handlers, self.audit.from_cli)
         await control.start()
         stack.push_async_callback(control.close)
         await self._start_http(stack, schedules)
@@ -260,6 +264,11 @@ class Daemon:
                 await self.reload()
 
         asyncio.get_running_loop().create_task(reload())
+
+    async def stop_asked(self, request: dict) -> dict:
+        """`flowerd stop` / POST /api/stop: as SIGTERM (a second one cancels runs)."""
+        self._on_stop_signal()
+        return {"message": f"stopping: running runs get up to {self.settings.shutdown_grace:g} s"}
 
     async def wait_for_stop(self) -> None:
         await self._stop.event.wait()
@@ -317,7 +326,9 @@ async def serve(settings: Settings) -> int:
             asyncio.create_task(notifier.watchdog_loop(), name="flowerd:watchdog"),
         ]
         if settings.retention:
-            pruning = retention.prune_forever(daemon.history, settings.retention)
+            pruning = retention.prune_forever(
+                daemon.history, settings.retention, keep_failures=settings.retention_keep_failures
+            )
             background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)

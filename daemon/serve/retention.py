@@ -23,18 +23,25 @@ CHUNK_ROWS = 500
 PAUSE_S = 0.05
 
 
-async def prune_forever(history: History, retention: str, *, interval_s: float = INTERVAL_S):
-    """The background task `serve` starts when the `retention` setting is set."""
+async def prune_forever(
+    history: History, retention: str, *, interval_s: float = INTERVAL_S, keep_failures: int = 0
+):
+    """The background task `serve` starts when the `retention` setting is set; each
+    schedule's last `keep_failures` failed or timed-out runs stay however old."""
     keep_s = parse_duration_s(retention)
     while True:
-        await prune_once(history, keep_s, retention)
+        await prune_once(history, keep_s, retention, keep_failures)
         await asyncio.sleep(interval_s)
 
 
-async def prune_once(history: History, keep_s: float, retention: str) -> int:
+async def prune_once(
+    history: History, keep_s: float, retention: str, keep_failures: int = 0
+) -> int:
     before = datetime.now(UTC) - timedelta(seconds=keep_s)
     try:
-        deleted = await history.prune(before=before, chunk_rows=CHUNK_ROWS, pause_s=PAUSE_S)
+        deleted = await history.prune(
+            before=before, chunk_rows=CHUNK_ROWS, pause_s=PAUSE_S, keep_failures=keep_failures
+        )
     except FlowerdError as exc:
         log.warning(
             "retention: pruning runs older than %s failed, next try in 1 h: %s", retention, exc

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from daemon.errors import FlowerdError, UsageError
 from daemon.http.address import unit_notes
+from daemon.serve.credentials import credential_lines
 from daemon.settings import Settings, sqlite_path
 
 log = logging.getLogger("daemon.systemd")  # its name before the move
@@ -254,7 +255,7 @@ def render_unit(
     exe = flowerd_path or flowerd_executable()
     lines = [
         f"# {unit_name(name)} for {base}, written by `flowerd service print`.",
-        *unit_notes(settings.http, bool(settings.http_token)),
+        *unit_notes(settings.http, bool(settings.http_token or settings.http_tokens)),
         "[Unit]",
         f"Description=flowerd scheduled pipelines ({_value(str(base))})",
     ]
@@ -284,6 +285,7 @@ def render_unit(
         "SyslogIdentifier=flowerd",
         "Environment=PYTHONUNBUFFERED=1",
         *_state_lines(settings, user=user, name=name),
+        *credential_lines(settings, unit_name(name)),
     ]
     if not user:
         lines += [f"User={run_as}" if run_as else "DynamicUser=yes"]

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from daemon import revealed, secrets
+
 log = logging.getLogger("daemon.notify")  # the notifier's: its lines keep that name
 
 ATTEMPTS = 3
@@ -40,6 +42,8 @@ def url_problems(urls: Iterable[str] | None) -> list[str]:
 
     problems = []
     for index, url in enumerate(urls):
+        if secrets.is_reference(url):  # env: / file: -- read (and checked) when it sends
+            continue
         if not apprise.Apprise().add(url):
             scheme = url.split("://", 1)[0] if "://" in url else ""
             shown = f"{scheme}://…" if scheme else "(no scheme://)"
@@ -64,7 +68,10 @@ def _privacy_form(url: str) -> str | None:
 
 
 def private(url: str) -> str:
-    """The URL as it may be shown: passwords and tokens masked, without its options."""
+    """The URL as it may be shown: passwords and tokens masked, without its options; a
+    secret reference (env: / file:) as ***."""
+    if secrets.is_reference(url):
+        return secrets.MASK
     shown = _privacy_form(url)
     if shown is not None:
         return shown.split("?", 1)[0]
@@ -119,9 +126,14 @@ class Message:
 
 
 def deliver_once(url: str, message: Message, timeout_s: float = SEND_TIMEOUT_S) -> str | None:
-    """Send `message` to one URL, blocking; None when sent, else why not (scrubbed)."""
+    """Send `message` to one URL, blocking; None when sent, else why not (scrubbed). A
+    URL given as `env:NAME` / `file:/path` is read now, by the process that sends."""
     import apprise
 
+    try:
+        url = revealed.reveal(url, where="notify URL")
+    except secrets.SecretError as exc:
+        return str(exc)
     sender = apprise.Apprise()
     if not sender.add(url):
         return "not a URL Apprise can send to"

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import logs
 from daemon.durations import shown_iso
+from daemon.revealed import masked
 
 if TYPE_CHECKING:
     from daemon.history import History
@@ -106,7 +107,7 @@ class RunLog:
     def add(self, created: float, level: str, logger: str, message: str) -> None:
         if logger == HAMILTON_NODE_ERRORS and level == "ERROR":
             message = _node_error(message)
-        message = self._clipped(message)
+        message = self._clipped(masked(message))  # no secret a run read shows
         size = len(message.encode("utf-8", "replace")) + len(logger) + LINE_OVERHEAD_BYTES
         with self.lock:
             line = {

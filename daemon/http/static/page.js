@@ -21,11 +21,26 @@
     }, every * 1000);
   }
 
+  const liveLog = document.getElementById("live-log");
+  if (liveLog && window.EventSource) {  // a running run's log: new lines as they come (livelog.py)
+    const source = new EventSource(liveLog.dataset.events);
+    source.onmessage = (e) => {
+      const atBottom = liveLog.scrollTop + liveLog.clientHeight >= liveLog.scrollHeight - 4;
+      liveLog.append(JSON.parse(e.data).text + "\n");
+      if (atBottom) liveLog.scrollTop = liveLog.scrollHeight;
+    };
+    source.addEventListener("end", () => { source.close(); setTimeout(() => location.reload(), 500); });
+  }
+
   const tokenInput = document.getElementById("token");
   if (!tokenInput) return;  // no http_token: the page is read-only and says how to set one
   const KEY = "flowerd-token";
   tokenInput.value = sessionStorage.getItem(KEY) || "";
-  tokenInput.addEventListener("change", () => sessionStorage.setItem(KEY, tokenInput.value));
+  tokenInput.addEventListener("change", () => {
+    sessionStorage.setItem(KEY, tokenInput.value);
+    // with http_read_auth the page's GETs need a token too: the cookie carries it
+    document.cookie = `flowerd_token=${encodeURIComponent(tokenInput.value.trim())}; path=/; SameSite=Strict`;
+  });
   document.getElementById("token-form").addEventListener("submit", (e) => e.preventDefault());
 
   async function act(button) {
