@@ -32,6 +32,9 @@ PIPELINE_LOGGER_ROOT = "flowerd_pipelines"
 run_id_var: contextvars.ContextVar[int | str | None] = contextvars.ContextVar(
     "flowerd_run_id", default=None
 )
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "flowerd_trace_id", default=None
+)  # the run's OpenTelemetry trace (32 hex digits), set by daemon.observe
 run_level_var: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "flowerd_run_level", default=None
 )
@@ -55,6 +58,7 @@ class RunContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         run_id = run_id_var.get()
         record.run_id = "-" if run_id is None else run_id
+        record.trace_id = trace_id_var.get()
         return True
 
 
@@ -282,6 +286,7 @@ class JsonFormatter(logging.Formatter):
                 "logger": record.name,
                 "message": record.getMessage(),
                 "run_id": None if run_id == "-" else run_id,
+                "trace_id": getattr(record, "trace_id", None),
                 "exc_info": exc_text,
             },
             default=str,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from daemon import logs
@@ -58,6 +59,8 @@ class ActiveRun:
     asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
     background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
+    traceparent: str | None = None  # W3C, from whoever asked for it (a webhook)
+    track: RunTrack | None = None  # its tracking (daemon.observe), if the runner has it
 
     def free_slot(self) -> None:
         """Give back the concurrency slot (once): history writes never hold one."""
@@ -88,6 +91,20 @@ class Outcome:
 CANCEL_WAIT_S = 5.0
 
 
+class RunTrack(Protocol):
+    """One run's tracking (daemon.observe.tracking.RunTrack): node timings and sinks."""
+
+    async def started(self) -> None: ...
+    def relay(self, payload: tuple) -> None: ...
+    async def finish(self, status: str, error, finished_at: datetime) -> tuple[dict, bool]: ...
+
+
+class Tracker(Protocol):
+    """What the runner is handed to track runs (daemon.observe.tracking.Tracking)."""
+
+    def begin(self, active: ActiveRun) -> RunTrack: ...
+
+
 class _TimedOut(Exception):
     pass
 
@@ -105,6 +122,7 @@ class Running:
     _on_change: Callable[[], None]
     _max_log_bytes: int
     _workers: WorkerPool | None
+    tracking: Tracker | None
 
     async def _execute(
         self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
@@ -114,14 +132,19 @@ class Running:
         self.history.mark_running_nowait(active.run_id, started_at=active.started_at)
         if self.events:  # first: the run's log (daemon/tell/runlogs.py) holds the next line
             self.events.emit(self._event(active, "started", "running"))
+        if self.tracking is not None:  # its nodes recorded from here; its trace_id logged
+            active.track = self.tracking.begin(active)
         log.info(
-            "run %d started: pipeline %s%s (%s driver)",
+            "run %d started: pipeline %s%s (%s driver)%s",
             active.run_id,
             pipeline,
             f" for schedule {active.schedule}" if active.schedule else "",
             "sync" if cfg.async_driver is False else "async",
+            f", trace_id {logs.trace_id_var.get()}" if logs.trace_id_var.get() else "",
         )
         try:
+            if active.track is not None:
+                await active.track.started()
             # Let the other runs due now start (and be stamped) before this one's code
             # takes the loop: an async pipeline runs on the loop until its first await.
             await asyncio.sleep(0)
@@ -201,12 +224,14 @@ class Running:
                 base_dir=self.pm.base_dir,
                 pipelines_dir=self.pm.pipelines_dir,
                 max_output_bytes=self._max_log_bytes,
+                node_hooks=self.pm.node_hooks,
             )
         memory_limit = active.spec.memory_limit_bytes if active.spec else None
         try:
             return await self._workers.run(
-                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit, timeout_s=timeout_s
-            )
+                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit,
+                timeout_s=timeout_s, on_node=active.track.relay if active.track else None,
+            )  # fmt: skip
         except TimeoutError:
             raise _TimedOut() from None
 
@@ -236,6 +261,9 @@ class Running:
         active.free_slot()
         self._untrack(active)
         self._on_change()
+        tracked, cancelled = {}, False  # every sink told (bounded) before the row is final
+        if active.track is not None:
+            tracked, cancelled = await active.track.finish(status, error, finished_at)
         try:
             # History.finish queues the write before its first await and, if this task
             # is cancelled meanwhile, waits for the commit before re-raising: the shielded
@@ -250,6 +278,7 @@ class Running:
                 result_summary=summary,
                 result=result,
                 attempt_errors=active.attempts.errors,
+                **tracked,
             )
         except HistoryError as exc:
             after = "" if "spool" in str(exc) else "; the next start records it 'crashed'"
@@ -262,6 +291,8 @@ class Running:
             )
         else:
             _log_finish(active, status, finished_at, error)
+            if cancelled:  # cancelled while the sinks were told: the row first, then this
+                raise asyncio.CancelledError()
         finally:
             if self.events:
                 self.events.emit(

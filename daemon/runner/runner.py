@@ -81,6 +81,7 @@ class Runner(OnDemand, SlotPolicies, Running):
         self.accepting = True
         self._max_log_bytes = max_log_bytes
         self._workers: WorkerPool | None = None  # isolation = "process": made on first use
+        self.tracking = None  # the daemon hands its Tracker (daemon.observe): nodes, sinks
         self.pools = Pools({})  # the app sets the `pools` setting's limits
 
     # -- entry points -----------------------------------------------------------------

@@ -31,6 +31,7 @@ from daemon import logs
 from daemon.errors import ScheduleError
 from daemon.history import History
 from daemon.http.metrics import Metrics
+from daemon.observe.tracking import Tracking
 from daemon.pipeline import Pipelines
 from daemon.runner.execute import utcnow
 from daemon.runner.runner import Runner, install_task_guard
@@ -67,7 +68,6 @@ class Daemon(StartUp, CatchUp, Commands, Status):
         self.settings = settings
         self.notifier = notifier
         self.instance_id = uuid.uuid4().hex[:12]
-        self.pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
         self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.loop_lag_s = 0.0
@@ -80,6 +80,13 @@ class Daemon(StartUp, CatchUp, Commands, Status):
         self._reload_lock = asyncio.Lock()
         self._status_due = False
         self.metrics = Metrics()
+        # what each run reports (daemon.observe): node timings, and the configured sinks
+        self.tracking = Tracking.from_settings(
+            settings, count_error=self.metrics.count_tracking_error
+        )
+        self.pm = Pipelines(
+            settings.base_dir, pipelines_dir=settings.pipelines_dir, node_hooks=self.tracking.hooks
+        )
         self.http = None  # daemon.http.server.HttpServer while it listens
         self.http_health = "ok"  # or why it could not listen (health's "http")
 

@@ -86,6 +86,8 @@ class StartUp:
             max_log_bytes=self.settings.max_log_bytes,
         )
         stack.callback(self.runner.close)
+        self.runner.tracking = self.tracking
+        stack.push_async_callback(self.tracking.close)
         await self._tell(stack)
         stack.callback(cluster.close_all)  # the Dask clients runs made (if any)
         stack.push_async_callback(self.runner.cancel_all)  # start-up failed half-way: record
