@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 # The alembic head this code writes. tests/history/test_migrate.py checks it against the
 # versions folder; readers compare with it without importing alembic (CLI start-up time).
-SCHEMA_REVISION = "20261130_07"
+SCHEMA_REVISION = "20261207_02"
 UPGRADE_ATTEMPTS = 6  # 0.05 s doubling: ~1.6 s of retries at most
 
 

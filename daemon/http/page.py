@@ -27,6 +27,7 @@ from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
 from daemon.http.cells import RecentRuns
 from daemon.http.json_api import parse_run_filters, read_logs
+from daemon.http import timeline
 from daemon.http.listing import Listing
 
 HERE = Path(__file__).resolve().parent
@@ -147,6 +148,7 @@ class Page:
             run=record,
             logs=logs,
             run_zone=self._zone_of(record.schedule),
+            timeline=timeline.bars(record),
             dot=shutil.which("dot") is not None,
             refresh_s=2 if live else 0,
         )
