@@ -25,9 +25,9 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
+from daemon.http import timeline
 from daemon.http.cells import RecentRuns
 from daemon.http.json_api import parse_run_filters, read_logs
-from daemon.http import timeline
 from daemon.http.listing import Listing
 
 HERE = Path(__file__).resolve().parent
