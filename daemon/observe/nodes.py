@@ -84,6 +84,10 @@ class RunNodes:
         if len(self._ended) >= 2 * self._limit:
             self._trim()
 
+    def replay_end(self, node: NodeEnd) -> None:
+        self._open.pop((node.name, node.task_id), None)
+        self.add(node)
+
     def replay_start(self, node: NodeStart) -> None:
         self._open[(node.name, node.task_id)] = (node.started_at, time.perf_counter())
         if self._tell is not None:

@@ -140,7 +140,7 @@ class RunTrack:
         if kind == "start":
             self.nodes.replay_start(NodeStart(**fields))
         else:
-            self.nodes.add(NodeEnd(**fields))
+            self.nodes.replay_end(NodeEnd(**fields))
 
     async def ended(self, status: str, error: Any, finished_at) -> dict[str, Any]:
         """The run's end, told to every listener before its row is final; the row's

@@ -256,4 +256,5 @@ def _schedule(
         deadline_s=float(parsed.deadline),
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
+        otel=parsed.otel,
     )
