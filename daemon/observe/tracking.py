@@ -187,7 +187,10 @@ class RunTrack:
         calls = {
             name: asyncio.ensure_future(asyncio.to_thread(getattr(listener, method), event))
             for name, listener in self.listeners
+            if _overrides(listener, method)  # no thread hop for what a sink ignores
         }
+        if not calls:
+            return
         done, late = await asyncio.wait(calls.values(), timeout=timeout_s)
         for name, call in calls.items():
             if call in late:
@@ -199,6 +202,10 @@ class RunTrack:
             elif call.exception() is not None:
                 self._tracking.failed(name, self.run.run_id, f"{method} raised", call.exception())
         log.debug("run %d: %s took %.3f s", self.run.run_id, method, time.monotonic() - began)
+
+
+def _overrides(listener: RunListener, method: str) -> bool:
+    return getattr(type(listener), method, None) is not getattr(RunListener, method)
 
 
 def _retrieve(future: asyncio.Future) -> None:
