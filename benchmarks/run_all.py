@@ -27,6 +27,7 @@ SUITES = [
     "bench_scale",
     "bench_daemon",
     "bench_events",
+    "bench_observe",
 ]
 
 

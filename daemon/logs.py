@@ -34,6 +34,9 @@ PIPELINE_LOGGER_ROOT = "flowerd_pipelines"
 run_id_var: contextvars.ContextVar[int | str | None] = contextvars.ContextVar(
     "flowerd_run_id", default=None
 )
+trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "flowerd_trace_id", default=None
+)  # the run's OpenTelemetry trace (32 hex digits), set by daemon.observe
 run_level_var: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "flowerd_run_level", default=None
 )
@@ -60,6 +63,7 @@ class RunContextFilter(logging.Filter):
         record.run_id = "-" if run_id is None else run_id
         if revealed.any_revealed():
             record.msg, record.args = revealed.masked(record.getMessage()), None
+        record.trace_id = trace_id_var.get()
         return True
 
 
@@ -287,6 +291,7 @@ class JsonFormatter(logging.Formatter):
                 "logger": record.name,
                 "message": record.getMessage(),
                 "run_id": None if run_id == "-" else run_id,
+                "trace_id": getattr(record, "trace_id", None),
                 "exc_info": exc_text,
             },
             default=str,

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     pools: dict[str, int] = Field(default_factory=dict)
     # [defaults]: any schedule field, for every schedule that leaves it out
     defaults: dict[str, Any] = Field(default_factory=dict)
+    # inside a run (daemon.observe): each wait on a tracking sink is bounded by this
+    tracking_timeout_s: float = Field(default=5.0, gt=0)
+    # [otel]: OpenTelemetry traces over OTLP/HTTP: endpoint (base URL), service_name
+    otel: dict[str, Any] | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -112,6 +116,15 @@ class Settings(BaseSettings):
         for name, limit in value.items():
             if limit < 1:
                 raise ValueError(f"pool {name!r} needs a limit of 1 or more, not {limit}")
+        return value
+
+    @field_validator("otel")
+    @classmethod
+    def _otel(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from daemon.observe.sections import check_otel
+
+            check_otel(value)  # ValueError: what is wrong, or what to install
         return value
 
     @field_validator("timezone")

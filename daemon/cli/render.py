@@ -94,10 +94,40 @@ def _print_run(record, zone) -> None:  # noqa: ANN001
         console.print(
             f"  {'attempt error':<14} {escape(earlier['type'])}: {escape(earlier['message'])}"
         )
+    if record.trace_id:
+        console.print(f"  {'trace_id':<14} {record.trace_id}")
+    for name, url in (record.links or {}).items():
+        console.print(f"  {name:<14} {escape(url)}")
     if record.error:
         console.print(f"[red]{escape(record.error.type)}: {escape(record.error.message)}[/red]")
         if record.error.traceback:
             console.print(escape(record.error.traceback.rstrip()))
+    _print_nodes(console, record, zone)
+
+
+def _print_nodes(console, record, zone) -> None:  # noqa: ANN001
+    """The run's node timings: a table in the order the nodes started."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not record.nodes:
+        return
+    table = Table(title=f"nodes ({len(record.nodes)})", title_justify="left", box=None)
+    for column in ("node", "started", "duration", "status"):
+        table.add_column(column, justify="right" if column == "duration" else "left")
+    for node in record.nodes:
+        started = node["started_at"]
+        at = datetime.fromisoformat(started).astimezone(zone) if started else None
+        took = node["duration_s"]
+        table.add_row(
+            escape(node["name"]),
+            at.strftime("%H:%M:%S.%f")[:-3] if at else "-",
+            f"{took * 1000:.3f} ms" if took < 1 else _seconds(took),
+            _styled(node["status"]),
+        )
+    console.print(table)
+    if record.nodes_omitted:
+        console.print(f"  ({record.nodes_omitted} faster node(s) not kept: the slowest 1,000 are)")
 
 
 def _result_text(record, doc: dict) -> str | None:  # noqa: ANN001

@@ -145,11 +145,14 @@ def _stdout_kept_for_json(job):  # noqa: ANN001, ANN202
 async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sync, echo=True):
     """The run's prints go to its log, and (`echo`) to stderr: stdout is the result's."""
     from daemon.history import History
+    from daemon.observe.tracking import Tracking
     from daemon.pipeline import Pipelines, RunConfig
     from daemon.runner.runner import Runner
     from daemon.tell.runlogs import RunLogs
 
-    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+    tracking = Tracking.from_settings(settings)
+    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir,
+                   node_hooks=tracking.hooks)  # fmt: skip
     inputs = pm.typed_inputs(pipeline, raw_inputs, async_driver=not sync)
     cfg = RunConfig(final_vars=final_vars or None, inputs=inputs, async_driver=not sync)
     pm.validate(pipeline, cfg)  # a typo or missing input is refused, not recorded as a run
@@ -158,12 +161,14 @@ async def _run_recorded(settings: Settings, pipeline, final_vars, raw_inputs, sy
         runner = Runner(
             pm=pm, history=history, max_concurrent_runs=1, threads=1, timezone=settings.timezone
         )
+        runner.tracking = tracking
         keeper = RunLogs(history, max_bytes=settings.max_log_bytes, echo_prints=echo)
         try:
             async with keeper.attach(runner.events):
                 outcome = await runner.run_manual(pipeline, cfg)
         finally:
             runner.close()
+            await tracking.close()
         return await history.get_run(outcome.run_id)
     finally:
         await history.close()

@@ -199,6 +199,10 @@ class RunRows:
         result_summary: str | None = None,
         result: Any = None,
         attempt_errors: list[dict] | None = None,
+        nodes: list[dict] | None = None,
+        nodes_omitted: int = 0,
+        trace_id: str | None = None,
+        links: dict[str, str] | None = None,
     ) -> None:
         """The terminal row. Queued before the first await, so it lands even when the
         calling task is cancelled (the CancelledError is re-raised after the commit)."""
@@ -217,6 +221,10 @@ class RunRows:
             "b_result_summary": clip(result_summary, SUMMARY_MAX_CHARS),
             "b_result": self._stored_result(result),
             "b_attempt_errors": list(attempt_errors) if attempt_errors else None,
+            "b_nodes": list(nodes) if nodes else None,
+            "b_nodes_omitted": nodes_omitted or None,
+            "b_trace_id": trace_id,
+            "b_links": dict(links) if links else None,
         }
         values.update({f"b_{k}": v for k, v in error_columns(error).items()})
         await await_write(self._submit("finish", without_none(values)))

@@ -87,6 +87,10 @@ class RunRecord:
     event: dict | None = None
     payload: dict | None = None  # a webhook's JSON body (the `payload` input); not in to_json
     traceparent: str | None = None  # the caller's W3C trace context; not in to_json
+    nodes: list = field(default_factory=list)  # [{name, started_at, duration_s, status}]
+    nodes_omitted: int = 0  # nodes past the 1,000 kept (the fastest)
+    trace_id: str | None = None  # the run's OpenTelemetry trace (32 hex digits)
+    links: dict | None = None  # into tracking tools, e.g. {"hamilton_ui": URL}
 
     @property
     def duration_s(self) -> float | None:
@@ -131,6 +135,10 @@ class RunRecord:
             "rerun_of": self.rerun_of,
             "attempt_errors": list(self.attempt_errors),
             "event": self.event,
+            "nodes": list(self.nodes),
+            "nodes_omitted": self.nodes_omitted,
+            "trace_id": self.trace_id,
+            "links": dict(self.links or {}),
         }
 
 
@@ -205,6 +213,11 @@ runs = sa.Table(
     sa.Index(None, "rerun_of"),
     # the errors of the attempts before the last (retries): [{type, message}], or NULL
     sa.Column("attempt_errors", sa.JSON),
+    # inside the run (20261207_02): its nodes' timings (bounded), its trace, its links
+    sa.Column("nodes", sa.JSON),
+    sa.Column("nodes_omitted", sa.Integer),
+    sa.Column("trace_id", sa.String(32)),
+    sa.Column("links", sa.JSON),
     sa.Index(None, "run_at"),
     sa.Index(None, "schedule", "run_at"),
     sa.Index(None, "schedule", "status", "run_at"),
@@ -355,6 +368,10 @@ def record_of(row: Mapping) -> RunRecord:
         event=row.get("event"),
         payload=row.get("payload"),
         traceparent=row.get("traceparent"),
+        nodes=list(row.get("nodes") or []),
+        nodes_omitted=row.get("nodes_omitted") or 0,
+        trace_id=row.get("trace_id"),
+        links=row.get("links"),
     )
 
 

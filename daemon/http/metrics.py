@@ -109,6 +109,12 @@ class Metrics:
             buckets=LATENESS_BUCKETS_S,
             registry=r,
         )
+        self.tracking_errors = Counter(
+            "flowerd_tracking_errors",
+            "Runs (or their parts) a tracking sink did not get, by sink",
+            ["sink"],
+            registry=r,
+        )
         self.last_success: dict[str, float] = {}
         self._daemon: Served | None = None
         self._scraped: list = []
@@ -145,6 +151,10 @@ class Metrics:
     def count_notification(self, result: str) -> None:
         """For the notifier: one delivery's outcome (`sent`, `error`, `dropped`)."""
         self.notifications.labels(result).inc()
+
+    def count_tracking_error(self, sink: str) -> None:
+        """For daemon.observe: a sink (hamilton_ui | otel | openlineage) missed a report."""
+        self.tracking_errors.labels(sink).inc()
 
     async def seed(self, history: Any, schedules: Iterable[str]) -> None:
         """Each schedule's last success from the history, so the gauge (and an alert on

@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.errors import FlowerdError, RunNotFound
 from daemon.history import STATUSES, TRIGGERS
-from daemon.http import livelog
+from daemon.http import livelog, timeline
 from daemon.http.cells import RecentRuns
 from daemon.http.json_api import parse_run_filters
 from daemon.http.listing import Listing
@@ -156,6 +156,7 @@ class Page:
             last_seq=lines[-1]["seq"] if lines else -1,
             live=record.status in ("queued", "running"),  # its log follows (livelog)
             run_zone=self._zone_of(record.schedule),
+            timeline=timeline.bars(record),
             dot=shutil.which("dot") is not None,
             refresh_s=0,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.errors import PipelineError
 from daemon.pipeline import cluster, plans
@@ -31,13 +31,22 @@ from daemon.pipeline.runconfig import ExecutorConfig
 log = logging.getLogger("daemon.pipeline")  # a part of the pipeline layer: its name
 
 
+class NodeHooks(Protocol):
+    """What the pipeline layer is handed to watch runs' nodes (daemon.observe.taps gives
+    it; this package never imports that one): a Hamilton lifecycle adapter per driver
+    mode ('sync' | 'async'), put in every driver built."""
+
+    def adapter(self, mode: str) -> Any: ...
+
+
 class Drivers:
     """Builds a plan's driver, and keeps those that may be shared (a cacheable plan's):
     built ones for runs, unbuilt async ones for validation, and which inputs each
     declares (the runner asks on every run)."""
 
-    def __init__(self, modules: Project):
+    def __init__(self, modules: Project, hooks: NodeHooks | None = None):
         self._modules = modules
+        self._hooks = hooks  # handed down (daemon.observe): in every driver built
         self.built: dict[tuple, _Built] = {}
         self.unbuilt: dict[tuple, _Built] = {}  # validation's async drivers (no ainit)
         self.declared: dict[tuple, frozenset[str]] = {}
@@ -67,6 +76,8 @@ class Drivers:
         builder = builder.allow_module_overrides()
         if plan.adapters:
             builder = builder.with_adapters(*plan.adapters)
+        if self._hooks is not None:  # not in the plan's key: the same for every plan
+            builder = builder.with_adapters(self._hooks.adapter(plan.mode))
         return builder
 
     def build_sync(self, plan: _Plan) -> _Built:

@@ -17,7 +17,7 @@ from daemon.errors import PipelineError, did_you_mean
 from daemon.inputs import SLOT_INPUTS, convert_input
 from daemon.pipeline import plans
 from daemon.pipeline.cachekey import value_key
-from daemon.pipeline.drivers import Drivers
+from daemon.pipeline.drivers import Drivers, NodeHooks
 from daemon.pipeline.execution import Runs
 from daemon.pipeline.graph import (
     _Built,
@@ -39,12 +39,19 @@ class Pipelines:
     modules (`Project`), `Plans` (what each run builds), `Drivers` (built and kept) and
     `Runs` (carried out, with retries); it keeps validation and the public API."""
 
-    def __init__(self, base_dir: str | Path = ".", *, pipelines_dir: str | Path | None = None):
+    def __init__(
+        self,
+        base_dir: str | Path = ".",
+        *,
+        pipelines_dir: str | Path | None = None,
+        node_hooks: NodeHooks | None = None,
+    ):
         self.base_dir = Path(base_dir).resolve()
         self.pipelines_dir = Path(pipelines_dir or self.base_dir / "pipelines").resolve()
+        self.node_hooks = node_hooks  # daemon.observe's adapters, in every driver built
         self._modules = Project(self.pipelines_dir)
         self._plans = Plans(self._modules)
-        self._drivers = Drivers(self._modules)
+        self._drivers = Drivers(self._modules, node_hooks)
         self._runs = Runs(self._modules, self._plans, self._drivers)
         self._validated: dict[tuple, tuple[str, ...]] = {}  # checks passed: their warnings
 

@@ -18,6 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from daemon import logs
@@ -52,6 +53,20 @@ CANCEL_WAIT_S = 5.0
 WARM_WAIT_S = 5.0  # warm_threads: how long a started thread waits for the others
 
 
+class RunTrack(Protocol):
+    """One run's tracking (daemon.observe.tracking.RunTrack): node timings and sinks."""
+
+    async def started(self) -> None: ...
+    def relay(self, payload: tuple) -> None: ...
+    async def finish(self, status: str, error, finished_at: datetime) -> tuple[dict, bool]: ...
+
+
+class Tracker(Protocol):
+    """What the runner is handed to track runs (daemon.observe.tracking.Tracking)."""
+
+    def begin(self, active: ActiveRun) -> RunTrack: ...
+
+
 class _TimedOut(Exception):
     pass
 
@@ -82,6 +97,7 @@ class Execution:
         self._pool_busy = 0  # threads still running a pipeline, incl. abandoned ones
         self._abandoned: set[asyncio.Future] = set()  # threads past their run's timeout
         self.workers: WorkerPool | None = None  # isolation = "process": made on first use
+        self.tracking: Tracker | None = None  # handed by the daemon (daemon.observe)
 
     async def execute(
         self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
@@ -91,14 +107,19 @@ class Execution:
         self.history.mark_running_nowait(active.run_id, started_at=active.started_at)
         if self.events:  # first: the run's log (daemon/tell/runlogs.py) holds the next line
             self.events.emit(self._event(active, "started", "running"))
+        if self.tracking is not None:  # its nodes recorded from here; its trace_id logged
+            active.track = self.tracking.begin(active)
         log.info(
-            "run %d started: pipeline %s%s (%s driver)",
+            "run %d started: pipeline %s%s (%s driver)%s",
             active.run_id,
             pipeline,
             f" for schedule {active.schedule}" if active.schedule else "",
             "sync" if cfg.async_driver is False else "async",
+            f", trace_id {logs.trace_id_var.get()}" if logs.trace_id_var.get() else "",
         )
         try:
+            if active.track is not None:
+                await active.track.started()
             # Let the other runs due now start (and be stamped) before this one's code
             # takes the loop: an async pipeline runs on the loop until its first await.
             await asyncio.sleep(0)
@@ -179,13 +200,15 @@ class Execution:
                 base_dir=self.pm.base_dir,
                 pipelines_dir=self.pm.pipelines_dir,
                 max_output_bytes=self._max_log_bytes,
+                node_hooks=self.pm.node_hooks,
             )
         memory_limit = active.spec.memory_limit_bytes if active.spec else None
         reveal_inputs(cfg.inputs or {})  # the worker reads them; its lines are masked here
         try:
             return await self.workers.run(
-                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit, timeout_s=timeout_s
-            )
+                pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit,
+                timeout_s=timeout_s, on_node=active.track.relay if active.track else None,
+            )  # fmt: skip
         except TimeoutError:
             raise _TimedOut() from None
 
@@ -215,6 +238,9 @@ class Execution:
         active.free_slot()
         self.ledger.untrack(active)
         self.ledger.changed()
+        tracked, cancelled = {}, False  # every sink told (bounded) before the row is final
+        if active.track is not None:
+            tracked, cancelled = await active.track.finish(status, error, finished_at)
         try:
             # History.finish queues the write before its first await and, if this task
             # is cancelled meanwhile, waits for the commit before re-raising: the shielded
@@ -229,6 +255,7 @@ class Execution:
                 result_summary=summary,
                 result=result,
                 attempt_errors=active.attempts.errors,
+                **tracked,
             )
         except HistoryError as exc:
             after = "" if "spool" in str(exc) else "; the next start records it 'crashed'"
@@ -241,6 +268,8 @@ class Execution:
             )
         else:
             _log_finish(active, status, finished_at, error)
+            if cancelled:  # cancelled while the sinks were told: the row first, then this
+                raise asyncio.CancelledError()
         finally:
             if self.events:
                 self.events.emit(

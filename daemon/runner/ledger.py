@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from daemon.pipeline import Attempts
 from daemon.schedule import Schedule
@@ -39,6 +40,8 @@ class ActiveRun:
     background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
     event_inputs: dict | None = None  # an event's run: its trigger_path / payload inputs
+    traceparent: str | None = None  # W3C, from whoever asked for it (a webhook)
+    track: Any = None  # its tracking (execute.RunTrack, daemon.observe), if the runner has it
 
     def free_slot(self) -> None:
         """Give back the concurrency slot (once): history writes never hold one."""

@@ -50,9 +50,11 @@ class Requested:
         *,
         schedule: Schedule | None = None,
         claimed: asyncio.Future | None = None,
+        traceparent: str | None = None,
     ) -> Outcome:
         """`flowerd run`, `flowerd trigger`, the recording Python API: record and run now,
-        trigger `manual`. `claimed` (if given) answers the run id once its row exists."""
+        trigger `manual`. `claimed` (if given) answers the run id once its row exists;
+        `traceparent` (W3C, e.g. a webhook's header) makes the run's span its child."""
         async_driver = cfg.async_driver is not False
         asked_at = utcnow()
         run_id = await self.history.claim(
@@ -68,6 +70,7 @@ class Requested:
             claimed.set_result(run_id)
         active = self.ledger.track(run_id, pipeline, schedule, None, "manual")
         active.asked_at = asked_at
+        active.traceparent = traceparent
         timeout_s = schedule.timeout_s if schedule else 0
         return await self.execution.execute(active, pipeline, cfg, timeout_s=timeout_s)
 

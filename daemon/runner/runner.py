@@ -38,7 +38,7 @@ from daemon.errors import PipelineError
 from daemon.history import History
 from daemon.pipeline import Pipelines
 from daemon.runner.events import Listeners
-from daemon.runner.execute import CANCEL_WAIT_S, Execution, Outcome
+from daemon.runner.execute import CANCEL_WAIT_S, Execution, Outcome, Tracker
 from daemon.runner.ledger import ActiveRun, Ledger, utcnow
 from daemon.runner.policies import SlotPolicies
 from daemon.runner.pools import Pools
@@ -133,6 +133,15 @@ class Runner:
     def health(self) -> str:
         """ "ok", or why sync-driver runs cannot start (daemon.runner.execute)."""
         return self.execution.health()
+
+    @property
+    def tracking(self) -> Tracker | None:
+        """What each run reports (daemon.observe's Tracking, handed by the daemon)."""
+        return self.execution.tracking
+
+    @tracking.setter
+    def tracking(self, tracking: Tracker | None) -> None:
+        self.execution.tracking = tracking
 
     @property
     def threads_busy(self) -> int:

@@ -240,7 +240,7 @@ class _ReportedAttempts(Attempts):
             self._outbox.send(("attempt", value, list(self.errors)))
 
 
-def worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
+def worker_main(conn: Connection, base_dir: str, pipelines_dir: str, node_hooks=None) -> None:
     """A worker's life: its own process group, captured output, then jobs until EOF."""
     os.setpgid(0, 0)
     _set_up_process()
@@ -256,7 +256,7 @@ def worker_main(conn: Connection, base_dir: str, pipelines_dir: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_ForwardHandler(outbox)]
     logging.captureWarnings(True)
-    pm = Pipelines(base_dir, pipelines_dir=pipelines_dir)
+    pm = Pipelines(base_dir, pipelines_dir=pipelines_dir, node_hooks=node_hooks)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     outbox.send(("ready", os.getpid()))
@@ -302,7 +302,7 @@ def _serve(job: Job, pm: Pipelines, loop, outbox: _Outbox, pumps: list[_Pump]) -
     logs._quiet_third_parties(job.log_level)
     keep = True
     try:
-        with _memory_limit(job.memory_limit_bytes):
+        with _memory_limit(job.memory_limit_bytes), _nodes_sent(pm, outbox):
             result = _execute(job, pm, loop, _ReportedAttempts(outbox))
         reply = _result_reply(result)
     except BaseException as exc:  # noqa: BLE001 - pipeline code: report it, whatever it is
@@ -322,6 +322,12 @@ def _execute(job: Job, pm: Pipelines, loop, attempts: Attempts) -> dict:
     if job.cfg.async_driver is False:
         return pm.execute_sync(job.pipeline, job.cfg, attempts)
     return loop.run_until_complete(pm.execute_async(job.pipeline, job.cfg, attempts))
+
+
+def _nodes_sent(pm: Pipelines, outbox: _Outbox):
+    """The run's node events go back to the daemon as they happen ("node" messages)."""
+    hooks = pm.node_hooks
+    return hooks.forwarding(outbox.send) if hooks is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

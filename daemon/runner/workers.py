@@ -106,8 +106,9 @@ def death_message(exitcode: int | None, memory_limit_bytes: int | None) -> str:
 class _Run:
     """The daemon's end of one job: routes the worker's messages, on the loop thread."""
 
-    def __init__(self, job: Job, attempts: Attempts, done: asyncio.Future):
+    def __init__(self, job: Job, attempts: Attempts, done: asyncio.Future, on_node=None):
         self.job, self.attempts, self.done = job, attempts, done
+        self.on_node = on_node  # the run's node events (daemon.observe's RunTrack.relay)
         # attempts made by earlier workers of this run (one died; see WorkerPool.run)
         self.before = (attempts.count, len(attempts.errors))
         self.context = contextvars.copy_context()  # the run's: run_id_var is set
@@ -118,6 +119,9 @@ class _Run:
         if kind == "attempt":  # (count, errors of the attempts retried) in this worker
             self.attempts.count = self.before[0] + message[1]
             self.attempts.errors[self.before[1] :] = message[2]
+        elif kind == "node":
+            if self.on_node is not None:
+                self.context.run(self.on_node, message[1])
         elif kind in ("log", "out", "cut"):
             self.context.run(_EMITTERS[kind], self.job, *message[1:])
         elif not self.done.done():
@@ -298,8 +302,10 @@ class WorkerPool:
         max_idle: int = MAX_IDLE_WORKERS,
         kill_grace_s: float = KILL_GRACE_S,
         start_method: str = START_METHOD,
+        node_hooks: Any = None,
     ):
         self.base_dir, self.pipelines_dir = str(base_dir), str(pipelines_dir)
+        self.node_hooks = node_hooks  # daemon.observe's: each worker's drivers get them
         self.max_output_bytes = max_output_bytes
         self.max_idle = max_idle
         self.kill_grace_s = kill_grace_s
@@ -322,6 +328,7 @@ class WorkerPool:
         *,
         memory_limit_bytes: int | None = None,
         timeout_s: float = 0,
+        on_node: Callable[[tuple], None] | None = None,
     ) -> dict[str, Any]:
         """Run in a worker and return the result; raises WorkerRunError / WorkerDied, or
         TimeoutError after `timeout_s` (0: none), counted from when a worker has the run
@@ -341,7 +348,7 @@ class WorkerPool:
                 return await self._run_once(
                     pipeline, cfg.merged({"max_retries": left}), attempts,
                     memory_limit_bytes=memory_limit_bytes,
-                    timeout_s=timeout_s - spent_s if timeout_s else 0,
+                    timeout_s=timeout_s - spent_s if timeout_s else 0, on_node=on_node,
                 )  # fmt: skip
             except WorkerDied as exc:
                 if not should_retry(exc, attempts, cfg, retry_on):
@@ -357,6 +364,7 @@ class WorkerPool:
         *,
         memory_limit_bytes: int | None,
         timeout_s: float,
+        on_node: Callable[[tuple], None] | None = None,
     ) -> dict[str, Any]:
         job = Job(
             pipeline=pipeline,
@@ -366,7 +374,7 @@ class WorkerPool:
             max_output_bytes=self.max_output_bytes,
         )
         worker = await self._acquire()
-        run = _Run(job, attempts, asyncio.get_running_loop().create_future())
+        run = _Run(job, attempts, asyncio.get_running_loop().create_future(), on_node)
         worker.start(run)
         try:
             async with asyncio.timeout(timeout_s or None):
@@ -397,7 +405,7 @@ class WorkerPool:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=worker_main,
-            args=(child, self.base_dir, self.pipelines_dir),
+            args=(child, self.base_dir, self.pipelines_dir, self.node_hooks),
             name="flowerd-worker",
         )
         starting = asyncio.ensure_future(asyncio.to_thread(process.start))

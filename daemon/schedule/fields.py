@@ -72,6 +72,7 @@ class ScheduleTable(BaseModel):
     on_file: dict[str, Any] | None = None
     on_webhook: WebhookTable | None = None  # daemon.schedule.webhook: a signed POST starts it
     max_pending: int = 1_000  # events held while paused / disabled; past it: Overflow rows
+    otel: bool = True  # its runs' spans go to [otel] (daemon.observe.otel), when configured
 
     @field_validator("pipeline")
     @classmethod

@@ -116,6 +116,7 @@ class Schedule:
     on_file: FileTrigger | None = None  # daemon.incoming.files: files that land start runs
     on_webhook: WebhookTrigger | None = None  # daemon.http.hooks: a signed POST starts a run
     max_pending: int = 1_000  # daemon.incoming.journal: events held while paused / disabled
+    otel: bool = True  # daemon.observe.otel: its runs' spans sent when [otel] is configured
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]

@@ -286,6 +286,7 @@ def _schedule(
         on_file=_file_trigger(parsed.on_file),
         on_webhook=WebhookTrigger(secret=parsed.on_webhook.secret) if parsed.on_webhook else None,
         max_pending=parsed.max_pending,
+        otel=parsed.otel,
     )
 
 

@@ -35,6 +35,7 @@ from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
 from daemon.incoming.journal import Journal
 from daemon.incoming.wiring import Incoming, start_incoming
+from daemon.observe.tracking import Tracking
 from daemon.orchestration.wiring import Across, counted_pools
 from daemon.pipeline import Pipelines, cluster
 from daemon.project import database_lock, project_lock
@@ -82,7 +83,6 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier
         self.instance_id = uuid.uuid4().hex[:12]
-        self.pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
         self.started_monotonic = time.monotonic()
         self.started_at = utcnow()  # slots of schedules new to the history count from here
         self.stage = STAGES[0]
@@ -97,6 +97,13 @@ class Daemon:
         self.scheduler: Scheduler
         self._stop = _Stop(asyncio.Event())
         self.metrics = Metrics()
+        # what each run reports (daemon.observe): node timings, and the configured sinks
+        self.tracking = Tracking.from_settings(
+            settings, count_error=self.metrics.count_tracking_error
+        )
+        self.pm = Pipelines(
+            settings.base_dir, pipelines_dir=settings.pipelines_dir, node_hooks=self.tracking.hooks
+        )
         self.http = None  # daemon.http.server.HttpServer while it listens
         self.audit: Audit  # made with the control socket (daemon.serve.audit)
         self.http_health = "ok"  # or why it could not listen (health's "http")
@@ -176,6 +183,8 @@ class Daemon:
             pools=counted_pools(self.settings.pools, self.metrics),
         )
         stack.callback(self.runner.close)
+        self.runner.tracking = self.tracking
+        stack.push_async_callback(self.tracking.close)
         self.stage = "runner"
         self.notifications = await startup.tell(
             self.history, self.settings, self.runner, self.metrics, stack

@@ -8,7 +8,7 @@ act takes effect, and pruned with the runs.
 Downgrade: the table goes.
 
 Revision ID: 20261207_03
-Revises: 20261207_01
+Revises: 20261207_02
 Create Date: 2026-12-07
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261207_03"
-down_revision = "20261207_01"
+down_revision = "20261207_02"
 branch_labels = None
 depends_on = None
 
