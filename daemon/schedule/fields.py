@@ -67,6 +67,8 @@ class ScheduleTable(BaseModel):
     deadline: float | str = 0
     pool: str | None = None
     after: list[str] | None = None
+    hamilton_ui: bool = True
+    openlineage: bool = True
 
     @field_validator("pipeline")
     @classmethod

@@ -77,6 +77,9 @@ class Schedule:
     deadline_s: float = 0
     pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
     after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
+    # inside a run (daemon.observe): false keeps this schedule's runs from a configured sink
+    hamilton_ui: bool = True
+    openlineage: bool = True
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]

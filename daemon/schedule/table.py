@@ -256,4 +256,6 @@ def _schedule(
         deadline_s=float(parsed.deadline),
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
+        hamilton_ui=parsed.hamilton_ui,
+        openlineage=parsed.openlineage,
     )
