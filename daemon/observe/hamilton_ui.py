@@ -8,13 +8,15 @@ node's status and result summary), one tracker per run. It is fed the run's Hami
 it would make blocking calls inside the run: its constructor checks the user and the
 project, its graph hooks register the template and the run, all without a timeout, and
 its client starts two threads and an atexit hook per instance (the second stop() raises).
-Here every request goes through one thread of the sink's (`_lane`), in the run's order,
+Here every request goes through one thread of the sink's (the lane), in the run's order,
 with a client of flowerd's (`_Client`) whose requests are bounded by
-`tracking_timeout_s` and which sends a run's node updates in one request at its end. A
-node hook only queues; `run_started` waits for the tracker and `run_ended` for the last
-report, both bounded: a UI that is down, slow or refusing costs a run at most that wait,
-its log says what was not reported, `flowerd_tracking_errors_total{sink="hamilton_ui"}`
-moves. The SDK's own log lines (where the run can be found, a missing git repository)
+`tracking_timeout_s` and which sends a run's node updates in one request at its end.
+`run_started` and the node hooks only queue (the run never waits for the UI to start);
+`run_ended` waits for the last report, bounded, after the run has let go of its slot: a
+UI that is down, slow or refusing never holds a run up, its log says what was not
+reported, `flowerd_tracking_errors_total{sink="hamilton_ui"}` moves. A UI that did not
+answer is left alone for RETRY_AFTER_S (runs meanwhile are said not reported at once),
+so its timeouts never pile up in the lane. The SDK's own log lines (where the run can be found, a missing git repository)
 are kept out of the daemon's output: flowerd says what matters in its words.
 
 Runs executed in a worker process (`isolation = "process"`) are not reported here: the
@@ -52,6 +54,7 @@ from daemon.observe.sections import secret
 logging.getLogger("hamilton_sdk").setLevel(logging.ERROR)  # its "results at ..." lines
 
 WAIT_SHARE = 0.9  # of tracking_timeout_s: a run waits that long for the UI, then goes on
+RETRY_AFTER_S = 10.0  # a UI that did not answer is not asked again for this long
 VERIFIED_FOR_S = 60.0  # the user and project, once checked, are not checked again for this
 _PRE_NODE = ("run_id", "node_", "kwargs", "task_id")
 _POST_NODE = ("run_id", "node_", "kwargs", "success", "error", "result", "task_id")
@@ -87,6 +90,8 @@ class HamiltonUISink:
         self.session = requests.Session()  # used on the lane only
         self.lane = ThreadPoolExecutor(1, thread_name_prefix="flowerd-hamilton-ui")
         self.verified_until = 0.0  # monotonic: the user and project were found until then
+        self.down_until = 0.0  # monotonic: the UI did not answer; not asked again until then
+        self.down_reason = ""
         self.templates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def open_run(self, run: RunStart) -> RunListener | None:
@@ -97,6 +102,23 @@ class HamiltonUISink:
         ):
             return None
         return _RunReport(self, run)
+
+    def down(self) -> bool:
+        """Whether the UI failed to answer a moment ago: runs meanwhile are not sent
+        (their requests would only queue behind its timeouts)."""
+        return time.monotonic() < self.down_until
+
+    def failed(self, exc: BaseException) -> str:
+        """Why a request failed; a UI that cannot be reached is left alone for a while."""
+        reason = _reason(exc)
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            self.down_until = time.monotonic() + RETRY_AFTER_S
+            when = time.strftime("%H:%M:%S")
+            self.down_reason = (
+                f"the Hamilton UI at {self.url} did not answer at {when} ({reason}); "
+                f"runs are not sent to it for {RETRY_AFTER_S:g} s"
+            )
+        return f"the Hamilton UI at {self.url}: {reason}"
 
     def run_url(self, dag_run_id: int) -> str:
         return f"{self.url}/dashboard/project/{self.project_id}/runs/{dag_run_id}"
@@ -121,7 +143,7 @@ class _RunReport(RunListener):
 
     # -- called by the seam ------------------------------------------------------------
     def run_started(self, run: RunStart) -> None:
-        self._wait(self.sink.lane.submit(self._open), "the run")
+        self.sink.lane.submit(self._open)  # not waited for: the run starts now
 
     def graph_started(self, graph: GraphStart) -> None:
         self._queue(self._graph, graph.hamilton)
@@ -148,13 +170,19 @@ class _RunReport(RunListener):
     def _guarded(self, call, *args) -> None:
         if self.tracker is None or self.problem:
             return
+        if self.sink.down():
+            self.problem = f"{_what(call)}: {self.sink.down_reason}"
+            return
         try:
             call(*args)
         except Exception as exc:  # noqa: BLE001 - fail open: the run goes on unreported
-            self.problem = f"{_what(call)} failed: {_reason(exc)}"
+            self.problem = f"{_what(call)} failed: {self.sink.failed(exc)}"
             self.tracker = None
 
     def _open(self) -> None:
+        if self.sink.down():
+            self.problem = f"the run: {self.sink.down_reason}"
+            return
         try:
             self.tracker = HamiltonTracker(
                 project_id=self.sink.project_id,
@@ -165,9 +193,8 @@ class _RunReport(RunListener):
                 hamilton_api_url=self.sink.url,
                 hamilton_ui_url=self.sink.url,
             )
-        except Exception as exc:
-            self.told = True
-            raise NotReported(f"the Hamilton UI at {self.sink.url}: {_reason(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - said at the run's end
+            self.problem = f"the run: {self.sink.failed(exc)}"
 
     def _graph(self, hamilton: dict[str, Any] | None) -> None:
         if hamilton is None:
@@ -210,6 +237,8 @@ class _RunReport(RunListener):
         except FutureTimeout:
             self.told = True
             self.problem = self.problem or "timed out"
+            self.sink.down_until = time.monotonic() + RETRY_AFTER_S
+            self.sink.down_reason = f"the Hamilton UI at {self.sink.url} is slow to answer"
             raise NotReported(
                 f"{what}: the Hamilton UI at {self.sink.url} did not answer within "
                 f"tracking_timeout_s ({self.sink.timeout_s:g} s)"
