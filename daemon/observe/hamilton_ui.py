@@ -16,8 +16,9 @@ with a client of flowerd's (`_Client`) whose requests are bounded by
 UI that is down, slow or refusing never holds a run up, its log says what was not
 reported, `flowerd_tracking_errors_total{sink="hamilton_ui"}` moves. A UI that did not
 answer is left alone for RETRY_AFTER_S (runs meanwhile are said not reported at once),
-so its timeouts never pile up in the lane. The SDK's own log lines (where the run can be found, a missing git repository)
-are kept out of the daemon's output: flowerd says what matters in its words.
+so its timeouts never pile up in the lane. The SDK's own log lines (where the run can be
+found, a missing git repository) are kept out of the daemon's output: flowerd says what
+matters in its words.
 
 Runs executed in a worker process (`isolation = "process"`) are not reported here: the
 tracker needs the graph, which stays in the worker. Needs the `flowerd[observe]` extra.
