@@ -25,6 +25,7 @@ SUITES = [
     "bench_upstream",
     "bench_scale",
     "bench_daemon",
+    "bench_observe",
 ]
 
 

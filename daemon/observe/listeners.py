@@ -65,20 +65,6 @@ class NodeEnd:
     task_id: str | None = None
     hamilton: dict[str, Any] | None = None
 
-    def row(self) -> dict[str, Any]:
-        """As the history keeps it (`nodes` in run JSON)."""
-        started = (
-            datetime.fromtimestamp(self.started_at).astimezone().isoformat()
-            if self.started_at is not None
-            else None
-        )
-        return {
-            "name": self.name,
-            "started_at": started,
-            "duration_s": round(self.duration_s, 6),
-            "status": self.status,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunEnd:

@@ -23,7 +23,7 @@ from typing import Any
 from daemon import logs
 from daemon.observe import taps
 from daemon.observe.listeners import NodeEnd, NodeStart, RunEnd, RunListener, RunStart, Sink
-from daemon.observe.nodes import RunNodes, rows
+from daemon.observe.nodes import RunNodes, events, rows
 
 log = logging.getLogger("daemon.observe")
 
@@ -140,7 +140,7 @@ class RunTrack:
         if kind == "start":
             self.nodes.replay_start(NodeStart(**fields))
         else:
-            self.nodes.add(NodeEnd(**fields))
+            self.nodes.replay_end(NodeEnd(**fields))
 
     async def ended(self, status: str, error: Any, finished_at) -> dict[str, Any]:
         """The run's end, told to every listener before its row is final; the row's
@@ -154,7 +154,7 @@ class RunTrack:
             self._token = None
         if self.listeners:
             end = RunEnd(run_id=self.run.run_id, status=status, finished_at=finished_at,
-                         error=error, nodes=kept)  # fmt: skip
+                         error=error, nodes=events(kept))  # fmt: skip
             await self._bounded("run_ended", end)
         links: dict[str, str] = {}
         for _, listener in self.listeners:

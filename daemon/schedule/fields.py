@@ -67,6 +67,7 @@ class ScheduleTable(BaseModel):
     deadline: float | str = 0
     pool: str | None = None
     after: list[str] | None = None
+    otel: bool = True  # its runs' spans go to [otel] (daemon.observe.otel), when configured
     hamilton_ui: bool = True
     openlineage: bool = True
 

@@ -77,7 +77,8 @@ class Schedule:
     deadline_s: float = 0
     pool: str | None = None  # daemon.runner.pools: a limit shared with the pool's other schedules
     after: tuple[str, ...] = ()  # daemon.orchestration.upstream: instead of cron/interval/at
-    # inside a run (daemon.observe): false keeps this schedule's runs from a configured sink
+    otel: bool = True  # daemon.observe.otel: its runs' spans sent when [otel] is configured
+    # daemon.observe.hamilton_ui / .openlineage: false keeps its runs from that sink
     hamilton_ui: bool = True
     openlineage: bool = True
 

@@ -256,6 +256,7 @@ def _schedule(
         deadline_s=float(parsed.deadline),
         pool=parsed.pool,
         after=tuple(parsed.after or ()),
+        otel=parsed.otel,
         hamilton_ui=parsed.hamilton_ui,
         openlineage=parsed.openlineage,
     )

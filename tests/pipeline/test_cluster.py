@@ -211,6 +211,9 @@ def test_the_daemons_row_says_where_the_run_ran(project: Path, dask_cluster: Clu
     print(f"\ndaemon run {row.id}: {json.dumps(row.result)}; summary {row.result_summary}")
     assert row.result["there"]["first"]["worker"] in WORKERS
     assert f"executing on Dask cluster {dask_cluster.address}" in served.log
+    # node timings on Dask: what Hamilton's Dask adapter gives here (each node's task)
+    assert [n["name"] for n in row.nodes] == ["here", "there"]
+    assert {n["status"] for n in row.nodes} == {"success"}
 
 
 def _wait_until_busy(address: str, name: str) -> None:
