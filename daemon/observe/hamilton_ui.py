@@ -156,7 +156,8 @@ class _RunReport(RunListener):
     def node_ended(self, node: NodeEnd) -> None:
         if node.hamilton is not None:
             end = (node.started_at or 0) + node.duration_s
-            self._queue(self._node, "post_node_execute", _POST_NODE, end, node.hamilton)
+            hamilton = {**node.hamilton, "success": node.status == SUCCESS}  # not in all hooks
+            self._queue(self._node, "post_node_execute", _POST_NODE, end, hamilton)
 
     def run_ended(self, end: RunEnd) -> None:
         self._wait(self._queue(self._end, end), "the run's end and its nodes")
