@@ -75,8 +75,7 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
                 _assert_in_ui(ui, row)
             quiet = wait_for(lambda: [r for r in runs(base, schedule="quiet") if r.finished_at])
             assert not quiet[0].links
-            shown = json.loads(cli(base, "runs", "show", str(rows["greet"].id), "--json").stdout)
-            assert shown["links"] == rows["greet"].links
+            _assert_shown(base, http, rows["greet"])
 
             ui.stop()  # -- the UI goes away; the runs go on
             stopped_at = max(r.id for r in runs(base))
@@ -95,6 +94,16 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
         assert row.lateness_s < 1.0, row  # on time: the UI's absence holds no run up
     logged = cli(base, "runs", "logs", str(after[-1].id)).stdout
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
+
+
+def _assert_shown(base, http: str, row) -> None:
+    """The link in `runs show` (JSON and table), /api/runs/{id} and the run's page."""
+    url = row.links["hamilton_ui"]
+    shown = json.loads(cli(base, "runs", "show", str(row.id), "--json").stdout)
+    assert shown["links"] == {"hamilton_ui": url}
+    assert url in cli(base, "runs", "show", str(row.id)).stdout
+    assert requests.get(f"{http}/api/runs/{row.id}", timeout=30).json()["links"] == shown["links"]
+    assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=30).text
 
 
 def _assert_in_ui(ui: HamiltonUI, row) -> None:
