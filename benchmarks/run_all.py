@@ -26,6 +26,7 @@ SUITES = [
     "bench_scale",
     "bench_daemon",
     "bench_observe",
+    "bench_sinks",
 ]
 
 

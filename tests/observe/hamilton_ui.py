@@ -86,11 +86,16 @@ class HamiltonUI:
         """The project's DAG runs, newest first, with their tags."""
         return self.get(f"/dag_runs/latest/?project_id={self.project_id}&limit=100")
 
+    def hang(self) -> None:
+        """Stopped, not gone: the kernel still takes its connections, nothing answers."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
     def stop(self) -> None:
         """The server and anything it started, whole (its own process group)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
+        os.killpg(self.proc.pid, signal.SIGCONT)  # a hung one takes its TERM now
         try:
             self.proc.wait(timeout=bound(10))
         except subprocess.TimeoutExpired:
