@@ -52,6 +52,7 @@ from daemon.observe.listeners import (
 )
 from daemon.observe.sections import secret
 
+log = logging.getLogger("daemon.observe")
 logging.getLogger("hamilton_sdk").setLevel(logging.ERROR)  # its "results at ..." lines
 
 WAIT_SHARE = 0.9  # of tracking_timeout_s: a run waits that long for the UI, then goes on
@@ -94,13 +95,17 @@ class HamiltonUISink:
         self.down_until = 0.0  # monotonic: the UI did not answer; not asked again until then
         self.down_reason = ""
         self.templates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.in_workers: set[str] = set()  # schedules told not reported (isolation)
 
     def open_run(self, run: RunStart) -> RunListener | None:
         spec = run.spec
-        if spec is not None and (
-            getattr(spec, "hamilton_ui", True) is False
-            or getattr(spec, "isolation", "thread") == "process"
-        ):
+        if spec is not None and getattr(spec, "hamilton_ui", True) is False:
+            return None
+        if spec is not None and getattr(spec, "isolation", "thread") == "process":
+            if spec.id not in self.in_workers:  # said once per schedule
+                self.in_workers.add(spec.id)
+                log.info("schedule %s: runs in worker processes are not reported to the "
+                         "Hamilton UI (its tracker needs the graph)", spec.id)  # fmt: skip
             return None
         return _RunReport(self, run)
 

@@ -15,7 +15,7 @@ import requests
 
 from daemon.errors import SettingsError
 from daemon.settings import load_settings
-from tests.observe.hamilton_ui import USER, HamiltonUI
+from tests.observe.hamilton_ui import USER, HamiltonUI, free_port
 from tests.serve import Served, cli, make_project, runs, wait_for
 
 SCHEDULES = """
@@ -191,3 +191,19 @@ def test_fail_open_trial_lateness_with_the_ui_up_hung_and_down(tmp_path):
     assert all(r.links for r in phases["up"])
     for phase in ("hung", "down"):
         assert max(r.lateness_s for r in phases[phase]) < 1.0, phase
+
+
+def test_flowerd_run_json_stays_json_when_the_ui_is_down(tmp_path):
+    """`flowerd run --json` with the UI unreachable: the result on stdout is pure JSON,
+    the run succeeds without a link, its log says what was not reported."""
+    base = make_project(tmp_path)
+    (base / "flowerd.toml").write_text(
+        f'[hamilton_ui]\nurl = "http://127.0.0.1:{free_port()}"\nproject_id = 1\n'
+        f'username = "{USER}"\n'
+    )
+    done = cli(base, "run", "hello_world", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["status"] == "success" and record["links"] == {}
+    logged = cli(base, "runs", "logs", str(record["id"])).stdout
+    assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
