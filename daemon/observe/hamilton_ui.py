@@ -243,9 +243,7 @@ class _RunReport(RunListener):
             future.result(timeout=self.sink.timeout_s * WAIT_SHARE)
         except FutureTimeout:
             self.told = True
-            self.problem = self.problem or "timed out"
-            self.sink.down_until = time.monotonic() + RETRY_AFTER_S
-            self.sink.down_reason = f"the Hamilton UI at {self.sink.url} is slow to answer"
+            self.problem = self.problem or "timed out"  # the rest of it is dropped
             raise NotReported(
                 f"{what}: the Hamilton UI at {self.sink.url} did not answer within "
                 f"tracking_timeout_s ({self.sink.timeout_s:g} s)"
