@@ -142,7 +142,7 @@ def main() -> dict[str, float]:
     print(f"     node timings         {per_run['nodes']:8.0f} µs  "
           f"(+{per_run['nodes'] - per_run['off']:.0f} µs)")  # fmt: skip
     print(f"     node timings + OTel  {per_run['otel']:8.0f} µs  "
-          f"(+{per_run['otel'] - per_run['off']:.0f} µs, spans exported per run)")  # fmt: skip
+          f"(+{per_run['otel'] - per_run['off']:.0f} µs, spans sent at run end)")  # fmt: skip
     for driver in ("sync", "async"):
         bare, watched = calls[(driver, False)], calls[(driver, True)]
         print(f"   {driver} execute alone: {bare:.0f} µs, with node adapters {watched:.0f} µs "

@@ -14,6 +14,8 @@ Needs the `flowerd[observe]` extra (checked with the settings: daemon.observe.se
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any
 
 from opentelemetry import trace
@@ -35,7 +37,69 @@ def make(settings: Any, section: dict[str, Any]) -> OtelSink:
     endpoint = section.get("endpoint")
     traces = f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None  # else OTEL_* env
     exporter = OTLPSpanExporter(endpoint=traces, timeout=timeout_s)
-    return OtelSink(exporter, section.get("service_name", "flowerd"), traces)
+    return OtelSink(_Exports(exporter, timeout_s), section.get("service_name", "flowerd"), traces)
+
+
+class _Exports:
+    """One thread sends the spans of the runs that end while it is busy in one request
+    (a run waits for its own spans, at most `timeout_s`): a burst of runs costs a few
+    requests, not one each."""
+
+    def __init__(self, exporter: Any, timeout_s: float):
+        self.exporter = exporter
+        self.timeout_s = timeout_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def export(self, spans: list) -> bool:
+        """Whether `spans` were sent within `timeout_s`."""
+        done = _Export(spans)
+        self._start()
+        self._queue.put(done)
+        return done.sent.wait(self.timeout_s) and done.ok
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="flowerd-otel-export", daemon=True
+                )
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            stop = any(item is None for item in batch)
+            batch = [item for item in batch if item is not None]
+            if batch:
+                spans = [span for item in batch for span in item.spans]
+                try:
+                    ok = self.exporter.export(spans) is SpanExportResult.SUCCESS
+                except Exception:  # noqa: BLE001 - the exporter's own fault: not sent
+                    ok = False
+                for item in batch:
+                    item.ok = ok
+                    item.sent.set()
+            if stop:
+                return
+
+    def shutdown(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(self.timeout_s)
+        self.exporter.shutdown()
+
+
+class _Export:
+    def __init__(self, spans: list):
+        self.spans = spans
+        self.ok = False
+        self.sent = threading.Event()
 
 
 def _ns(seconds: float) -> int:
@@ -45,7 +109,7 @@ def _ns(seconds: float) -> int:
 class OtelSink:
     name = "otel"
 
-    def __init__(self, exporter: Any, service_name: str, where: str | None):
+    def __init__(self, exporter: _Exports, service_name: str, where: str | None):
         self.exporter = exporter
         self.where = where or "the OTEL_EXPORTER_OTLP_* endpoint"
         # no span processor: each run's listener exports its own spans at its end
@@ -98,9 +162,10 @@ class _RunSpans(RunListener):
             self.span.set_status(Status(StatusCode.ERROR, f"{end.status}: {why}"))
         self.span.end(end_time=_ns(end.finished_at.timestamp()))
         spans = [*self.spans, self.span]
-        if self.sink.exporter.export(spans) is not SpanExportResult.SUCCESS:
+        if not self.sink.exporter.export(spans):
             raise RuntimeError(
-                f"{len(spans)} span(s) of trace {self.trace_id} not exported to {self.sink.where}"
+                f"{len(spans)} span(s) of trace {self.trace_id} not exported to "
+                f"{self.sink.where} within tracking_timeout_s ({self.sink.exporter.timeout_s:g} s)"
             )
         if self.dropped:
             raise RuntimeError(f"{self.dropped} node span(s) past {MAX_SPANS} not sent")

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from daemon import logs
@@ -28,6 +29,7 @@ from daemon.observe.nodes import RunNodes, events, rows
 log = logging.getLogger("daemon.observe")
 
 DEFAULT_TIMEOUT_S = 5.0
+TRACKING_THREADS = 32
 
 
 class Tracking:
@@ -44,6 +46,15 @@ class Tracking:
         self.timeout_s = timeout_s
         self.count_error = count_error or (lambda sink: None)
         self.hooks = taps.HOOKS  # handed to daemon.pipeline and the worker processes
+        # the sinks' waits, off the loop: threads of their own, so that runs ending in a
+        # burst neither queue behind each other in asyncio's small default pool nor
+        # hold it (a sink that batches, as otel does, then sends a burst in few requests)
+        self._threads: ThreadPoolExecutor | None = None
+
+    def in_thread(self, call: Callable[..., Any], *args: Any) -> asyncio.Future:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(TRACKING_THREADS, thread_name_prefix="flowerd-track")
+        return asyncio.get_running_loop().run_in_executor(self._threads, call, *args)
 
     @classmethod
     def from_settings(cls, settings: Any, *, count_error=None) -> Tracking:
@@ -88,10 +99,12 @@ class Tracking:
         """The daemon stops: each sink flushes, in a thread, within `timeout_s`."""
         for sink in self.sinks:
             try:
-                await asyncio.wait_for(asyncio.to_thread(sink.close), self.timeout_s)
+                await asyncio.wait_for(self.in_thread(sink.close), self.timeout_s)
             except Exception as exc:  # noqa: BLE001 - TimeoutError too: fail open
                 self.count_error(sink.name)
                 log.warning("%s did not close cleanly: %s: %s", sink.name, type(exc).__name__, exc)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class _FanOut:
@@ -185,9 +198,12 @@ class RunTrack:
         timeout_s = self._tracking.timeout_s
         began = time.monotonic()
         calls = {
-            name: asyncio.ensure_future(asyncio.to_thread(getattr(listener, method), event))
+            name: self._tracking.in_thread(getattr(listener, method), event)
             for name, listener in self.listeners
+            if _overrides(listener, method)  # no thread hop for what a sink ignores
         }
+        if not calls:
+            return
         done, late = await asyncio.wait(calls.values(), timeout=timeout_s)
         for name, call in calls.items():
             if call in late:
@@ -199,6 +215,10 @@ class RunTrack:
             elif call.exception() is not None:
                 self._tracking.failed(name, self.run.run_id, f"{method} raised", call.exception())
         log.debug("run %d: %s took %.3f s", self.run.run_id, method, time.monotonic() - began)
+
+
+def _overrides(listener: RunListener, method: str) -> bool:
+    return getattr(type(listener), method, None) is not getattr(RunListener, method)
 
 
 def _retrieve(future: asyncio.Future) -> None:

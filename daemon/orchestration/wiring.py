@@ -22,13 +22,22 @@ from daemon.runner.pools import Pools
 from daemon.schedule import Schedule
 
 
+def counted_pools(limits: dict[str, int], metrics: Any) -> Pools:
+    """The `pools` setting's limits for the Runner; the runs waiting for each pool are
+    counted in `flowerd_pool_waiting{pool}`."""
+
+    def waiting(pool: str, count: int) -> None:
+        metrics.pool_waiting.labels(pool).set(count)
+
+    return Pools(limits, on_waiting=waiting)
+
+
 class Across:
     """Made by the Daemon once its runner exists; `start_upstream` once it fires."""
 
     def __init__(self, daemon: Any, stack: AsyncExitStack):
         self.daemon = daemon
         runner = daemon.runner
-        runner.pools = Pools(daemon.settings.pools, on_waiting=self._pool_waiting)
         self.deadlines = Deadlines(waiting=self._slot_waiting, on_late=self._late)
         stack.callback(self.deadlines.close)
         self.failures = FailurePolicy(daemon)
@@ -95,9 +104,6 @@ class Across:
         active = runner.active.values()
         mine = any(run.schedule == schedule_id and run.scheduled_at == slot for run in active)
         return mine or runner.claiming(schedule_id)
-
-    def _pool_waiting(self, pool: str, count: int) -> None:
-        self.daemon.metrics.pool_waiting.labels(pool).set(count)
 
     def _late(self, schedule: Schedule, slot: datetime, message: str) -> None:
         self.daemon.metrics.runs_late.labels(schedule.id).inc()

@@ -13,6 +13,8 @@ Modules:
     events.py          The runner's edges: what notifications, metrics and run logs hang off.
     execute.py         Carrying out one claimed run: the driver call (on the event loop, in the
                        bounded thread pool, or in a worker process), its timeout
+    ledger.py          The runs going now: what `flowerd status` lists, what overlap and
+                       deadlines ask, what the drain waits for.
     policies.py        A fired slot's policies, up to the moment its run is carried out
                        (daemon.runner.execute): calendar exclusions, the misfire grace, overlap
     pools.py           `pool = "warehouse"`: runs of every schedule in one pool share its limit.

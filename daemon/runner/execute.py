@@ -1,7 +1,7 @@
 """Carrying out one claimed run: the driver call (on the event loop, in the bounded thread
-pool, or in a worker process), its timeout, its terminal row and its run events. Mixed into
-Runner (daemon.runner.runner); the slot policies (daemon.runner.policies) and the runs asked for
-(daemon.runner.requested) hand their claimed runs to `_execute`.
+pool, or in a worker process), its timeout, its terminal row and its run events. A part of
+the Runner (daemon.runner.runner): the slot policies (daemon.runner.policies) and the runs
+asked for (daemon.runner.requested) hand their claimed runs to `Execution.execute`.
 
 The terminal row is written even when the run is cancelled: History.finish queues it
 first and waits for its commit before the cancellation continues.
@@ -10,13 +10,14 @@ first and waits for its commit before the cancellation continues.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import reprlib
-from collections.abc import Callable
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -26,8 +27,8 @@ from daemon.history import History, RunError
 from daemon.inputs import SLOT_INPUTS
 from daemon.pipeline import Attempts, Pipelines, RunConfig
 from daemon.runner.events import Listeners, RunEvent
+from daemon.runner.ledger import ActiveRun, Ledger, utcnow
 from daemon.runner.workers import WorkerPool, error_fields
-from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.runner")  # a part of the runner: its lines keep that name
 
@@ -36,47 +37,6 @@ _summary.maxstring = 60
 _summary.maxother = 60
 _summary.maxdict = 8
 _summary.maxlist = 8
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(kw_only=True)
-class ActiveRun:
-    """A run the daemon is carrying out now (for `flowerd status` and the drain)."""
-
-    run_id: int
-    schedule: str | None
-    pipeline: str
-    scheduled_at: datetime | None
-    task: asyncio.Task
-    trigger: str = "schedule"
-    spec: Schedule | None = None  # the schedule record (None for `flowerd run`)
-    started_at: datetime | None = None
-    attempts: Attempts = field(default_factory=Attempts)
-    release: Callable[[], None] | None = None  # frees its concurrency slot
-    asked_at: datetime = field(default_factory=utcnow)  # a manual run's `scheduled_at` input
-    background: bool = False  # a backfill's run: scheduled slots never wait or skip for it
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # its pipeline returned
-    traceparent: str | None = None  # W3C, from whoever asked for it (a webhook)
-    track: RunTrack | None = None  # its tracking (daemon.observe), if the runner has it
-
-    def free_slot(self) -> None:
-        """Give back the concurrency slot (once): history writes never hold one."""
-        release, self.release = self.release, None
-        if release is not None:
-            release()
-
-    def describe(self) -> dict:
-        return {
-            "id": self.run_id,
-            "schedule": self.schedule,
-            "pipeline": self.pipeline,
-            "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "attempts": self.attempts.count,
-        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +49,7 @@ class Outcome:
 
 
 CANCEL_WAIT_S = 5.0
+WARM_WAIT_S = 5.0  # warm_threads: how long a started thread waits for the others
 
 
 class RunTrack(Protocol):
@@ -109,22 +70,35 @@ class _TimedOut(Exception):
     pass
 
 
-class Running:
-    """Mixed into Runner: a claimed run from `running` to its terminal row."""
+class Execution:
+    """A claimed run from `running` to its terminal row. Owns the thread pool of sync-driver
+    runs and (made on first use) the worker processes of `isolation = "process"`."""
 
-    pm: Pipelines
-    history: History
-    events: Listeners
-    _zone: ZoneInfo
-    _pool: ThreadPoolExecutor
-    _pool_busy: int
-    _abandoned: set[asyncio.Future]
-    _on_change: Callable[[], None]
-    _max_log_bytes: int
-    _workers: WorkerPool | None
-    tracking: Tracker | None
+    def __init__(
+        self,
+        *,
+        pm: Pipelines,
+        history: History,
+        events: Listeners,
+        ledger: Ledger,
+        threads: int,
+        zone: ZoneInfo,
+        max_log_bytes: int,
+    ):
+        self.pm = pm
+        self.history = history
+        self.events = events
+        self.ledger = ledger
+        self.threads = threads
+        self._zone = zone  # of a run without a schedule (its scheduled_at)
+        self._max_log_bytes = max_log_bytes
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-run")
+        self._pool_busy = 0  # threads still running a pipeline, incl. abandoned ones
+        self._abandoned: set[asyncio.Future] = set()  # threads past their run's timeout
+        self.workers: WorkerPool | None = None  # isolation = "process": made on first use
+        self.tracking: Tracker | None = None  # handed by the daemon (daemon.observe)
 
-    async def _execute(
+    async def execute(
         self, active: ActiveRun, pipeline: str, cfg: RunConfig, *, timeout_s: float
     ) -> Outcome:
         logs.run_id_var.set(active.run_id)
@@ -151,19 +125,19 @@ class Running:
             cfg = self._with_slot_inputs(active, pipeline, cfg)
             result = await self._call(active, pipeline, cfg, timeout_s)
         except asyncio.CancelledError:
-            await self._finish(active, "cancelled", cancel_error("while running"))
+            await self.finish(active, "cancelled", cancel_error("while running"))
             raise
         except _TimedOut:
             exc = TimeoutError(f"the run exceeded its timeout of {timeout_s:g} s")
-            await self._finish(active, "timed_out", RunError(type="TimeoutError", message=str(exc)))
+            await self.finish(active, "timed_out", RunError(type="TimeoutError", message=str(exc)))
             return Outcome(run_id=active.run_id, error=exc)
         except Exception as exc:
-            await self._finish(active, "failed", _error_of(exc))
+            await self.finish(active, "failed", _error_of(exc))
             return Outcome(run_id=active.run_id, error=exc)
         summary = _summary.repr(result)
         if active.attempts.where:  # say where it ran: the Dask cluster and its dashboard
             summary = f"{summary} (ran on {active.attempts.where})"
-        await self._finish(active, "success", None, summary, result=result)
+        await self.finish(active, "success", None, summary, result=result)
         return Outcome(run_id=active.run_id, result=result)
 
     def _with_slot_inputs(self, active: ActiveRun, pipeline: str, cfg: RunConfig) -> RunConfig:
@@ -219,8 +193,8 @@ class Running:
     async def _in_worker(self, active: ActiveRun, pipeline: str, cfg: RunConfig, timeout_s):
         """Either driver in a worker process (daemon.runner.workers): a timeout or cancel kills
         its process group; its death fails only this run (WorkerDied)."""
-        if self._workers is None:
-            self._workers = WorkerPool(
+        if self.workers is None:
+            self.workers = WorkerPool(
                 base_dir=self.pm.base_dir,
                 pipelines_dir=self.pm.pipelines_dir,
                 max_output_bytes=self._max_log_bytes,
@@ -228,7 +202,7 @@ class Running:
             )
         memory_limit = active.spec.memory_limit_bytes if active.spec else None
         try:
-            return await self._workers.run(
+            return await self.workers.run(
                 pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit,
                 timeout_s=timeout_s, on_node=active.track.relay if active.track else None,
             )  # fmt: skip
@@ -252,15 +226,15 @@ class Running:
             **more,
         )
 
-    async def _finish(
+    async def finish(
         self, active: ActiveRun, status: str, error, summary=None, *, result=None
     ) -> None:
         """Write the terminal row; only once it is written is the run logged as finished
         (a row that cannot be written is said so, never logged as a finish)."""
         finished_at = utcnow()
         active.free_slot()
-        self._untrack(active)
-        self._on_change()
+        self.ledger.untrack(active)
+        self.ledger.changed()
         tracked, cancelled = {}, False  # every sink told (bounded) before the row is final
         if active.track is not None:
             tracked, cancelled = await active.track.finish(status, error, finished_at)
@@ -309,6 +283,37 @@ class Running:
     @property
     def threads_busy(self) -> int:
         return self._pool_busy
+
+    def health(self) -> str:
+        """ "ok", or why sync-driver runs cannot start: every pool thread is held by a run
+        that ignored its timeout (use isolation = "process" for such pipelines)."""
+        stuck = len(self._abandoned)
+        if stuck and stuck >= self.threads:
+            return (
+                f"degraded: all {self.threads} sync-driver threads are held by runs that "
+                "ignored their timeout; sync runs wait until they return"
+            )
+        return "ok"
+
+    def warm_threads(self, wanted: int) -> None:
+        """Start up to `wanted` of the pool's threads now (they start on demand, one per
+        run that finds none idle): at start-up, not when the first burst of slots fires."""
+        count = min(wanted, self.threads)
+        if count < 1:
+            return
+        together = threading.Barrier(count)  # all busy at once: each its own thread
+        for _ in range(count):
+            self._pool.submit(_meet, together)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.workers is not None:
+            self.workers.close()  # no worker (nor what it started) outlives the runner
+
+
+def _meet(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=WARM_WAIT_S)
 
 
 def _log_finish(active: ActiveRun, status: str, finished_at: datetime, error) -> None:

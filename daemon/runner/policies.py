@@ -2,7 +2,8 @@
 calendar exclusions, the misfire grace, overlap (skip | queue | allow), the claim of
 (schedule, slot) in the history (a slot already there never runs again: restart, reload,
 DST fold), jitter, pools and the concurrency limit -- and the rows of the slots that do not
-run (`missed`, `skipped`). Mixed into Runner (daemon.runner.runner), whose docstring draws the flow.
+run (`missed`, `skipped`). A part of the Runner (daemon.runner.runner), whose docstring draws
+the flow.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from daemon.history import History, RunError
 from daemon.pipeline import RunConfig
 from daemon.runner.events import Listeners, RunEvent
-from daemon.runner.execute import ActiveRun, cancel_error, utcnow
+from daemon.runner.execute import Execution, cancel_error
+from daemon.runner.ledger import ActiveRun, Ledger, utcnow
 from daemon.runner.pools import Pools
 from daemon.schedule import Schedule
 from daemon.schedule.calendars import EXCLUDED, excluded_reason
@@ -26,17 +28,35 @@ log = logging.getLogger("daemon.runner")  # a part of the runner: its lines keep
 
 
 class SlotPolicies:
-    """Mixed into Runner: from a fired slot to a claimed run that may start, or to the
-    row of a slot that does not run."""
+    """From a fired slot to a claimed run that may start, or to the row of a slot that
+    does not run. Owns the per-schedule queues of `overlap = "queue"`."""
 
-    history: History
-    active: dict[int, ActiveRun]
-    events: Listeners
-    pools: Pools
-    _limit: asyncio.Semaphore
-    _queues: dict[str, asyncio.Lock]
-    _claiming: dict[str, int]
-    _going: Counter[str]
+    def __init__(
+        self,
+        *,
+        history: History,
+        events: Listeners,
+        ledger: Ledger,
+        execution: Execution,
+        limit: asyncio.Semaphore,
+        pools: Pools,
+    ):
+        self.history = history
+        self.events = events
+        self.ledger = ledger
+        self.execution = execution
+        self.pools = pools
+        self._limit = limit
+        self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
+        scheduled_at = scheduled_at.astimezone(UTC)
+        try:
+            await self._run_slot(schedule, scheduled_at, trigger)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the daemon lives on whatever one slot does
+            log.exception("slot %s@%s could not be run", schedule.id, scheduled_at.isoformat())
 
     async def _run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
         excluded = excluded_reason(schedule, scheduled_at)
@@ -49,16 +69,15 @@ class SlotPolicies:
                 schedule, scheduled_at, "missed", _late_error(schedule, scheduled_at)
             )
             return
-        if self._busy(schedule.id) and schedule.overlap == "skip":
+        if self.ledger.busy(schedule.id) and schedule.overlap == "skip":
             await self._record(schedule, scheduled_at, "skipped", self._overlap_error(schedule))
             return
-        self._claiming[schedule.id] += 1  # busy from now on, before the first await
-        try:
+        with self.ledger.claiming_slot(schedule.id):  # busy from now on, before the first await
             run_id = await self._claim(schedule, scheduled_at, trigger)
             if run_id is not None:
-                active = self._track(run_id, schedule.pipeline, schedule, scheduled_at, trigger)
-        finally:
-            self._claiming[schedule.id] -= 1
+                active = self.ledger.track(
+                    run_id, schedule.pipeline, schedule, scheduled_at, trigger
+                )
         if run_id is not None:
             await self._carry_out(active, schedule, trigger)
 
@@ -85,21 +104,9 @@ class SlotPolicies:
     def _too_late(schedule: Schedule, scheduled_at: datetime) -> bool:
         return (utcnow() - scheduled_at).total_seconds() > schedule.misfire_grace_s
 
-    def busy(self, schedule_id: str) -> bool:
-        return self._busy(schedule_id)
-
-    def claiming(self, schedule_id: str) -> bool:
-        """A slot of the schedule is being claimed (its row not yet written)."""
-        return bool(self._claiming[schedule_id])
-
-    def _busy(self, schedule_id: str) -> bool:
-        """A run of the schedule is going (backfill runs do not count: a scheduled slot
-        neither waits nor skips for them)."""
-        return bool(self._claiming[schedule_id] or self._going[schedule_id])
-
     def _overlap_error(self, schedule: Schedule) -> RunError:
-        ids = [str(r.run_id) for r in self.active.values() if r.schedule == schedule.id]
-        if ids or not self._claiming[schedule.id]:
+        ids = [str(run_id) for run_id in self.ledger.of_schedule(schedule.id)]
+        if ids or not self.ledger.claiming(schedule.id):
             previous = f"run {', '.join(ids)}" if ids else "the previous slot's run"
             why = f"{previous} of schedule {schedule.id!r} was still running"
         else:  # nothing ran: the previous slot's claim still waited on the history
@@ -157,7 +164,7 @@ class SlotPolicies:
                 await self._start_when_allowed(active, schedule, trigger)
         except asyncio.CancelledError:
             if active.started_at is None:  # cancelled while queued
-                await self._finish(active, "cancelled", cancel_error("before it started"))
+                await self.execution.finish(active, "cancelled", cancel_error("before it started"))
             raise
 
     async def _start_when_allowed(self, active: ActiveRun, schedule: Schedule, trigger) -> None:
@@ -175,10 +182,14 @@ class SlotPolicies:
         active.release = _both(self._limit.release, release_pool)
         try:
             if trigger == "schedule" and self._too_late(schedule, active.scheduled_at):
-                await self._finish(active, "missed", _late_error(schedule, active.scheduled_at))
+                await self.execution.finish(
+                    active, "missed", _late_error(schedule, active.scheduled_at)
+                )
                 return
             cfg = RunConfig(**schedule.run_config_kwargs())
-            await self._execute(active, schedule.pipeline, cfg, timeout_s=schedule.timeout_s)
+            await self.execution.execute(
+                active, schedule.pipeline, cfg, timeout_s=schedule.timeout_s
+            )
         finally:
             active.free_slot()
 

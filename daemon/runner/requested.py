@@ -1,6 +1,6 @@
 """Runs asked for rather than fired by the scheduler: `flowerd run`, `flowerd trigger` and
 the recording Python API (trigger `manual`), a backfill's slots (`backfill`) and reruns
-(`rerun`). Mixed into Runner (daemon.runner.runner); each claimed run is carried out by
+(`rerun`). A part of the Runner (daemon.runner.runner); each claimed run is carried out by
 daemon.runner.execute like a scheduled one.
 """
 
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
 from daemon.history import History
 from daemon.pipeline import RunConfig
-from daemon.runner.execute import CANCEL_WAIT_S, Outcome, cancel_error, utcnow
+from daemon.runner.execute import CANCEL_WAIT_S, Execution, Outcome, cancel_error
+from daemon.runner.ledger import Ledger, utcnow
 from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.runner")  # a part of the runner: its lines keep that name
@@ -22,12 +23,25 @@ SPARE_POLL_S = 0.05  # how often a backfill run looks for a spare concurrency sl
 BACKFILL = "backfill"
 
 
-class OnDemand:
-    """Mixed into Runner: the entry points of runs someone asked for."""
+class Requested:
+    """The entry points of runs someone asked for."""
 
-    history: History
-    max_concurrent_runs: int
-    _limit: asyncio.Semaphore
+    def __init__(
+        self,
+        *,
+        history: History,
+        ledger: Ledger,
+        execution: Execution,
+        limit: asyncio.Semaphore,
+        max_concurrent_runs: int,
+        spawn: Callable[[Coroutine], asyncio.Task],
+    ):
+        self.history = history
+        self.ledger = ledger
+        self.execution = execution
+        self.max_concurrent_runs = max_concurrent_runs
+        self._limit = limit
+        self._spawn = spawn
 
     async def run_manual(
         self,
@@ -54,11 +68,11 @@ class OnDemand:
         )
         if claimed is not None and not claimed.done():
             claimed.set_result(run_id)
-        active = self._track(run_id, pipeline, schedule, None, "manual")
+        active = self.ledger.track(run_id, pipeline, schedule, None, "manual")
         active.asked_at = asked_at
         active.traceparent = traceparent
         timeout_s = schedule.timeout_s if schedule else 0
-        return await self._execute(active, pipeline, cfg, timeout_s=timeout_s)
+        return await self.execution.execute(active, pipeline, cfg, timeout_s=timeout_s)
 
     async def backfill(
         self, schedule: Schedule, scheduled_at: datetime, *, started=None
@@ -90,7 +104,7 @@ class OnDemand:
             run_id = await self._claim_shielded(values, cfg)
             if run_id is None:
                 return None
-            active = self._track(
+            active = self.ledger.track(
                 run_id,
                 values["pipeline"],
                 schedule,
@@ -103,7 +117,9 @@ class OnDemand:
             if started is not None:
                 started(run_id)
             timeout_s = schedule.timeout_s if schedule else 0
-            return await self._execute(active, values["pipeline"], cfg, timeout_s=timeout_s)
+            return await self.execution.execute(
+                active, values["pipeline"], cfg, timeout_s=timeout_s
+            )
         finally:
             if release is not None:
                 release()
@@ -136,7 +152,7 @@ class OnDemand:
         kwargs = schedule.run_config_kwargs()
         kwargs["inputs"] = {**(kwargs.get("inputs") or {}), **(inputs or {})}
         claimed = asyncio.get_running_loop().create_future()
-        task = self.spawn(
+        task = self._spawn(
             self.run_manual(
                 schedule.pipeline, RunConfig(**kwargs), schedule=schedule, claimed=claimed
             )

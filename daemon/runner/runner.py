@@ -11,11 +11,17 @@ Every slot the scheduler fires ends as exactly one history row:
                          -> `running` -> pipeline (async driver on the loop | sync driver
                             in the thread pool) -> `success | failed | timed_out | cancelled`
 
-Its parts, mixed into Runner: daemon.runner.policies (a fired slot's policies, up to its claim),
-daemon.runner.requested (manual, trigger, backfill and rerun entry points) and daemon.runner.execute
-(carrying out one claimed run: driver call, timeout, terminal row). The terminal row is
-written even when the run is cancelled: History.finish queues it first and waits for
-its commit before the cancellation continues.
+The Runner holds its parts as objects, each constructed with what it needs:
+`Ledger` (daemon.runner.ledger: the runs going now), `SlotPolicies` (daemon.runner.policies:
+a fired slot's policies, up to its claim), `Requested` (daemon.runner.requested: manual,
+trigger, backfill and rerun entry points) and `Execution` (daemon.runner.execute: carrying
+out one claimed run: driver call, timeout, terminal row). A scheduled run's path:
+
+    Runner.fire -> SlotPolicies.run_slot -> Ledger.track -> Execution.execute
+                -> Execution.finish -> Ledger.untrack
+
+The terminal row is written even when the run is cancelled: History.finish queues it
+first and waits for its commit before the cancellation continues.
 """
 
 from __future__ import annotations
@@ -23,11 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from daemon import logs
@@ -35,20 +38,20 @@ from daemon.errors import PipelineError
 from daemon.history import History
 from daemon.pipeline import Pipelines
 from daemon.runner.events import Listeners
-from daemon.runner.execute import CANCEL_WAIT_S, ActiveRun, Outcome, Running, utcnow
+from daemon.runner.execute import CANCEL_WAIT_S, Execution, Outcome, Tracker
+from daemon.runner.ledger import ActiveRun, Ledger, utcnow
 from daemon.runner.policies import SlotPolicies
 from daemon.runner.pools import Pools
-from daemon.runner.requested import OnDemand
+from daemon.runner.requested import Requested
 from daemon.runner.workers import WorkerPool
 from daemon.schedule import Schedule
 
 log = logging.getLogger("daemon.runner")  # its name before the move
-WARM_WAIT_S = 5.0  # warm_threads: how long a started thread waits for the others
-_OF_SPEC = object()  # _track: the schedule id is the spec's
 
 
-class Runner(OnDemand, SlotPolicies, Running):
-    """Turns fired slots into recorded runs. Owns the thread pool for sync-driver runs."""
+class Runner:
+    """Turns fired slots into recorded runs. `pools`: the limits of the `pools` setting
+    (none by default)."""
 
     def __init__(
         self,
@@ -61,34 +64,43 @@ class Runner(OnDemand, SlotPolicies, Running):
         events: Listeners | None = None,
         timezone: str = "UTC",
         max_log_bytes: int = 1024 * 1024,
+        pools: Pools | None = None,
     ):
         self.pm = pm
         self.history = history
         self.max_concurrent_runs = max_concurrent_runs
-        self._zone = ZoneInfo(timezone)  # of a run without a schedule (its scheduled_at)
-        self._limit = asyncio.Semaphore(max_concurrent_runs)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flowerd-run")
-        self._pool_busy = 0  # threads still running a pipeline, incl. abandoned ones
-        self._threads = threads
-        self._abandoned: set[asyncio.Future] = set()  # threads past their run's timeout
-        self._queues: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._tasks: set[asyncio.Task] = set()
-        self.active: dict[int, ActiveRun] = {}
-        self._going: Counter[str] = Counter()  # per schedule: its active non-backfill runs
-        self._claiming: dict[str, int] = defaultdict(int)
-        self._on_change = on_change
         self.events = events if events is not None else Listeners()
+        self.pools = pools if pools is not None else Pools({})
         self.accepting = True
-        self._max_log_bytes = max_log_bytes
-        self._workers: WorkerPool | None = None  # isolation = "process": made on first use
-        self.tracking = None  # the daemon hands its Tracker (daemon.observe): nodes, sinks
-        self.pools = Pools({})  # the app sets the `pools` setting's limits
+        self._tasks: set[asyncio.Task] = set()
+        self.ledger = Ledger(on_change)
+        self.active: dict[int, ActiveRun] = self.ledger.active
+        limit = asyncio.Semaphore(max_concurrent_runs)
+        self.execution = Execution(
+            pm=pm, history=history, events=self.events, ledger=self.ledger, threads=threads,
+            zone=ZoneInfo(timezone), max_log_bytes=max_log_bytes,
+        )  # fmt: skip
+        self.policies = SlotPolicies(
+            history=history, events=self.events, ledger=self.ledger,
+            execution=self.execution, limit=limit, pools=self.pools,
+        )  # fmt: skip
+        self.requested = Requested(
+            history=history, ledger=self.ledger, execution=self.execution, limit=limit,
+            max_concurrent_runs=max_concurrent_runs, spawn=self.spawn,
+        )  # fmt: skip
+        self.run_slot = self.policies.run_slot  # catch-up's slots, awaited in order
+        self.run_manual = self.requested.run_manual
+        self.backfill = self.requested.backfill
+        self.run_again = self.requested.run_again
+        self.trigger = self.requested.trigger
+        self.busy = self.ledger.busy
+        self.claiming = self.ledger.claiming
 
     # -- entry points -----------------------------------------------------------------
     def fire(self, schedule: Schedule, scheduled_at: datetime, trigger: str = "schedule") -> None:
         """Called on the event loop when a slot is due; never blocks."""
         if self.accepting:
-            self.spawn(self.run_slot(schedule, scheduled_at, trigger))
+            self.spawn(self.policies.run_slot(schedule, scheduled_at, trigger))
 
     def spawn(self, coro) -> asyncio.Task:
         """A background task the drain waits for (and cancels after the grace period)."""
@@ -97,67 +109,31 @@ class Runner(OnDemand, SlotPolicies, Running):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def run_slot(self, schedule: Schedule, scheduled_at: datetime, trigger: str) -> None:
-        scheduled_at = scheduled_at.astimezone(UTC)
-        try:
-            await self._run_slot(schedule, scheduled_at, trigger)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the daemon lives on whatever one slot does
-            log.exception("slot %s@%s could not be run", schedule.id, scheduled_at.isoformat())
-
-    # -- the runs going now ------------------------------------------------------------
-    def _track(
-        self,
-        run_id,
-        pipeline,
-        schedule,
-        scheduled_at,
-        trigger,
-        *,
-        background=False,
-        schedule_id=_OF_SPEC,
-    ) -> ActiveRun:
-        """`schedule_id`: the row's schedule where it is not `schedule`'s (a rerun of a
-        schedule no longer in the files)."""
-        if schedule_id is _OF_SPEC:
-            schedule_id = schedule.id if schedule else None
-        active = ActiveRun(
-            run_id=run_id,
-            schedule=schedule_id,
-            pipeline=pipeline,
-            scheduled_at=scheduled_at,
-            task=asyncio.current_task(),
-            trigger=trigger,
-            spec=schedule,
-            background=background,
-        )
-        self.active[run_id] = active
-        if active.schedule is not None and not background:
-            self._going[active.schedule] += 1
-        self._on_change()
-        return active
-
-    def _untrack(self, active: ActiveRun) -> None:
-        active.ended.set()
-        if self.active.pop(active.run_id, None) is None:
-            return
-        if active.schedule is not None and not active.background:
-            self._going[active.schedule] -= 1
-            if not self._going[active.schedule]:
-                del self._going[active.schedule]
-
     # -- health and stopping -----------------------------------------------------------
     def health(self) -> str:
-        """ "ok", or why sync-driver runs cannot start: every pool thread is held by a run
-        that ignored its timeout (use isolation = "process" for such pipelines)."""
-        stuck = len(self._abandoned)
-        if stuck and stuck >= self._threads:
-            return (
-                f"degraded: all {self._threads} sync-driver threads are held by runs that "
-                "ignored their timeout; sync runs wait until they return"
-            )
-        return "ok"
+        """ "ok", or why sync-driver runs cannot start (daemon.runner.execute)."""
+        return self.execution.health()
+
+    @property
+    def tracking(self) -> Tracker | None:
+        """What each run reports (daemon.observe's Tracking, handed by the daemon)."""
+        return self.execution.tracking
+
+    @tracking.setter
+    def tracking(self, tracking: Tracker | None) -> None:
+        self.execution.tracking = tracking
+
+    @property
+    def threads_busy(self) -> int:
+        return self.execution.threads_busy
+
+    @property
+    def _workers(self) -> WorkerPool | None:
+        """The worker processes of `isolation = "process"` (None until the first such run)."""
+        return self.execution.workers
+
+    def warm_threads(self, wanted: int) -> None:
+        self.execution.warm_threads(wanted)
 
     async def drain(self, grace_s: float) -> None:
         """Stop accepting slots; let runs finish within `grace_s`; cancel the rest (their
@@ -197,25 +173,8 @@ class Runner(OnDemand, SlotPolicies, Running):
         if tasks:  # a cancelled run waits (bounded) for its row before it ends
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
-    def warm_threads(self, wanted: int) -> None:
-        """Start up to `wanted` of the pool's threads now (they start on demand, one per
-        run that finds none idle): at start-up, not when the first burst of slots fires."""
-        count = min(wanted, self._threads)
-        if count < 1:
-            return
-        together = threading.Barrier(count)  # all busy at once: each its own thread
-        for _ in range(count):
-            self._pool.submit(_meet, together)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._workers is not None:
-            self._workers.close()  # no worker (nor what it started) outlives the runner
-
-
-def _meet(barrier: threading.Barrier) -> None:
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=WARM_WAIT_S)
+        self.execution.close()
 
 
 def install_task_guard(loop: asyncio.AbstractEventLoop) -> None:

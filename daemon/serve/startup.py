@@ -15,7 +15,7 @@ from datetime import datetime
 from daemon.history import History
 from daemon.http.address import parse_address
 from daemon.http.metrics import Metrics
-from daemon.orchestration.wiring import Across
+from daemon.orchestration.wiring import Across, counted_pools
 from daemon.pipeline import Pipelines, RunConfig, cluster
 from daemon.project import database_lock, project_lock
 from daemon.runner.events import finished_event
@@ -84,6 +84,7 @@ class StartUp:
             on_change=self.refresh_status,
             timezone=self.settings.timezone,
             max_log_bytes=self.settings.max_log_bytes,
+            pools=counted_pools(self.settings.pools, self.metrics),
         )
         stack.callback(self.runner.close)
         self.runner.tracking = self.tracking
