@@ -38,7 +38,10 @@ s.serve_forever()
 """
 
 
-async def _cpu_per_run_us(base: Path, mode: str, endpoint: str | None) -> float:
+async def _cpu_per_run_us(
+    base: Path, mode: str, endpoint: str | None, *, sinks=None, n_runs: int = N_RUNS
+) -> float:
+    """`sinks`: run with these (bench_sinks) instead of `mode`'s; every run must link."""
     from daemon.history import History
     from daemon.observe.tracking import Tracking
     from daemon.pipeline import Pipelines
@@ -47,7 +50,9 @@ async def _cpu_per_run_us(base: Path, mode: str, endpoint: str | None) -> float:
     from daemon.settings import sqlite_url
 
     tracking = None
-    if mode == "nodes":
+    if sinks is not None:
+        tracking = Tracking(sinks, timeout_s=60)
+    elif mode == "nodes":
         tracking = Tracking()
     elif mode == "otel":
         from daemon.observe import otel
@@ -67,19 +72,21 @@ async def _cpu_per_run_us(base: Path, mode: str, endpoint: str | None) -> float:
     await pm.run_async("hello_world", final_vars=["full_greeting"])  # build once
     first = datetime(2020, 1, 1, tzinfo=UTC)
     cpu = time.process_time()
-    for i in range(N_RUNS):
+    for i in range(n_runs):
         runner.fire(schedule, first + timedelta(seconds=i), "catchup")
     await runner.drain(grace_s=600)
     cpu = time.process_time() - cpu
-    done = await history.list_runs(schedule="bench", status="success", limit=N_RUNS)
-    assert len(done) == N_RUNS, f"only {len(done)} of {N_RUNS} runs recorded"
+    done = await history.list_runs(schedule="bench", status="success", limit=n_runs)
+    assert len(done) == n_runs, f"only {len(done)} of {n_runs} runs recorded"
     assert mode == "off" or done[0].nodes, "no node timings recorded"
     assert mode != "otel" or done[0].trace_id, "no trace recorded"
+    linking = [s for s in sinks or () if s.name == "hamilton_ui"]
+    assert not linking or all(r.links for r in done), "a run without its link"
     runner.close()
     if tracking is not None:
         await tracking.close()
     await history.close()
-    return cpu / N_RUNS * 1e6
+    return cpu / n_runs * 1e6
 
 
 def _call_us(watch: bool, sync: bool) -> float:

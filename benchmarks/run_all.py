@@ -28,6 +28,7 @@ SUITES = [
     "bench_daemon",
     "bench_events",
     "bench_observe",
+    "bench_sinks",
 ]
 
 

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     tracking_timeout_s: float = Field(default=5.0, gt=0)
     # [otel]: OpenTelemetry traces over OTLP/HTTP: endpoint (base URL), service_name
     otel: dict[str, Any] | None = None
+    # [hamilton_ui]: the Hamilton UI: url, project_id, username, api_key (optional)
+    hamilton_ui: dict[str, Any] | None = None
+    # [openlineage]: OpenLineage run events over HTTP: url, namespace (optional)
+    openlineage: dict[str, Any] | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -125,6 +129,24 @@ class Settings(BaseSettings):
             from daemon.observe.sections import check_otel
 
             check_otel(value)  # ValueError: what is wrong, or what to install
+        return value
+
+    @field_validator("hamilton_ui")
+    @classmethod
+    def _hamilton_ui(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from daemon.observe.sections import check_hamilton_ui
+
+            check_hamilton_ui(value)
+        return value
+
+    @field_validator("openlineage")
+    @classmethod
+    def _openlineage(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from daemon.observe.sections import check_openlineage
+
+            check_openlineage(value)
         return value
 
     @field_validator("timezone")

@@ -47,3 +47,68 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+HAMILTON_UI_KEYS = ("url", "project_id", "username", "api_key")
+OPENLINEAGE_KEYS = ("url", "namespace")
+
+
+def check_hamilton_ui(section: dict[str, Any]) -> None:
+    """`[hamilton_ui]`: url, project_id, username, api_key (optional: a key, or
+    "env:NAME"); apache-hamilton-sdk installed."""
+    _known_keys("hamilton_ui", section, HAMILTON_UI_KEYS)
+    _required("hamilton_ui", section, ("url", "project_id", "username"))
+    _url("hamilton_ui", "url", section["url"])
+    project = section["project_id"]
+    if not isinstance(project, int) or isinstance(project, bool) or project < 1:
+        raise ValueError(f"[hamilton_ui] project_id {project!r} must be a positive integer")
+    _text("hamilton_ui", "username", section["username"])
+    if section.get("api_key") is not None:
+        secret("hamilton_ui", "api_key", section["api_key"])
+    _needs("hamilton_ui", "apache-hamilton-sdk", "hamilton_sdk")
+
+
+def check_openlineage(section: dict[str, Any]) -> None:
+    """`[openlineage]`: url (events go to {url}/api/v1/lineage), namespace (optional,
+    default "flowerd"); openlineage-python installed."""
+    _known_keys("openlineage", section, OPENLINEAGE_KEYS)
+    _required("openlineage", section, ("url",))
+    _url("openlineage", "url", section["url"])
+    _text("openlineage", "namespace", section.get("namespace", "flowerd"))
+    _needs("openlineage", "openlineage-python", "openlineage.client")
+
+
+def secret(section: str, key: str, value: Any) -> str:
+    """A secret as written: the value itself, or "env:NAME" for the variable NAME."""
+    import os
+
+    _text(section, key, value)
+    if not value.startswith("env:"):
+        return value
+    name = value.removeprefix("env:")
+    if name not in os.environ:
+        raise ValueError(f"[{section}] {key} = {value!r}: the variable {name} is not set")
+    return os.environ[name]
+
+
+def _required(section: str, given: dict[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if given.get(key) is None]
+    if missing:
+        raise ValueError(f"[{section}] needs {', '.join(missing)}")
+
+
+def _url(section: str, key: str, value: Any) -> None:
+    if not (isinstance(value, str) and _URL.match(value)):
+        raise ValueError(f"[{section}] {key} {value!r} is not an http:// or https:// URL")
+
+
+def _text(section: str, key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"[{section}] {key} {value!r} must be a non-empty string")
+
+
+def _needs(section: str, package: str, module: str) -> None:
+    if not _installed(module):
+        raise ValueError(
+            f"[{section}] needs {package} ({module} cannot be imported): {OBSERVE_EXTRA}"
+        )

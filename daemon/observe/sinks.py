@@ -16,6 +16,8 @@ from daemon.observe.listeners import Sink
 # settings attribute (the TOML section) -> the module whose `make` builds its sink
 SECTIONS: dict[str, str] = {
     "otel": "daemon.observe.otel",
+    "hamilton_ui": "daemon.observe.hamilton_ui",
+    "openlineage": "daemon.observe.openlineage",
 }
 
 

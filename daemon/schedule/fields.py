@@ -73,6 +73,8 @@ class ScheduleTable(BaseModel):
     on_webhook: WebhookTable | None = None  # daemon.schedule.webhook: a signed POST starts it
     max_pending: int = 1_000  # events held while paused / disabled; past it: Overflow rows
     otel: bool = True  # its runs' spans go to [otel] (daemon.observe.otel), when configured
+    hamilton_ui: bool = True
+    openlineage: bool = True
 
     @field_validator("pipeline")
     @classmethod

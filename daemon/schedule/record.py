@@ -117,6 +117,9 @@ class Schedule:
     on_webhook: WebhookTrigger | None = None  # daemon.http.hooks: a signed POST starts a run
     max_pending: int = 1_000  # daemon.incoming.journal: events held while paused / disabled
     otel: bool = True  # daemon.observe.otel: its runs' spans sent when [otel] is configured
+    # daemon.observe.hamilton_ui / .openlineage: false keeps its runs from that sink
+    hamilton_ui: bool = True
+    openlineage: bool = True
 
     def __post_init__(self) -> None:
         given = [name for name in ("cron", "interval_s", "at") if getattr(self, name) is not None]

@@ -287,6 +287,8 @@ def _schedule(
         on_webhook=WebhookTrigger(secret=parsed.on_webhook.secret) if parsed.on_webhook else None,
         max_pending=parsed.max_pending,
         otel=parsed.otel,
+        hamilton_ui=parsed.hamilton_ui,
+        openlineage=parsed.openlineage,
     )
 
 
