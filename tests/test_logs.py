@@ -114,7 +114,7 @@ def test_json_lines_parse():
     finally:
         run_id_var.reset(token)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
-    assert set(first) == {"time", "level", "logger", "message", "run_id", "exc_info"}
+    assert set(first) == {"time", "level", "logger", "message", "run_id", "trace_id", "exc_info"}
     assert first["message"] == "plain 1" and first["run_id"] is None
     assert first["level"] == "INFO" and first["logger"] == "daemon.test_logs"
     assert datetime.fromisoformat(first["time"]).utcoffset() is not None
