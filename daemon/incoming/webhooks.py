@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon import secrets
+from daemon import revealed, secrets
 from daemon.schedule import Schedule, display_path
 
 MAX_BODY_BYTES = 1024 * 1024  # DESIGN.md: a body over 1 MiB is a 413
@@ -120,8 +120,8 @@ class WebhookSecrets:
         reference = schedule.on_webhook.secret if schedule.on_webhook else ""
         where = f"{display_path(schedule.file)}: [{schedule.id}] field 'on_webhook.secret'"
         ref = secrets.parse(reference)
-        if ref is None or ref.kind == "env":
-            return secrets.resolve(reference, where=where)
+        if ref is None or ref.kind == "env":  # remembered: masked wherever it would show
+            return revealed.reveal(reference, where=where)
         try:
             info = os.stat(ref.target)
         except OSError:
@@ -130,7 +130,7 @@ class WebhookSecrets:
         cached = self._files.get(ref.target)
         if cached is not None and cached[0] == stamp:
             return cached[1].reveal()
-        value = await asyncio.to_thread(secrets.resolve, reference, where=where)
+        value = await asyncio.to_thread(revealed.reveal, reference, where=where)
         self._files[ref.target] = (stamp, secrets.Secret(value))
         return value
 
