@@ -50,7 +50,7 @@ from daemon.observe.listeners import (
     RunListener,
     RunStart,
 )
-from daemon.observe.sections import secret
+from daemon.revealed import reveal
 
 log = logging.getLogger("daemon.observe")
 logging.getLogger("hamilton_sdk").setLevel(logging.ERROR)  # its "results at ..." lines
@@ -72,7 +72,7 @@ def make(settings: Any, section: dict[str, Any]) -> HamiltonUISink:
         url=section["url"].rstrip("/"),
         project_id=section["project_id"],
         username=section["username"],
-        api_key=secret("hamilton_ui", "api_key", api_key) if api_key is not None else None,
+        api_key=reveal(api_key, where="[hamilton_ui] api_key") if api_key is not None else None,
         timeout_s=getattr(settings, "tracking_timeout_s", 5.0),
     )
 

@@ -64,7 +64,7 @@ def check_hamilton_ui(section: dict[str, Any]) -> None:
         raise ValueError(f"[hamilton_ui] project_id {project!r} must be a positive integer")
     _text("hamilton_ui", "username", section["username"])
     if section.get("api_key") is not None:
-        secret("hamilton_ui", "api_key", section["api_key"])
+        _text("hamilton_ui", "api_key", section["api_key"])  # env:/file: read by serve alone
     _needs("hamilton_ui", "apache-hamilton-sdk", "hamilton_sdk")
 
 
@@ -76,19 +76,6 @@ def check_openlineage(section: dict[str, Any]) -> None:
     _url("openlineage", "url", section["url"])
     _text("openlineage", "namespace", section.get("namespace", "flowerd"))
     _needs("openlineage", "openlineage-python", "openlineage.client")
-
-
-def secret(section: str, key: str, value: Any) -> str:
-    """A secret as written: the value itself, or "env:NAME" for the variable NAME."""
-    import os
-
-    _text(section, key, value)
-    if not value.startswith("env:"):
-        return value
-    name = value.removeprefix("env:")
-    if name not in os.environ:
-        raise ValueError(f"[{section}] {key} = {value!r}: the variable {name} is not set")
-    return os.environ[name]
 
 
 def _required(section: str, given: dict[str, Any], keys: tuple[str, ...]) -> None:

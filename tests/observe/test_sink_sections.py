@@ -39,3 +39,20 @@ def test_an_api_key_from_the_environment(tmp_path, monkeypatch):
         assert sink.headers == {"x-api-user": "a", "x-api-key": "s3cret"}
     finally:
         sink.close()
+
+
+def test_an_api_key_from_a_file_is_read_by_the_sink_not_by_settings(tmp_path):
+    key = tmp_path / "key"
+    (tmp_path / "flowerd.toml").write_text(
+        '[hamilton_ui]\nurl = "http://x"\nproject_id = 1\nusername = "a"\n'
+        f'api_key = "file:{key}"\n'
+    )
+    settings = load_settings(tmp_path)  # the file is not there yet: settings never read it
+    key.write_text("k3y-from-file\n")
+    from daemon.observe import hamilton_ui
+
+    sink = hamilton_ui.make(settings, dict(settings.hamilton_ui))
+    try:
+        assert sink.headers == {"x-api-user": "a", "x-api-key": "k3y-from-file"}
+    finally:
+        sink.close()
