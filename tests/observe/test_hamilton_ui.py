@@ -130,8 +130,8 @@ def _assert_in_ui(ui: HamiltonUI, row) -> None:
         ('[hamilton_ui]\nurl = "http://x"\nusername = "a"\n', "needs project_id"),
         ('[hamilton_ui]\nurl = "x"\nproject_id = 1\nusername = "a"\n', "is not an http"),
         ('[hamilton_ui]\nurl = "http://x"\nproject_id = 0\nusername = "a"\n', "positive"),
-        ('[hamilton_ui]\nurl = "http://x"\nproject_id = 1\nusername = "a"\n'
-         'api_key = "env:FLOWERD_TEST_NO_SUCH_KEY"\n', "FLOWERD_TEST_NO_SUCH_KEY is not set"),
+        ('[hamilton_ui]\nurl = "http://x"\nproject_id = 1\nusername = "a"\napi_key = 7\n',
+         "api_key"),
     ],
 )  # fmt: skip
 def test_a_bad_section_says_what_is_wrong(tmp_path, section, says):

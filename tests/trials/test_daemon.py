@@ -163,7 +163,8 @@ def test_overlap_skip_and_timeout(tmp_path: Path):
                  and rows_where(base, schedule="hung", status="timed_out"), what="skip + timeout")
         assert served.stop() == 0
     skipped = rows_where(base, schedule="sleepy", status="skipped")[0]
-    assert "still running" in skipped.error.message
+    # the true reason: the run going, or (a loaded machine) its claim still being written
+    assert any(why in skipped.error.message for why in ("still running", "its claim"))
     timed_out = rows_where(base, schedule="hung", status="timed_out")[0]
     assert timed_out.duration_s < 2
     assert "timeout" in timed_out.error.message
