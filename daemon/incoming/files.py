@@ -29,6 +29,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from asyncinotify import Inotify, Mask
@@ -73,6 +74,7 @@ class FileWatch:
         self._tasks: set[asyncio.Task] = set()
         self.rescans = 0
         self.error: str | None = None  # why the watch is down now (None: it watches)
+        self.down_since: datetime | None = None  # when it went down (status, /healthz)
 
     async def run(self, *, first_scan: bool) -> None:
         """Watch until cancelled; `first_scan`: whether files there at start count."""
@@ -82,13 +84,14 @@ class FileWatch:
                 with Inotify() as inotify:
                     self._watch_tree(inotify, self.root)
                     self._scan(self.root, record=first_scan)
-                    self.error, failures = None, 0
+                    self.error, self.down_since, failures = None, None, 0
                     async for event in inotify:
                         self._on(inotify, event)
             except (_Lost, OSError) as exc:
                 self.error = (
                     f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
                 )
+                self.down_since = self.down_since or datetime.now(UTC)
                 wait = RETRY_S[min(failures, len(RETRY_S) - 1)]
                 (log.warning if failures == 0 else log.debug)(
                     "schedule %s: the watch on %s is lost (%s); rescanning in %g s",

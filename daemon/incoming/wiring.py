@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Protocol
 
+from daemon.durations import shown_iso
 from daemon.history import History
 from daemon.incoming.files import FileWatch
 from daemon.incoming.journal import Journal, Starter
@@ -69,6 +70,17 @@ class Incoming:
             return None
         watch, _ = self._watches[schedule_id]
         return {"directory": str(watch.root), "error": watch.error, "rescans": watch.rescans}
+
+    def health(self) -> str:
+        """"ok", or each `on_file` watch that is down now, with why and since when (a
+        file that lands meanwhile runs at the rescan that follows the watch's return)."""
+        down = [
+            f"{schedule_id}: the watch on {watch.root} is down since "
+            f"{shown_iso(watch.down_since, watch.schedule.zone, 'seconds')} ({watch.error})"
+            for schedule_id, (watch, _) in sorted(self._watches.items())
+            if watch.error is not None and watch.down_since is not None
+        ]
+        return "; ".join(down) or "ok"
 
     async def close(self) -> None:
         for schedule_id in list(self._watches):

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from daemon.durations import shown_iso
 from daemon.history import History
+from daemon.incoming.wiring import Incoming
 from daemon.runner.runner import Runner
 from daemon.runner.scheduler import Scheduler
 from daemon.serve import systemd
@@ -39,6 +40,7 @@ class Observed(Protocol):
     history: History
     runner: Runner
     scheduler: Scheduler
+    incoming: Incoming
     lease: Lease
     notifications: Notifications
     instance_id: str
@@ -98,6 +100,7 @@ class Status:
             "scheduler": self.daemon.scheduler.health(),
             "runner": self.daemon.runner.health(),
             "history": self.daemon.history.health(),
+            "incoming": self.daemon.incoming.health(),
             "http": self.daemon.http_health,
         }
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -193,3 +194,27 @@ def test_paused_schedule_keeps_events_up_to_max_pending(tmp_path):
         assert served.stop() == 0
     check_once(base, paths, ended=("success", "skipped"))
     assert Counter(r.status for r in file_rows(base)) == {"success": 2, "skipped": 1}
+
+
+def test_a_watch_that_is_down_is_said_in_status_and_healthz_until_it_is_back(tmp_path):
+    base = project(tmp_path)
+    shutil.rmtree(base / "inbox")  # not there (yet): the watch cannot be set up
+    (base / "flowerd.toml").write_text('http = "127.0.0.1:0"\n')
+    with Served(base) as served:
+        served.wait_ready()
+        health = wait_for(
+            lambda: (h := served.ask("status")["health"])["incoming"] != "ok" and h,
+            what="the watch said down",
+        )
+        assert "inbox: the watch on" in health["incoming"] and "down since" in health["incoming"]
+        url = served.ask("status")["http"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/healthz", timeout=10)
+        assert refused.value.code == 503 and b"incoming: inbox" in refused.value.read()
+        (base / "inbox").mkdir()
+        wait_for(lambda: served.ask("status")["health"]["incoming"] == "ok", timeout_s=30,
+                 what="the watch back")  # fmt: skip
+        drop(base / "inbox", 1)
+        wait_for(_all_ran(base, 1), timeout_s=30, what="a file after the watch came back")
+        assert urllib.request.urlopen(f"{url}/healthz", timeout=10).read() == b"ok\n"
+        assert served.stop() == 0
