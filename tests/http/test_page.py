@@ -150,6 +150,9 @@ def test_the_page_in_chromium(tmp_path: Path, browser):
         page.fill("#token", "not-the-token")
         page.dispatch_event("#token", "change")
         button.click()  # refused: said, and the page refreshes on once it was seen
+        # the answer comes back from the daemon: wait for the flash to say it (a loaded
+        # CI machine read the previous text once)
+        page.locator("#flash", has_text="trigger nightly").wait_for(timeout=45_000)
         assert "trigger nightly" in page.locator("#flash").inner_text()
         page.evaluate("window.notReloadedYet = true")
         page.wait_for_function("window.notReloadedYet === undefined", timeout=45_000)
