@@ -122,6 +122,8 @@ def measure(rows: int, repeat: int) -> list[dict]:
         one = folder / "one"
         _project(one, 1, every="1h", mixed=False)
         example = example_project(folder)
+        for base in (one, example):  # no HTTP port to share with anything else running
+            (base / "flowerd.toml").write_text('http = "off"\n')
         validate = medians({"validate": [FLOWERD, "--base-dir", str(example), "validate"]}, repeat)
         serving = {"example": serve_ready(example, repeat), "one": serve_ready(one, repeat)}
     figures = [
