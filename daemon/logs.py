@@ -316,20 +316,19 @@ class ZonedFormatter(logging.Formatter):
         super().__init__(fmt)
         self.zone = ZoneInfo(zone)
 
-    _second: datetime | None = None
+    _second: int | None = None
     _head = _offset = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         # the date, time and offset are the same for every line of a second (an offset
-        # changes on whole seconds): made once a second, the milliseconds added to them
-        moment = datetime.fromtimestamp(record.created, UTC)
-        second = moment.replace(microsecond=0)
+        # changes on whole seconds): made once a second, the record's milliseconds added
+        second = int(record.created)
         if second != self._second:
             from daemon.durations import shown_iso
 
-            text = shown_iso(second, self.zone, "seconds")
+            text = shown_iso(datetime.fromtimestamp(second, UTC), self.zone, "seconds")
             self._head, self._offset, self._second = text[:19], text[19:], second
-        return f"{self._head}.{moment.microsecond // 1000:03d}{self._offset}"
+        return f"{self._head}.{int(record.msecs):03d}{self._offset}"
 
 
 class JournaldFormatter(logging.Formatter):
