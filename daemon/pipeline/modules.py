@@ -117,8 +117,7 @@ class Project:
             return self.generation, tuple(modules)
 
     def _current_modules(self, names: tuple[str, ...]) -> tuple | None:
-        """`names` loaded already, and no file of this project changed since (one stat
-        per file, at most every UNCHANGED_FOR_S: every run asks)."""
+        """`names` loaded, no file of the project changed since (every run asks)."""
         owned = self._owned
         try:
             modules = tuple([owned[name] for name in names])
