@@ -14,8 +14,6 @@ from daemon.cli.app import app, settings_of
 from daemon.errors import FlowerdError, UsageError
 from daemon.settings import Settings
 
-SWITCH_INTERVAL_S = 0.001  # sys.setswitchinterval under `flowerd serve` (see serve)
-
 
 @app.command()
 def serve(
@@ -35,11 +33,6 @@ def serve(
         settings = settings.model_copy(update={"http": http})
     parse_address(settings.http)  # a bad value is refused before anything starts
     log_config(settings.log_level, settings.log_format, background=True, zone=settings.timezone)
-    # The event loop shares the GIL with the sync-driver threads, the history's writer and
-    # the log writer: a thread that wants it waits out the holder's switch interval (5 ms
-    # by default) -- every sync run of a burst did, holding its concurrency slot, and the
-    # loop did behind them. 1 ms keeps the handoffs short at a cost of a few µs a switch.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         code = asyncio.run(daemon_app.serve(settings))
     except FlowerdError as exc:  # start-up refused: one paragraph, then no thread holds us
