@@ -177,25 +177,81 @@ def burst(
     }
 
 
+RATE_STEP_US = 20_000  # each schedule of the sustained search fires ~50 times a second
+
+
+def _rate_project(base: Path, rate: int) -> list[int]:
+    """`rate` slots a second, spread over the second: rate/50 async-driver hello_world
+    schedules, each of an interval of 20 ms plus its own few µs (interval slots lie on
+    multiples of the step since the epoch: steps apart by a µs lie at unrelated phases
+    now, so the slots do not come as one burst). `overlap = "allow"`: a slot is never
+    skipped for the run before it. Returns the steps (µs)."""
+    steps = [RATE_STEP_US + i for i in range(max(1, round(rate * RATE_STEP_US / 1e6)))]
+    (base / "schedules").mkdir(parents=True)
+    (base / "pipelines").mkdir()
+    for name in ("hello_world.py", "pipeline_setup.py"):
+        (base / "pipelines" / name).write_text((ROOT / "pipelines" / name).read_text())
+    lines = []
+    for i, step in enumerate(steps):
+        lines += [f"[r{i:04d}]", 'pipeline = "hello_world"', f"interval = {step / 1e6!r}",
+                  'overlap = "allow"', ""]  # fmt: skip
+    (base / "schedules" / "rate.toml").write_text("\n".join(lines))
+    return steps
+
+
+def _rate_step(rate: int, seconds: float, warm_s: float) -> dict:
+    """One step of the search: the rows of the slots due in a window of `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="flowerd-bench-rate-") as tmp:
+        base = Path(tmp)
+        steps = _rate_project(base, rate)
+        proc, _ = _serve(base)
+        try:
+            time.sleep(warm_s)
+            since = int(time.time()) + 1
+            time.sleep(since - time.time())
+            cpu0 = _cpu_s(proc.pid)
+            time.sleep(seconds)
+            cpu1 = _cpu_s(proc.pid)
+            time.sleep(1.5)  # the last slots recorded
+        finally:
+            _stop(proc)
+        rows = _rows(base, since - 0.5)
+    rows = [r for r in rows if since <= r.scheduled_at.timestamp() < since + seconds]
+    begin_us, end_us = since * 1_000_000, int((since + seconds) * 1_000_000)
+    expected = sum(-(-end_us // step) - -(-begin_us // step) for step in steps)
+    keys = {(r.schedule, r.scheduled_at) for r in rows}
+    lateness = sorted(r.lateness_s * 1000 for r in rows if r.lateness_s is not None)
+    return {
+        "rate": round(sum(1e6 / step for step in steps)),
+        "expected": expected,
+        "runs": len(rows),
+        "once": len(keys) == len(rows) == expected,
+        "all_ok": all(r.status == "success" for r in rows),
+        "p50_ms": _pct(lateness, 50),
+        "p99_ms": _pct(lateness, 99),
+        "cpu_pct": (cpu1 - cpu0) / seconds * 100,
+        "cpu_per_run_us": (cpu1 - cpu0) / max(len(rows), 1) * 1e6,
+    }
+
+
 def sustained(
     start: int, seconds: float, *, most: int = 4000, factor: float = 1.5, warm_s: float = 3
 ) -> dict:
     """The highest rate of interval slots (slots/s) the daemon keeps up with at default
-    settings: `k` async-driver hello_world schedules of `interval = "1s"` are k slots a
-    second; k grows by `factor` from `start` until a step fails -- a slot without its
-    one row, a run not `success`, or fire lateness p99 over 100 ms -- or `most` is
-    passed. Returns the highest passing step's figures (rate 0: none passed) and the
-    first failing step's."""
+    settings (`_rate_project`: slots spread over each second, not a burst). The rate
+    grows by `factor` from `start` until a step fails -- a slot without its one row, a
+    run not `success`, or fire lateness p99 over 100 ms -- or `most` is passed. Returns
+    the highest passing step's figures (rate 0: none passed) and the first failing one's."""
     passed: dict = {"rate": 0}
     failed: dict = {}
     k = start
     while k <= most:
-        b = burst(k, seconds, mixed=False, warm_s=warm_s)
-        step = {"rate": k, **b, "expected": int(k * round(seconds))}
-        ok = b["once"] and b["all_ok"] and b["runs"] == step["expected"] and b["p99_ms"] <= 100
-        print(f"   sustained {k:>5} slots/s: {b['runs']} runs of {step['expected']}, "
-              f"p99 {b['p99_ms']:.1f} ms, daemon CPU {b['cpu_pct']:.0f} %, "
-              f"{'pass' if ok else 'FAIL'}", flush=True)  # fmt: skip
+        step = _rate_step(k, seconds, warm_s)
+        ok = step["once"] and step["all_ok"] and step["p99_ms"] <= 100
+        print(f"   sustained {step['rate']:>5} slots/s: {step['runs']} runs of "
+              f"{step['expected']}, p50 {step['p50_ms']:.1f} p99 {step['p99_ms']:.1f} ms, "
+              f"daemon CPU {step['cpu_pct']:.0f} %, {'pass' if ok else 'FAIL'}",
+              flush=True)  # fmt: skip
         if not ok:
             failed = step
             break
