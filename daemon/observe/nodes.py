@@ -105,7 +105,7 @@ class RunNodes:
     def replay_end(self, node: NodeEnd) -> None:
         self._open.pop((node.name, node.task_id), None)
         fields = (node.name, node.started_at, node.duration_s, node.status, node.error)
-        self._add(_Ended(*fields, node.task_id))
+        self._add(_Ended(*fields, node.task_id), node.hamilton)
 
     # -- at the run's end ------------------------------------------------------------
     def kept(self) -> tuple[list[_Ended], int]:

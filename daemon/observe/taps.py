@@ -178,7 +178,12 @@ class _Forward:
         self._send = send
 
     def graph_started(self, graph) -> None:
-        pass
+        """Hamilton's run id and final vars (plain names): the daemon joins them to its
+        own copy of the graph to report the run (`RunTrack.in_worker`)."""
+        hamilton = graph.hamilton
+        final_vars = [v if isinstance(v, str) else getattr(v, "__name__", str(v))
+                      for v in hamilton.get("final_vars") or ()]  # fmt: skip
+        self._send(("node", ("graph", {"run_id": hamilton["run_id"], "final_vars": final_vars})))
 
     def node_started(self, node: NodeStart) -> None:
         self._send(("node", ("start", _fields(node))))
