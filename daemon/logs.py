@@ -63,8 +63,24 @@ class RunContextFilter(logging.Filter):
         record.run_id = "-" if run_id is None else run_id
         if revealed.any_revealed():
             record.msg, record.args = revealed.masked(record.getMessage()), None
+            _mask_traces(record)
         record.trace_id = trace_id_var.get()
         return True
+
+
+_trace_formatter = logging.Formatter()
+
+
+def _mask_traces(record: logging.LogRecord) -> None:
+    """The traceback (exc_info) and stack text attached to a record, masked like its
+    message: formatted here into `exc_text`, which every formatter prints instead of
+    formatting exc_info again (an exception's text may hold a secret a run read)."""
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _trace_formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = revealed.masked(record.exc_text)
+    if record.stack_info:
+        record.stack_info = revealed.masked(record.stack_info)
 
 
 class RunScopedLogger(logging.Logger):
@@ -281,7 +297,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         run_id = getattr(record, "run_id", "-")
-        exc_text = self.formatException(record.exc_info) if record.exc_info else None
+        exc_text = record.exc_text  # formatted (and masked) by RunContextFilter, if so
+        if record.exc_info and not exc_text:
+            exc_text = self.formatException(record.exc_info)
         if record.stack_info:
             exc_text = "\n".join(filter(None, [exc_text, self.formatStack(record.stack_info)]))
         line = json.dumps(

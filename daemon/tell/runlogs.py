@@ -265,8 +265,9 @@ class _Stream:
 
     def write(self, text: str) -> int:
         run = current()
-        if run is None:
-            return self._inner.write(text)
+        if run is None:  # a thread's traceback (threading.excepthook) hides secrets too
+            self._inner.write(masked(text))
+            return len(text)
         run.write(self._name, text)
         if self._echo is not None:
             with contextlib.suppress(Exception):
