@@ -147,6 +147,7 @@ def _done(dag_run: dict, nodes: int):
     return dag_run if dag_run["run_status"] != "RUNNING" and len(ended) == nodes else None
 
 
+@pytest.mark.slow  # a UI of its own: ~15 s idle, a minute at load 20 (make soak runs it)
 def test_a_process_run_whose_end_the_ui_missed_ends_there_later(tmp_path):
     """A process run registered in the UI; the UI hangs (SIGSTOP) before the run ends: the
     run ends on time, its log says its end is sent later; the UI answers again and shows
