@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test soak bench lint clean bytecode
+.PHONY: run test soak bench lint clean bytecode bytecode
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "flowerd needs Python >= 3.11 on PATH (python3, python3.11, ...)" >&2; exit 1; }
