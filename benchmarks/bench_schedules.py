@@ -32,8 +32,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FLOWERD = str(Path(sys.executable).with_name("flowerd"))
-GOALS = {"validate": 1.0, "start": 1.0, "idle_cpu_pct": 0.5, "rss_mib": 150, "json": 0.5,
-         "reload": 0.5}
+GOALS = {
+    "validate": 1.0,
+    "start": 1.0,
+    "idle_cpu_pct": 0.5,
+    "rss_mib": 150,
+    "json": 0.5,
+    "reload": 0.5,
+}
 
 
 def schedule_table(i: int) -> str:
@@ -134,19 +140,26 @@ def measure_serve(base: Path, *, idle_s: float, changed: Path, timeout_s: float)
     log = open(base / "serve.log", "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "FLOWERD_SHUTDOWN_GRACE": "2"}
     started = time.perf_counter()
-    proc = subprocess.Popen([FLOWERD, "--base-dir", str(base), "serve"], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [FLOWERD, "--base-dir", str(base), "serve"], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     try:
         figures = {"start": notify.wait_for("READY=1", timeout_s) - started}
         figures["start_cpu"] = proc_cpu_s(proc.pid)
         time.sleep(min(1.0, idle_s / 4))  # start-up's last tasks settle
         cpu0, wall0 = proc_cpu_s(proc.pid), time.perf_counter()
         time.sleep(idle_s)
-        figures["idle_cpu_pct"] = 100 * (proc_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - wall0)
+        figures["idle_cpu_pct"] = (
+            100 * (proc_cpu_s(proc.pid) - cpu0) / (time.perf_counter() - wall0)
+        )
         figures["rss_mib"] = proc_rss_mib(proc.pid)
         listed = run_timed([FLOWERD, "--base-dir", str(base), "schedules", "--json"], base)
         count = len(json.loads(listed.out))
-        figures["json"], figures["json_cpu"], figures["json_count"] = listed.wall_s, listed.cpu_s, count
+        figures["json"], figures["json_cpu"], figures["json_count"] = (
+            listed.wall_s,
+            listed.cpu_s,
+            count,
+        )
         text = changed.read_text()
         changed.write_text(text.replace('name = "c', 'name = "changed', 1))
         cpu0 = proc_cpu_s(proc.pid)
@@ -165,7 +178,9 @@ def measure_serve(base: Path, *, idle_s: float, changed: Path, timeout_s: float)
             proc.wait()
         log.close()
         notify.close()
-    reloaded = [line for line in (base / "serve.log").read_text().splitlines() if "reloaded:" in line]
+    reloaded = [
+        line for line in (base / "serve.log").read_text().splitlines() if "reloaded:" in line
+    ]
     figures["reload_summary"] = reloaded[-1].split("reloaded:", 1)[1].strip() if reloaded else "?"
     return figures
 
@@ -191,10 +206,12 @@ def report(name: str, figures: dict) -> None:
         cpu = f" (cpu {figures[key + '_cpu']:.2f} s)" if key + "_cpu" in figures else ""
         mark = "ok" if value <= goal else "MISS"
         print(f"    {key:14s} {value:8.3f}{unit}{cpu}  goal <= {goal:g}{unit}  {mark}")
-    print(f"    validate after imports {figures['validate_after_imports']:.3f} s "
-          f"(cpu {figures['validate_after_imports_cpu']:.2f} s); start cpu "
-          f"{figures['start_cpu']:.2f} s; rss after reload {figures['rss_after_reload_mib']:.0f} "
-          f"MiB; schedules listed {figures['json_count']}")
+    print(
+        f"    validate after imports {figures['validate_after_imports']:.3f} s "
+        f"(cpu {figures['validate_after_imports_cpu']:.2f} s); start cpu "
+        f"{figures['start_cpu']:.2f} s; rss after reload {figures['rss_after_reload_mib']:.0f} "
+        f"MiB; schedules listed {figures['json_count']}"
+    )
     print(f"    reload: {figures['reload_summary']}")
 
 
