@@ -50,7 +50,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -67,6 +67,7 @@ __all__ = ["SlotTrigger", "make_trigger", "next_fire_times", "slots_between", "w
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_EXCLUDED_SKIPS = 100_000  # `--next` past excluded dates: an every-second schedule's day
 ONE_US = timedelta(microseconds=1)
+RECENT_ANSWERS = 16  # a cron rule's last answers, kept
 
 
 class SlotRule(Protocol):
@@ -209,11 +210,26 @@ class CronRule:
     walls: WallClock  # its times are wall-clock times in `zone`
     real_time: bool = False  # cronie's wildcard job: every matching instant is a slot
 
+    # schedules that share a rule ask it the same (`flowerd schedules`: 10,000 from now)
+    _recent: dict = field(default_factory=dict, compare=False, repr=False)
+
     @classmethod
     def of(cls, spec: CronSpec, zone: ZoneInfo) -> CronRule:
         return cls(zone=zone, walls=WallClock.of(spec), real_time=follows_real_time(spec))
 
     def first_slot(self, after: datetime, *, inclusive: bool) -> datetime | None:
+        key = (after, inclusive)
+        try:
+            return self._recent[key]
+        except KeyError:
+            pass
+        found = self._first_slot(after, inclusive=inclusive)
+        if len(self._recent) >= RECENT_ANSWERS:
+            self._recent.clear()
+        self._recent[key] = found
+        return found
+
+    def _first_slot(self, after: datetime, *, inclusive: bool) -> datetime | None:
         if self.real_time:
             return self._first_real(after, inclusive=inclusive)
         candidate = self._wall_slot(_wall(after, self.zone), inclusive=True)
