@@ -188,6 +188,25 @@ class Schedule:
         `flowerd schedules` compares with what the running daemon fires."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
+    def driver_shape(self) -> tuple:
+        """What shapes the driver its runs build: the run config but the inputs. Equal
+        shapes, one driver (10,000 schedules of one pipeline build and check it once)."""
+        return (
+            self.pipeline,
+            self.final_vars,
+            repr(self.config),
+            self.additional_modules,
+            self.async_driver,
+            self.log_level,
+            self.max_retries,
+            self.retry_delay,
+            self.jitter_factor,
+            self.retry_exceptions,
+            repr(self.cache),
+            repr(self.executor),
+            repr(self.with_adapter),
+        )
+
     def raw_inputs(self) -> dict[str, Any]:
         """`inputs` as plain (mutable, fresh) dicts and lists, as run_config_kwargs gives them."""
         return _thaw(self.inputs)

@@ -132,23 +132,8 @@ class _Checks:
 
 
 def _shape(schedule: Schedule) -> tuple:
-    """What shapes a schedule's driver and DAG walk: its run config but the input values."""
-    return (
-        schedule.pipeline,
-        schedule.final_vars,
-        repr(schedule.config),
-        schedule.additional_modules,
-        schedule.async_driver,
-        schedule.log_level,
-        schedule.max_retries,
-        schedule.retry_delay,
-        schedule.jitter_factor,
-        schedule.retry_exceptions,
-        repr(schedule.cache),
-        repr(schedule.executor),
-        repr(schedule.with_adapter),
-        tuple(schedule.inputs),
-    )
+    """What shapes a schedule's DAG walk: its driver and its input names, not their values."""
+    return (schedule.driver_shape(), tuple(schedule.inputs))
 
 
 def _check(pm: Pipelines, schedule: Schedule) -> tuple[Schedule, list[str]]:
