@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -108,9 +108,13 @@ class Scheduler:
             pass
 
     def replace(self, schedule: Schedule, *, paused: bool = False) -> None:
-        """A changed schedule restarts from now (its next slot after now)."""
+        """A changed schedule restarts from now (its next slot after now) -- or from the
+        slot its old job had due and not yet fired (a reload on a busy loop), so that
+        no slot falls between the old job and the new one."""
+        due = self.next_fire(schedule.id)
+        now = datetime.now(UTC)
         self.remove(schedule.id)
-        self.add(schedule, paused=paused)
+        self.add(schedule, paused=paused, since=min(due, now) if due is not None else now)
 
     def pause(self, schedule_id: str) -> None:
         if self._aps.get_job(schedule_id):
