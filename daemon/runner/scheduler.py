@@ -9,6 +9,7 @@ the runner applies misfire grace, overlap and concurrency and records every outc
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -43,6 +44,11 @@ class _SlotExecutor(BaseExecutor):
 
 def _never_called() -> None:  # the job's callable: slots go through _SlotExecutor
     raise AssertionError("flowerd jobs are executed by the slot executor")
+
+
+# APScheduler checks a job's callable against its arguments with inspect.signature, for
+# every job added: given here, the check reads it instead of working it out 10,000 times
+_never_called.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
 
 
 class Scheduler:
