@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -160,19 +159,20 @@ class Metrics:
     async def seed(self, history: Any, schedules: Iterable[str]) -> None:
         """Each schedule's last success from the history, so the gauge (and an alert on
         it) is right across restarts. A few schedules: one indexed query each; many
-        (10,000): one query for all, off the loop."""
+        (10,000): one query for all. Off the loop."""
         ids = tuple(schedules)
         try:
             if len(ids) > SEED_ONE_BY_ONE:
                 found = await history.last_successes()
-            else:
-                found = await _last_successes_of(history, ids)
+                for schedule in set(ids) & set(found):
+                    self.success_at(schedule, found[schedule].timestamp())
+                return
+            for schedule in ids:
+                rows = await history.list_runs(schedule=schedule, status="success", limit=1)
+                if rows and rows[0].finished_at is not None:
+                    self.success_at(schedule, rows[0].finished_at.timestamp())
         except Exception as exc:  # a metric must not stop the daemon
             log.warning("metrics: cannot read the last successes: %s", exc)
-            return
-        for schedule in ids:
-            if schedule in found:
-                self.success_at(schedule, found[schedule].timestamp())
 
     def snapshot(self) -> None:
         """Read the scrape-time gauges now (on the event loop: the daemon's state is the
@@ -247,11 +247,3 @@ def _daemon_gauges(daemon: Served) -> list:
 
 SEED_ONE_BY_ONE = 100  # more schedules than this: one grouped query (a scan) beats one each
 
-
-async def _last_successes_of(history: Any, schedules: tuple[str, ...]) -> dict[str, datetime]:
-    found = {}
-    for schedule in schedules:
-        rows = await history.list_runs(schedule=schedule, status="success", limit=1)
-        if rows and rows[0].finished_at is not None:
-            found[schedule] = rows[0].finished_at
-    return found
