@@ -25,6 +25,7 @@ SUITES = [
     "bench_upstream",
     "bench_webhooks",
     "bench_scale",
+    "bench_schedules",
     "bench_daemon",
     "bench_cli",
     "bench_events",

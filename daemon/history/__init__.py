@@ -157,6 +157,7 @@ class History:
     get_run = _On("reader", Reader.get_run)
     reruns_of = _On("reader", Reader.reruns_of)
     schedule_names = _On("reader", Reader.schedule_names)
+    last_successes = _On("reader", Reader.last_successes)
     paused = _On("reader", Reader.paused)
     paused_reasons = _On("reader", Reader.paused_reasons)
     pending_events = _On("reader", Reader.pending_events)

@@ -160,6 +160,17 @@ class Reader:
         stmt = sa.select(runs.c.id).where(runs.c.rerun_of == run_id).order_by(runs.c.id)
         return [row.id for row in await self._reads.rows(stmt)]
 
+    async def last_successes(self) -> dict[str, datetime]:
+        """When each schedule's newest success finished (the metrics' gauge, seeded at
+        start): one query for every schedule, not one each."""
+        stmt = (
+            sa.select(runs.c.schedule, sa.func.max(runs.c.finished_at).label("last"))
+            .where(runs.c.status == "success", runs.c.schedule.is_not(None))
+            .where(runs.c.finished_at.is_not(None))
+            .group_by(runs.c.schedule)
+        )
+        return {row.schedule: _as_utc(row.last) for row in await self._reads.rows(stmt)}
+
     async def schedule_names(self) -> set[str]:
         """Every schedule the history has a row of."""
         stmt = sa.select(runs.c.schedule).where(runs.c.schedule.is_not(None)).distinct()

@@ -20,6 +20,7 @@ holds those parts: the public API and validation).
 from __future__ import annotations
 
 from daemon.pipeline.core import ASYNC_DRIVER_MISSING
+from daemon.pipeline.inputcheck import InputCheck
 from daemon.pipeline.pipelines import Pipelines
 from daemon.pipeline.plans import check_pipeline_name
 from daemon.pipeline.retries import Attempts, backoff_s
@@ -34,6 +35,7 @@ __all__ = [
     "ASYNC_DRIVER_MISSING",
     "Attempts",
     "ExecutorConfig",
+    "InputCheck",
     "Pipelines",
     "RunConfig",
     "WithAdapterConfig",

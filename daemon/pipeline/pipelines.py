@@ -12,11 +12,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import secrets
-from daemon.errors import PipelineError, did_you_mean
-from daemon.inputs import SLOT_INPUTS, convert_input
+from daemon.inputs import SLOT_INPUTS
 from daemon.pipeline import plans
-from daemon.pipeline.cachekey import value_key
 from daemon.pipeline.drivers import Drivers, NodeHooks
 from daemon.pipeline.execution import Runs
 from daemon.pipeline.graph import (
@@ -27,6 +24,7 @@ from daemon.pipeline.graph import (
     _nodes,
     _slot_placeholders,
 )
+from daemon.pipeline.inputcheck import InputCheck, typed_inputs
 from daemon.pipeline.modules import Project
 from daemon.pipeline.plans import Plans, _Plan
 from daemon.pipeline.retries import Attempts, no_reload
@@ -53,7 +51,7 @@ class Pipelines:
         self._plans = Plans(self._modules)
         self._drivers = Drivers(self._modules, node_hooks)
         self._runs = Runs(self._modules, self._plans, self._drivers)
-        self._validated: dict[tuple, tuple[str, ...]] = {}  # checks passed: their warnings
+        self._checks: dict[tuple, InputCheck] = {}  # DAGs checked, per input names
 
     def list_pipelines(self) -> list[str]:
         return self._modules.available()
@@ -85,23 +83,28 @@ class Pipelines:
         """Build the driver the run would use and check final_vars and required inputs.
         Returns warnings (strings); raises PipelineError for what would fail."""
         cfg = _as_run_config(run_config, kwargs)
+        check = self.input_check(name, cfg)
+        check.check(dict(cfg.inputs or {}))
+        return list(check.warnings)
+
+    def input_check(self, name: str, cfg: RunConfig) -> InputCheck:
+        """What `validate` checks that the input values do not change -- the driver, the
+        final vars, the nodes they need -- done once per (plan, final vars, input names);
+        the InputCheck checks each run's values (10,000 schedules of one pipeline: one
+        DAG walk). Raises PipelineError as `validate` does."""
         plan, built = self._plan_and_describe(name, cfg)
         final_vars = _final_vars(plan, built, cfg)
-        # schedules that differ only in their triggers share one check (1,000 at start-up)
-        key = (plan.key(), tuple(final_vars), value_key(cfg.inputs)) if plan.cacheable else None
-        if key is not None and key[2] is not None and key in self._validated:
-            return list(self._validated[key])
-        inputs = {**_slot_placeholders(built), **dict(cfg.inputs or {})}
-        try:
-            built.driver.validate_execution(final_vars, inputs=inputs)
-        except ValueError as exc:
-            raise PipelineError(f"pipeline {name!r}: {exc}", field="inputs") from None
-        warnings = self._warnings(plan, built)
-        if key is not None and key[2] is not None:
-            if len(self._validated) >= plans.MAX_DRIVERS:
-                self._validated.clear()
-            self._validated[key] = tuple(warnings)
-        return warnings
+        names = frozenset(cfg.inputs or ())
+        key = (plan.key(), tuple(final_vars), names) if plan.cacheable else None
+        check = self._checks.get(key) if key is not None else None
+        if check is not None:
+            return check
+        check = _input_check(plan, built, final_vars, names, self._warnings(plan, built))
+        if key is not None:
+            if len(self._checks) >= plans.MAX_DRIVERS:
+                self._checks.clear()
+            self._checks[key] = check
+        return check
 
     async def prepare(self, name: str, run_config: RunConfig) -> None:
         """Build and keep the driver a run with `run_config` uses, and what the runner
@@ -164,20 +167,7 @@ class Pipelines:
         cfg = dataclasses.replace(run_config or RunConfig(), async_driver=async_driver, inputs={})
         _, built = self._plan_and_describe(name, cfg)
         declared = {node.name: node.type for node in _nodes(built.driver)}
-        inputs = {}
-        for key, value in raw.items():
-            if secrets.is_reference(value):  # read when the run runs (daemon.revealed)
-                inputs[key] = value
-            elif key in declared:
-                inputs[key] = convert_input(key, value, declared[key])
-            elif not strict:
-                inputs[key] = value
-            else:
-                raise PipelineError(
-                    f"pipeline {name!r} has no input {key!r}{did_you_mean(key, declared)}",
-                    field=f"inputs.{key}",
-                )
-        return inputs
+        return typed_inputs(name, declared, raw, strict=strict)
 
     def _plan_and_describe(self, name: str, cfg: RunConfig) -> tuple[_Plan, _Built]:
         """The plan and driver a run with `cfg` would use (the async one unbuilt)."""
@@ -206,3 +196,29 @@ class Pipelines:
                 "[defaults] in flowerd.toml, for all) to run it in the thread pool"
             ]
         return []
+
+
+def _input_check(
+    plan: _Plan, built: _Built, final_vars: list[str], names: frozenset, warnings: list[str]
+) -> InputCheck:
+    """Hamilton's validate_execution up to the input values: the nodes the final vars
+    need given these input names, and whether the executor can run them."""
+    placeholders = _slot_placeholders(built)
+    given = {**placeholders, **dict.fromkeys(names)}
+    graph = built.driver.graph
+    nodes, user_nodes = graph.get_upstream_nodes(final_vars, given, None)
+    executor_error = None
+    try:
+        built.driver.graph_executor.validate(list(nodes | user_nodes))
+    except ValueError as exc:  # said after the inputs' problems, as Hamilton orders them
+        executor_error = f"pipeline {plan.name!r}: {exc}"
+    return InputCheck(
+        name=plan.name,
+        declared={node.name: node.type for node in _nodes(built.driver)},
+        placeholders=placeholders,
+        driver=built.driver,
+        nodes=frozenset(nodes),
+        user_nodes=frozenset(user_nodes),
+        warnings=tuple(warnings),
+        executor_error=executor_error,
+    )

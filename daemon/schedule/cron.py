@@ -9,6 +9,7 @@ by hand rather than with APScheduler's `CronTrigger.from_crontab` (see parse_cro
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ _ITEM = re.compile(r"(?:(\*)|(\w+)(?:-(\w+))?)(?:/(\w+))?")
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 exists
 
 
+@functools.lru_cache(maxsize=4096)  # validation and the trigger parse it; specs are frozen
 def parse_cron(expression: str) -> CronSpec:
     """`'30 2 * * *'` (5 fields), or 6 with a leading seconds field, or `@daily` & co.
 

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from daemon import secrets
 from daemon.durations import parse_bytes, parse_duration_s
@@ -31,7 +31,8 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ScheduleTable(BaseModel):
-    """One schedule table as written in TOML (field names as users write them)."""
+    """One schedule table as written in TOML (field names as users write them). Mutable
+    defaults are factories: pydantic deep-copies a literal `[]` for every table."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -41,29 +42,29 @@ class ScheduleTable(BaseModel):
     at: datetime | None = None
     timezone: str | None = None
     enabled: bool = True
-    final_vars: list[str] = []
-    inputs: dict[str, Any] = {}
-    config: dict[str, Any] = {}
-    additional_modules: list[str] = []
+    final_vars: list[str] = Field(default_factory=list)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    additional_modules: list[str] = Field(default_factory=list)
     async_driver: bool = True
     log_level: str | None = None
     max_retries: int = 0
     retry_delay: float | str = 1.0
     jitter_factor: float = 0.1
-    retry_exceptions: list[str] = ["Exception"]
+    retry_exceptions: list[str] = Field(default_factory=lambda: ["Exception"])
     cache: bool | dict[str, Any] = False
     executor: str | dict[str, Any] | None = None
-    with_adapter: dict[str, bool] = {}
+    with_adapter: dict[str, bool] = Field(default_factory=dict)
     timeout: float | str = 0
     overlap: str | None = None  # default: "skip"; "queue" for an event trigger
     catchup: str = "latest"
     misfire_grace: float | str = 60
     jitter: float | str = 0
     notify: list[str] | None = None
-    notify_on: list[str] = list(DEFAULT_NOTIFY_ON)
+    notify_on: list[str] = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
     isolation: str | None = None
     memory_limit: str | int | None = None
-    exclude: list[Any] = []
+    exclude: list[Any] = Field(default_factory=list)
     holidays: str | None = None
     pause_after_failures: int = 0
     deadline: float | str = 0

@@ -33,9 +33,10 @@ What APScheduler 3.11.3's CronTrigger does instead (measured; pinned by
 tests/schedule/test_firetimes.py): a daily 01:30 in America/New_York fires at 01:30 EDT *and* 01:30
 EST on 2026-11-01 (same for 02:30 Berlin / Sydney on their fall-back days); `*/20` fires
 in both passes; a gap slot 02:30 Berlin fires at 03:30 CEST (02:30 with the old
-offset), not 03:00; `from_crontab('0 9 * * 1')` fires on Tuesdays. We use its
-CronTrigger only to step through wall-clock times (in UTC, which has no DST) and
-map each wall-clock time to an instant ourselves.
+offset), not 03:00; `from_crontab('0 9 * * 1')` fires on Tuesdays. We step through
+wall-clock times ourselves (daemon.schedule.wallclock: naive, no DST; 10x quicker than
+its CronTrigger run in UTC, which we used to do, and pinned to its answers) and map each
+wall-clock time to an instant ourselves.
 
 Times: `make_trigger`'s trigger returns UTC datetimes, on purpose -- Python compares
 two datetimes with the *same* tzinfo by wall clock and ignores `fold` (PEP 495), so an
@@ -49,23 +50,24 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 
 from daemon.schedule import Schedule
 from daemon.schedule.calendars import excluded_reason
 from daemon.schedule.cron import CronSpec, parse_cron
+from daemon.schedule.wallclock import WallClock
 
 __all__ = ["SlotTrigger", "make_trigger", "next_fire_times", "slots_between", "wall_to_instant"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_EXCLUDED_SKIPS = 100_000  # `--next` past excluded dates: an every-second schedule's day
 ONE_US = timedelta(microseconds=1)
+RECENT_ANSWERS = 16  # a cron rule's last answers, kept
 
 
 class SlotRule(Protocol):
@@ -159,7 +161,7 @@ def count_slots(schedule: Schedule, start: datetime, end: datetime, *, cap: int)
 # --------------------------------------------------------------------------- slot rules
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)  # 10,000 schedules share their rules
 def _cached_rule(kind: str, when: object, timezone: str) -> SlotRule:
     zone = ZoneInfo(timezone)
     if kind == "cron":
@@ -201,18 +203,33 @@ class IntervalRule:
 
 @dataclass(frozen=True)
 class CronRule:
-    """Steps through wall-clock slots with APScheduler's CronTrigger run in UTC (no DST
-    there), then maps each wall-clock time to an instant in `zone` by our rules."""
+    """Steps through wall-clock slots (daemon.schedule.wallclock: naive, no DST), then
+    maps each wall-clock time to an instant in `zone` by our rules."""
 
     zone: ZoneInfo
-    walls: tuple[CronTrigger, ...]  # in UTC: their times are wall-clock times in `zone`
+    walls: WallClock  # its times are wall-clock times in `zone`
     real_time: bool = False  # cronie's wildcard job: every matching instant is a slot
+
+    # schedules that share a rule ask it the same (`flowerd schedules`: 10,000 from now)
+    _recent: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, spec: CronSpec, zone: ZoneInfo) -> CronRule:
-        return cls(zone=zone, walls=_wall_triggers(spec), real_time=follows_real_time(spec))
+        return cls(zone=zone, walls=WallClock.of(spec), real_time=follows_real_time(spec))
 
     def first_slot(self, after: datetime, *, inclusive: bool) -> datetime | None:
+        key = (after, inclusive)
+        try:
+            return self._recent[key]
+        except KeyError:
+            pass
+        found = self._first_slot(after, inclusive=inclusive)
+        if len(self._recent) >= RECENT_ANSWERS:
+            self._recent.clear()
+        self._recent[key] = found
+        return found
+
+    def _first_slot(self, after: datetime, *, inclusive: bool) -> datetime | None:
         if self.real_time:
             return self._first_real(after, inclusive=inclusive)
         candidate = self._wall_slot(_wall(after, self.zone), inclusive=True)
@@ -261,10 +278,7 @@ class CronRule:
 
     def _wall_slot(self, wall: datetime, *, inclusive: bool) -> datetime | None:
         """The first wall-clock slot at/after the naive wall-clock time `wall`."""
-        probe = wall.replace(tzinfo=UTC) + (timedelta(0) if inclusive else ONE_US)
-        found = [t.get_next_fire_time(None, probe) for t in self.walls]
-        times = [time for time in found if time is not None]
-        return min(times).replace(tzinfo=None) if times else None
+        return self.walls.first_at_or_after(wall if inclusive else wall + ONE_US)
 
 
 _SAME_OFFSET_SPAN = timedelta(hours=12)  # DST changes are months apart: same offset at both
@@ -279,31 +293,6 @@ def follows_real_time(spec: CronSpec) -> bool:
         return text == "@hourly"
     minute, hour = text.split()[-5:][:2]
     return minute.startswith("*") or hour.startswith("*")
-
-
-def _wall_triggers(spec: CronSpec) -> tuple[CronTrigger, ...]:
-    every_day = tuple(range(1, 32))
-    every_weekday = tuple(range(7))
-    if spec.days_or_weekdays:  # crontab: the day matches if EITHER day field does
-        pairs = [(spec.days, every_weekday), (every_day, spec.weekdays)]
-    else:
-        pairs = [(spec.days, spec.weekdays)]
-    return tuple(
-        CronTrigger(
-            month=_listed(spec.months, 12),
-            day=_listed(days, 31),
-            day_of_week=_listed(tuple(sorted((d - 1) % 7 for d in weekdays)), 7),  # Mon=0
-            hour=_listed(spec.hours, 24),
-            minute=_listed(spec.minutes, 60),
-            second=_listed(spec.seconds, 60),
-            timezone=UTC,
-        )
-        for days, weekdays in pairs
-    )
-
-
-def _listed(values: tuple[int, ...], size: int) -> str:
-    return "*" if len(values) == size else ",".join(map(str, values))
 
 
 # --------------------------------------------------------------------------- wall clock

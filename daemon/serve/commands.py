@@ -202,7 +202,7 @@ class Commands:
         old = scheduler.schedules
         added = [s for s in new if s not in old]
         removed = [s for s in old if s not in new]
-        changed = [s for s in new if s in old and new[s] != old[s]]
+        changed = [s for s in new if s in old and new[s] is not old[s] and new[s] != old[s]]
         for schedule_id in removed:
             scheduler.remove(schedule_id)
         for schedule_id in added + changed:

@@ -102,9 +102,11 @@ async def warm_up(
     slot starts as punctually as the rest."""
     notifier.status("starting: building the schedules' drivers")
     started = time.perf_counter()
+    shapes = set()
     for schedule in schedules:
-        if schedule.isolation != "process":  # a worker builds its own
-            await _prepare(pm, schedule)
+        if schedule.isolation != "process" and schedule.driver_shape() not in shapes:
+            shapes.add(schedule.driver_shape())  # one driver per shape, not per schedule
+            await _prepare(pm, schedule)  # (a worker process builds its own)
     runner.warm_threads(sum(not s.async_driver for s in schedules))
     if parse_address(settings.http) is not None:
         import daemon.http.server  # noqa: F401 - its import, not on a slot's time

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from daemon.errors import FlowerdError, ScheduleError, did_you_mean
 from daemon.incoming.webhooks import webhook_problems
-from daemon.pipeline import Pipelines, RunConfig, cluster
+from daemon.pipeline import InputCheck, Pipelines, RunConfig, cluster
 from daemon.schedule import Schedule, read_schedules
 from daemon.settings import Settings
 from daemon.tell.delivery import url_problems
@@ -47,10 +47,12 @@ def load_and_validate(
         defaults=settings.defaults,
     )
     checked, warnings = [], {}
+    checks = _Checks(pm)
+    shown = _Shown(settings.base_dir)
     for schedule in schedules:
-        where = f"{_display(schedule.file, settings.base_dir)}: [{schedule.id}]"
+        where = f"{shown(schedule.file)}: [{schedule.id}]"
         try:
-            schedule, found = _check(pm, schedule)
+            schedule, found = checks.check(schedule)
         except Exception as exc:  # noqa: BLE001 - whatever a pipeline raises is one line
             problems.append(f"{where} {_describe(schedule, exc)}")
             continue
@@ -101,6 +103,39 @@ def _cluster_down(schedule: Schedule) -> list[str]:
     return [f"{why}; its runs fail until it can"] if why else []
 
 
+class _Checks:
+    """Each schedule's pipeline checked: the DAG once per group of schedules that differ
+    only in their triggers and input values (Pipelines.input_check), then each one's
+    inputs converted to the annotated types and checked."""
+
+    def __init__(self, pm: Pipelines):
+        self.pm = pm
+        self._by_shape: dict[tuple, InputCheck | None] = {}  # None: the group's check failed
+
+    def check(self, schedule: Schedule) -> tuple[Schedule, list[str]]:
+        shape = _shape(schedule)
+        if shape not in self._by_shape:
+            try:
+                cfg = RunConfig(**schedule.run_config_kwargs())
+                self._by_shape[shape] = self.pm.input_check(schedule.pipeline, cfg)
+            except Exception:  # noqa: BLE001 - each schedule's own check below says it
+                self._by_shape[shape] = None
+        group = self._by_shape[shape]
+        if group is None:  # whatever fails, each schedule says it as it would alone
+            return _check(self.pm, schedule)
+        raw = schedule.raw_inputs()
+        inputs = group.typed(raw)
+        group.check(inputs)
+        if any(inputs[key] is not raw[key] for key in raw):  # as converted: the runs get
+            schedule = dataclasses.replace(schedule, inputs=inputs)  # what was validated
+        return schedule, list(group.warnings)
+
+
+def _shape(schedule: Schedule) -> tuple:
+    """What shapes a schedule's DAG walk: its driver and its input names, not their values."""
+    return (schedule.driver_shape(), tuple(schedule.inputs))
+
+
 def _check(pm: Pipelines, schedule: Schedule) -> tuple[Schedule, list[str]]:
     kwargs = schedule.run_config_kwargs()
     cfg = RunConfig(**kwargs)
@@ -139,6 +174,20 @@ def _display(path: Path, base: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(path.relative_to(base))
     return str(path)
+
+
+class _Shown:
+    """Files as messages show them (relative to the base dir), each worked out once."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self._shown: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        shown = self._shown.get(path)
+        if shown is None:
+            shown = self._shown[path] = _display(path, self.base)
+        return shown
 
 
 __all__ = ["load_and_validate"]

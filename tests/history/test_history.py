@@ -581,3 +581,27 @@ async def test_rows_held_at_close_go_to_the_spool_and_the_next_open_writes_them(
         [row] = await again.list_runs()
     assert row.status == "cancelled" and "never started" in row.error.message
     assert not path.with_name("h.db.spool").exists()
+
+
+async def test_last_successes_are_each_schedules_newest_success_in_one_query(db_url: str):
+    """What the metrics seed at start-up for many schedules (daemon.http.metrics):
+    the same answer as asking each schedule for its newest success."""
+    from daemon.http.metrics import SEED_ONE_BY_ONE, Metrics
+
+    async with History.open(db_url) as history:
+        await one_run(history, "a", T0)
+        await one_run(history, "a", T0 + timedelta(hours=1))
+        await one_run(history, "a", T0 + timedelta(hours=2), status="failed")
+        await one_run(history, "b", T0, status="failed")
+        await one_run(history, "c", T0 + timedelta(minutes=5))
+        found = await history.last_successes()
+        assert found == {
+            "a": T0 + timedelta(hours=1, seconds=3),
+            "c": T0 + timedelta(minutes=5, seconds=3),
+        }
+        few, many = Metrics(), Metrics()
+        await few.seed(history, ["a", "b", "c"])
+        filler = [f"x{i}" for i in range(SEED_ONE_BY_ONE)]
+        await many.seed(history, ["a", "b", "c", *filler])
+        assert few.last_success == {k: v for k, v in many.last_success.items() if k in "abc"}
+        assert few.last_success["a"] == found["a"].timestamp()
