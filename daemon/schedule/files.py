@@ -154,8 +154,9 @@ def _read_file(path: Path, where: str, data: bytes, defaults: Defaults) -> _File
         return [], [f"{where}: cannot read: {exc}"], []
     schedules: list[Schedule] = []
     problems: list[str] = []
+    given = repr(defaults)
     for schedule_id, table in document.items():
-        schedule, table_problems = _parsed_table(path, schedule_id, table, defaults)
+        schedule, table_problems = _parsed_table(path, schedule_id, table, defaults, given)
         problems += [f"{where}: {line}" for line in table_problems]
         if schedule is not None:
             schedules.append(schedule)
@@ -169,10 +170,10 @@ MAX_PARSED = 50_000
 
 
 def _parsed_table(
-    path: Path, schedule_id: str, table: object, defaults: Defaults
+    path: Path, schedule_id: str, table: object, defaults: Defaults, given: str
 ) -> tuple[Schedule | None, list[str]]:
-    said = hashlib.blake2b(f"{table!r}{defaults!r}".encode(), digest_size=16).digest()
-    key = (path, schedule_id, said)  # a digest, not the text: 10,000 keys stay small
+    """`given`: repr(defaults), one string for the whole file."""
+    key = (path, schedule_id, _said(table), given)  # a digest, not the text
     found = _PARSED.get(key)
     if found is None:
         found = parse_table(path, schedule_id, table, defaults)
@@ -180,6 +181,23 @@ def _parsed_table(
             _PARSED.clear()
         _PARSED[key] = found
     return found[0], list(found[1])
+
+
+# What each table object said (its digest), by identity: a file's unchanged tables are the
+# very objects daemon.schedule.chunks kept, so a reload does not repr 10,000 tables. The
+# entry holds the table, so its id is not reused while it is here; tables are never changed.
+_SAID: dict[int, tuple[object, bytes]] = {}
+
+
+def _said(table: object) -> bytes:
+    known = _SAID.get(id(table))
+    if known is not None and known[0] is table:
+        return known[1]
+    said = hashlib.blake2b(repr(table).encode(), digest_size=16).digest()
+    if len(_SAID) >= MAX_PARSED:
+        _SAID.clear()
+    _SAID[id(table)] = (table, said)
+    return said
 
 
 def _duplicate_ids(ids: list[tuple[str, Path]]) -> list[str]:
