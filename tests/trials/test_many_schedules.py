@@ -1,10 +1,12 @@
 """Many schedules (issue 27 goal 1): a real `flowerd serve` with hundreds of daily
 schedules and a few every-second ones, reloaded by SIGHUP with one daily file and one
-ticking schedule changed while they tick: every slot across the reload is one row, none
-lost, none doubled. And benchmarks/bench_schedules.py, sized down, runs and reports."""
+ticking schedule changed while they tick (and one daily file edited keeping its size
+and mtime): every slot across the reload is one row, none lost, none doubled.
+And benchmarks/bench_schedules.py, sized down, runs and reports."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -37,6 +39,16 @@ def _slots(base: Path, schedule: str) -> list:
     return sorted(r.scheduled_at for r in runs(base, schedule=schedule) if r.trigger == "schedule")
 
 
+def _edit_keeping_size_and_mtime(path: Path) -> None:
+    """One table's input changed, the file's size and mtime as they were: an edit within
+    one tick of the file clock. The reload must see it all the same."""
+    stat = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace('name = "c', 'name = "x', 1))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
 def test_a_reload_of_many_schedules_keeps_every_slot_once(tmp_path: Path):
     count, per_file = sized(300, 2_000), 100
     base = make_project(tmp_path)
@@ -48,6 +60,7 @@ def test_a_reload_of_many_schedules_keeps_every_slot_once(tmp_path: Path):
         wait_for(lambda: all(len(_slots(base, t)) >= 2 for t in TICKS), what="ticks before")
         (base / "schedules" / "daily_00000.toml").write_text(_daily(0, per_file - 1))
         (base / "schedules" / "ticks.toml").write_text(_ticks("after"))
+        _edit_keeping_size_and_mtime(base / "schedules" / f"daily_{per_file:05d}.toml")
         served.signal(signal.SIGHUP)
         wait_for(lambda: "reloaded:" in served.log, what="the reload")
         after = {tick: len(_slots(base, tick)) + 3 for tick in TICKS}
@@ -56,7 +69,9 @@ def test_a_reload_of_many_schedules_keeps_every_slot_once(tmp_path: Path):
             what="three more slots of each tick after the reload",
         )
         assert served.stop() == 0
-    assert f"1 removed (d{per_file - 1:05d}), 1 changed (tick_changed)" in served.log, served.log
+    assert (
+        f"1 removed (d{per_file - 1:05d}), 2 changed (d{per_file:05d}, tick_changed)" in served.log
+    ), served.log
     for tick in TICKS:
         slots = _slots(base, tick)
         assert len(slots) == len(set(slots)), f"{tick}: a slot run twice"
