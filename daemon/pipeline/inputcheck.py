@@ -52,6 +52,43 @@ class InputCheck:
         if self.executor_error is not None:
             raise PipelineError(self.executor_error, field="inputs")
 
+    def fingerprint(self) -> tuple | None:
+        """What `typed` and `check` depend on, compared by value: two checks with equal
+        fingerprints say the same of any values (a reload's new check of an unchanged
+        pipeline). Types, config values and the executor's answer compare by `==` -- a
+        class re-imported from an edited module is another object, so its check is not
+        equal. None: an adapter checks input values itself (its state is not compared)."""
+        adapter = hamilton_driver.Driver.normalize_adapter_input(self.driver.adapter)
+        if adapter.does_method("do_validate_input", is_async=False):
+            return None
+        users = sorted((_user_node(n, self.nodes) for n in self.user_nodes), key=_first)
+        return (
+            self.name,
+            tuple(sorted(self.declared.items(), key=_first)),
+            tuple(sorted(((k, type(v)) for k, v in self.placeholders.items()), key=_first)),
+            tuple(users),
+            tuple(sorted(node.name for node in self.nodes)),
+            tuple(sorted(self.driver.graph.config.items(), key=_first)),
+            self.warnings,
+            self.executor_error,
+        )
+
+
+def _first(item: tuple) -> Any:
+    return item[0]
+
+
+def _user_node(node: Any, nodes: frozenset) -> tuple:
+    """An input node as Hamilton's input check reads it: its type, and whether each node
+    using it (named in its message) needs it."""
+    users = tuple(
+        sorted(
+            ((d.name, d in nodes, d.input_types[node.name][1]) for d in node.depended_on_by),
+            key=_first,
+        )
+    )
+    return node.name, node.type, users
+
 
 def typed_inputs(
     name: str, declared: Mapping[str, Any], raw: Mapping[str, Any], *, strict: bool

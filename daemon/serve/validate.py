@@ -90,9 +90,7 @@ def _unwatchable(schedule: Schedule, base_dir: Path) -> list[str]:
     if directory.is_dir():
         return []
     what = "is not a directory" if directory.exists() else "does not exist (yet)"
-    return [
-        f"field 'on_file': {directory} {what}: files start runs once it is a directory there"
-    ]
+    return [f"field 'on_file': {directory} {what}: files start runs once it is a directory there"]
 
 
 def _cluster_down(schedule: Schedule) -> list[str]:
@@ -103,6 +101,15 @@ def _cluster_down(schedule: Schedule) -> list[str]:
     return [f"{why}; its runs fail until it can"] if why else []
 
 
+# Schedules checked before, by the identity of the Schedule read (daemon.schedule hands
+# back the very object for a table unchanged since): (it, its group's fingerprint, the
+# schedule as checked, its warnings). A reload of 10,000 schedules whose pipeline is as it
+# was checks the values of the changed ones only. The entry holds the schedule, so its id
+# is not reused while it is here. A check that raised is not kept: it is checked again.
+_CHECKED: dict[int, tuple[Schedule, tuple, Schedule, tuple[str, ...]]] = {}
+MAX_CHECKED = 50_000
+
+
 class _Checks:
     """Each schedule's pipeline checked: the DAG once per group of schedules that differ
     only in their triggers and input values (Pipelines.input_check), then each one's
@@ -110,25 +117,56 @@ class _Checks:
 
     def __init__(self, pm: Pipelines):
         self.pm = pm
-        self._by_shape: dict[tuple, InputCheck | None] = {}  # None: the group's check failed
+        # None: the group's check failed; else (its check, its fingerprint)
+        self._by_shape: dict[tuple, tuple[InputCheck, tuple | None] | None] = {}
 
     def check(self, schedule: Schedule) -> tuple[Schedule, list[str]]:
         shape = _shape(schedule)
         if shape not in self._by_shape:
-            try:
-                cfg = RunConfig(**schedule.run_config_kwargs())
-                self._by_shape[shape] = self.pm.input_check(schedule.pipeline, cfg)
-            except Exception:  # noqa: BLE001 - each schedule's own check below says it
-                self._by_shape[shape] = None
+            self._by_shape[shape] = self._group(schedule)
         group = self._by_shape[shape]
         if group is None:  # whatever fails, each schedule says it as it would alone
             return _check(self.pm, schedule)
+        check, fingerprint = group
+        known = _CHECKED.get(id(schedule))
+        if known is not None and known[0] is schedule and _same(known[1], fingerprint):
+            return known[2], list(known[3])  # read and checked alike before: as then
+        checked, warnings = self._values(schedule, check)
+        if fingerprint is not None:
+            if len(_CHECKED) >= MAX_CHECKED:
+                _CHECKED.clear()
+            _CHECKED[id(schedule)] = (schedule, fingerprint, checked, tuple(warnings))
+        return checked, warnings
+
+    def _group(self, schedule: Schedule) -> tuple[InputCheck, tuple | None] | None:
+        try:
+            cfg = RunConfig(**schedule.run_config_kwargs())
+            check = self.pm.input_check(schedule.pipeline, cfg)
+        except Exception:  # noqa: BLE001 - each schedule's own check says it
+            return None
+        try:
+            return check, check.fingerprint()
+        except Exception:  # noqa: BLE001 - not comparable: its schedules are checked anew
+            return check, None
+
+    @staticmethod
+    def _values(schedule: Schedule, group: InputCheck) -> tuple[Schedule, list[str]]:
         raw = schedule.raw_inputs()
         inputs = group.typed(raw)
         group.check(inputs)
         if any(inputs[key] is not raw[key] for key in raw):  # as converted: the runs get
             schedule = dataclasses.replace(schedule, inputs=inputs)  # what was validated
         return schedule, list(group.warnings)
+
+
+def _same(before: tuple | None, now: tuple | None) -> bool:
+    """Equal fingerprints (a config value whose `==` cannot say -- an array -- is not)."""
+    if before is None or now is None:
+        return False
+    try:
+        return bool(before == now)
+    except Exception:  # noqa: BLE001 - whatever a value's __eq__ raises: not the same
+        return False
 
 
 def _shape(schedule: Schedule) -> tuple:

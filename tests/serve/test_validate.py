@@ -5,6 +5,7 @@ same way from schedule files and from `--input`; the real CLI and `serve` on top
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -240,3 +241,36 @@ def test_toml_dates_and_strings_for_a_datetime_input(tmp_path: Path):
     [schedule], _ = _validate(base)
     result = Pipelines(base).run("typed", RunConfig(**schedule.run_config_kwargs()))
     assert result == {"summary": "1.5 2026-12-01 2026-12-01T09:00:00+00:00 2 y"}
+
+
+GREET = """
+def greeting(name: {annotation}) -> str:
+    return f"hello {{name}}"
+"""
+GREET_TOML = "".join(
+    f'[g{i}]\npipeline = "greet"\ninterval = "1h"\nasync_driver = false\n'
+    f'final_vars = ["greeting"]\ninputs = {{ name = "n{i}" }}\n'
+    for i in range(3)
+)
+
+
+def test_a_reload_checks_again_only_what_changed_and_sees_a_pipeline_edit(tmp_path: Path):
+    """Unchanged tables of an unchanged pipeline come back as they were checked (the same
+    objects); an edit of the pipeline -- its input now an int, the file's size and mtime
+    as they were -- is checked again, and refused naming file, schedule and field."""
+    base = make_project(tmp_path, GREET_TOML, greet=GREET.format(annotation="str"))
+    first, _ = _validate(base)
+    again, _ = _validate(base)
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True, True, True]
+    module = base / "pipelines" / "greet.py"
+    stat = module.stat()
+    module.write_text(GREET.format(annotation="int"))
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert module.stat().st_size == stat.st_size
+    with pytest.raises(ScheduleError) as caught:
+        _validate(base)
+    assert len(caught.value.problems) == 3
+    assert caught.value.problems[0].startswith("schedules/")
+    assert "[g0] field 'inputs.name'" in caught.value.problems[0], caught.value.problems
+    module.write_text(GREET.format(annotation="str"))
+    assert [s.inputs["name"] for s in _validate(base)[0]] == ["n0", "n1", "n2"]
