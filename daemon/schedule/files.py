@@ -7,7 +7,7 @@ all listed, one line each, prefixed with the file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,20 +147,30 @@ def _load_file(path: Path, defaults: Defaults) -> _FileRead:
 def _read_file(path: Path, where: str, data: bytes, defaults: Defaults) -> _FileRead:
     try:
         text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
-        document = chunks.loads(text)  # the tables read before are not parsed again
+        found = chunks.pieces(text)  # the tables read before are not parsed again
+        document = tomllib.loads(text) if found is None else None
     except tomllib.TOMLDecodeError as exc:  # its message carries "(at line L, column C)"
         return [], [f"{where}: not valid TOML: {exc}"], []
     except UnicodeDecodeError as exc:
         return [], [f"{where}: cannot read: {exc}"], []
+    given = repr(defaults)
+    if found is not None:
+        read = [
+            (name, _parsed_piece(path, (name, piece, said, table), defaults, given))
+            for name, piece, said, table in found
+        ]
+    else:
+        read = [
+            (name, _parsed_table(path, name, table, defaults, given))
+            for name, table in (document or {}).items()
+        ]
     schedules: list[Schedule] = []
     problems: list[str] = []
-    given = repr(defaults)
-    for schedule_id, table in document.items():
-        schedule, table_problems = _parsed_table(path, schedule_id, table, defaults, given)
+    for _, (schedule, table_problems) in read:
         problems += [f"{where}: {line}" for line in table_problems]
         if schedule is not None:
             schedules.append(schedule)
-    return schedules, problems, list(document)
+    return schedules, problems, [name for name, _ in read]
 
 
 # Tables read before, by what they say (repr: `1` and `true` differ, as TOML says): a
@@ -173,31 +183,33 @@ def _parsed_table(
     path: Path, schedule_id: str, table: object, defaults: Defaults, given: str
 ) -> tuple[Schedule | None, list[str]]:
     """`given`: repr(defaults), one string for the whole file."""
-    key = (path, schedule_id, _said(table), given)  # a digest, not the text
+    said = hashlib.blake2b(repr(table).encode(), digest_size=16).digest()
+    key = (path, schedule_id, said, given)  # a digest, not the text: 10,000 keys stay small
+    return _parsed(key, lambda: table, defaults)
+
+
+def _parsed_piece(
+    path: Path, piece: chunks.Piece, defaults: Defaults, given: str
+) -> tuple[Schedule | None, list[str]]:
+    """A table read from its piece of the file (daemon.schedule.chunks), keyed by the
+    piece's digest: an unchanged piece is neither parsed nor its table built again."""
+    schedule_id, text, said, table = piece
+    key = (path, schedule_id, b"piece:" + said, given)
+    return _parsed(
+        key, lambda: chunks.table(text, schedule_id) if table is None else table, defaults
+    )
+
+
+def _parsed(
+    key: tuple, table: Callable[[], object], defaults: Defaults
+) -> tuple[Schedule | None, list[str]]:
     found = _PARSED.get(key)
     if found is None:
-        found = parse_table(path, schedule_id, table, defaults)
+        found = parse_table(key[0], key[1], table(), defaults)
         if len(_PARSED) >= MAX_PARSED:
             _PARSED.clear()
         _PARSED[key] = found
     return found[0], list(found[1])
-
-
-# What each table object said (its digest), by identity: a file's unchanged tables are the
-# very objects daemon.schedule.chunks kept, so a reload does not repr 10,000 tables. The
-# entry holds the table, so its id is not reused while it is here; tables are never changed.
-_SAID: dict[int, tuple[object, bytes]] = {}
-
-
-def _said(table: object) -> bytes:
-    known = _SAID.get(id(table))
-    if known is not None and known[0] is table:
-        return known[1]
-    said = hashlib.blake2b(repr(table).encode(), digest_size=16).digest()
-    if len(_SAID) >= MAX_PARSED:
-        _SAID.clear()
-    _SAID[id(table)] = (table, said)
-    return said
 
 
 def _duplicate_ids(ids: list[tuple[str, Path]]) -> list[str]:
