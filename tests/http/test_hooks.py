@@ -17,6 +17,7 @@ import pytest
 
 from daemon.incoming.webhooks import MAX_BODY_BYTES, sign
 from tests import pg
+from tests.contract import bound
 from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -61,7 +62,7 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None):
     request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=bound(30)) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -88,7 +89,7 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
         url = served.wait_ready()["http"]
         hooks = f"{url}/hooks"
         body = json.dumps({"ref": "refs/heads/main", "n": 1}).encode()
-        with urllib.request.urlopen(f"{url}/api/schedules", timeout=30) as answer:
+        with urllib.request.urlopen(f"{url}/api/schedules", timeout=bound(30)) as answer:
             shown = {row["id"]: row for row in json.loads(answer.read())}
         assert shown["deploy"]["on_webhook"] == {"path": "/hooks/deploy", "secret": "***"}
         assert shown["deploy"]["trigger"] == "on webhook POST /hooks/deploy"
@@ -178,7 +179,7 @@ def _oversized_post(hooks: str, body: bytes, *, chunked: bool) -> tuple[int, byt
     reading can bound it.
     """
     host, port = hooks.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=bound(30))
     try:
         conn.putrequest("POST", "/hooks/deploy")
         conn.putheader("X-Flowerd-Signature", sign(SECRET, body))

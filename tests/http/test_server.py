@@ -20,6 +20,7 @@ from daemon.errors import SettingsError
 from daemon.http.address import is_loopback, parse_address
 from daemon.http.metrics import Metrics
 from daemon.runner.events import RunEvent
+from tests.contract import bound
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -53,7 +54,7 @@ def fetch(
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=bound(10)) as answer:
             return answer.status, answer.headers, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()

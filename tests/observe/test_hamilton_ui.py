@@ -15,6 +15,7 @@ import requests
 
 from daemon.errors import SettingsError
 from daemon.settings import load_settings
+from tests.contract import bound
 from tests.observe.hamilton_ui import USER, HamiltonUI, free_port
 from tests.serve import Served, cli, make_project, runs, wait_for
 
@@ -54,7 +55,7 @@ def _linked(base, schedule: str):
 
 
 def _metric(url: str, line: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=bound(30)) as response:
         text = response.read().decode()
     found = [row for row in text.splitlines() if row.startswith(line)]
     return float(found[0].split()[-1]) if found else 0.0
@@ -102,8 +103,9 @@ def _assert_shown(base, http: str, row) -> None:
     shown = json.loads(cli(base, "runs", "show", str(row.id), "--json").stdout)
     assert shown["links"] == {"hamilton_ui": url}
     assert url in cli(base, "runs", "show", str(row.id)).stdout
-    assert requests.get(f"{http}/api/runs/{row.id}", timeout=30).json()["links"] == shown["links"]
-    assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=30).text
+    api = requests.get(f"{http}/api/runs/{row.id}", timeout=bound(30)).json()
+    assert api["links"] == shown["links"]
+    assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=bound(30)).text
 
 
 def _assert_in_ui(ui: HamiltonUI, row) -> None:
@@ -120,7 +122,7 @@ def _assert_in_ui(ui: HamiltonUI, row) -> None:
     assert dag_run["run_status"] == "SUCCESS"
     nodes = {node["node_name"]: node["status"] for node in dag_run["node_runs"]}
     assert nodes.get("greeting") == nodes.get("full_greeting") == "SUCCESS", nodes
-    page = requests.get(url, timeout=30)
+    page = requests.get(url, timeout=bound(30))
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 

@@ -162,7 +162,7 @@ def test_a_receiver_down_fails_no_run_and_counts(tmp_path: Path):
         url = served.wait_ready()["http"]
         line = 'flowerd_tracking_errors_total{sink="otel"} '
         text = wait_for(
-            lambda: line in (t := urllib.request.urlopen(f"{url}/metrics", timeout=10)
+            lambda: line in (t := urllib.request.urlopen(f"{url}/metrics", timeout=bound(10))
                              .read().decode()) and t,
             timeout_s=30, what="the tracking error counter",
         )  # fmt: skip

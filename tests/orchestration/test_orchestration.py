@@ -175,7 +175,7 @@ def slow(seconds: float = 3.0) -> float:
 
 
 def _metrics(url: str) -> str:
-    return urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return urllib.request.urlopen(f"{url}/metrics", timeout=bound(10)).read().decode()
 
 
 def test_deadline_tells_late_once_before_the_run_ends(tmp_path: Path):

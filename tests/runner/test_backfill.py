@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.contract import FLOWERD
+from tests.contract import FLOWERD, bound
 from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -407,7 +407,7 @@ def test_ctrl_c_stops_a_backfill_in_the_daemon_and_the_same_command_completes_it
         proc = _start_backfill(base)
         wait_for(lambda: _started(base), what="the first run")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=bound(30))
         assert proc.returncode == 1, err
         assert "not started" in out and "Traceback" not in err
         rows = rows_where(base, trigger="backfill")
@@ -424,7 +424,7 @@ def test_a_daemon_stop_leaves_started_slots_finished_and_the_rest_untouched(tmp_
         proc = _start_backfill(base)
         wait_for(lambda: _started(base), what="the first run")
         assert served.stop() == 0
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=bound(30))
         assert proc.returncode == 1 and "Traceback" not in err
     rows = rows_where(base, trigger="backfill")
     assert 1 <= len(rows) < 6 and {r.status for r in rows} <= {"success", "cancelled"}
@@ -438,7 +438,7 @@ def test_ctrl_c_stops_a_backfill_in_this_process(tmp_path: Path):
     proc = _start_backfill(base)
     wait_for(lambda: _started(base), what="the first run")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=bound(30))
     assert proc.returncode == 1 and "Traceback" not in err, err
     rows = rows_where(base, trigger="backfill")
     assert 1 <= len(rows) < 6 and {r.status for r in rows} == {"success"}

@@ -15,7 +15,7 @@ import pytest
 
 from daemon.errors import ScheduleError
 from daemon.schedule import Schedule, load_schedules, parse_cron, validate_schedule_dir
-from tests.contract import flowerd
+from tests.contract import bound, flowerd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -615,7 +615,7 @@ def test_schedules_does_not_import_hamilton(tmp_path):
         "print('hamilton' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=bound(30)
     )
     assert done.stderr.strip().splitlines()[-1] == "False False"
     assert json.loads(done.stdout)[0]["id"] == "a"

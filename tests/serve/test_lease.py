@@ -18,7 +18,7 @@ import pytest
 
 from daemon.history import History
 from tests import pg
-from tests.contract import flowerd, sized
+from tests.contract import bound, flowerd, sized
 from tests.serve import Served, make_project, wait_for
 
 pytestmark = [pg.needs_postgres, pytest.mark.timeout(600)]
@@ -327,12 +327,12 @@ def _live_lease(url: str):
     held = threading.Event()
     thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
     thread.start()
-    assert held.wait(timeout=30), "the bystander lease was not taken"
+    assert held.wait(timeout=bound(30)), "the bystander lease was not taken"
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=30)
+        thread.join(timeout=bound(30))
 
 
 def _history_down(served: Served) -> dict:

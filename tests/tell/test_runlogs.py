@@ -20,7 +20,7 @@ from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner.runner import Runner
 from daemon.settings import sqlite_url
 from daemon.tell.runlogs import LINE_OVERHEAD_BYTES, RunLog, RunLogs
-from tests.contract import FLOWERD
+from tests.contract import FLOWERD, bound
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -276,7 +276,7 @@ def test_serve_keeps_run_lines_out_of_its_log_and_follow_streams(tmp_path: Path)
         row = wait_for(lambda: rows_where(base, status="running"), what="a running run")[0]
         follow = subprocess.run(
             [FLOWERD, "--base-dir", str(base), "runs", "logs", str(row.id), "--follow"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=bound(60),
         )  # fmt: skip
         ended = rows_where(base, id=row.id)[0]
         assert ended.status == "success"
