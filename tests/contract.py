@@ -3,6 +3,8 @@ object carries, and the real `flowerd` console script to drive it with."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import io
 import logging
@@ -82,6 +84,13 @@ def flowerd_here(base: Path, *args: str, env: dict | None = None) -> subprocess.
     makes hundreds of such calls. Never for `serve`, nor `run --json` (which points file
     descriptor 1 at stderr while the pipeline runs: here, that is pytest's own)."""
     assert "serve" not in args and not ("run" in args and "--json" in args), args
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # an async test: the command runs its own event loop, so in a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(flowerd_here, base, *args, env=env).result()
     from daemon.cli import main
 
     argv = ["flowerd", "--base-dir", str(base), *args]

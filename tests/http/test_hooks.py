@@ -18,7 +18,7 @@ import pytest
 from daemon.incoming.webhooks import MAX_BODY_BYTES, sign
 from tests import pg
 from tests.contract import bound
-from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
+from tests.serve import Served, cli_here, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -136,7 +136,7 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
     assert sorted(r.id for r in rows) == sorted([first, gh["run_id"], *ids])  # one row each
     assert {r.status for r in rows} == {"success"}
     assert SECRET not in served.log
-    listed = cli(base, "runs", "--trigger", "webhook", "--json")
+    listed = cli_here(base, "runs", "--trigger", "webhook", "--json")
     assert listed.returncode == 0, listed.stderr
     shown = {run["id"]: run for run in json.loads(listed.stdout)}
     assert sorted(shown) == sorted(r.id for r in rows)
@@ -207,10 +207,10 @@ def test_serve_refuses_a_secret_it_cannot_read_and_validate_does_not_read_it(tmp
         "FLOWERD_TEST_HOOK_SECRET is not set"
     ) in served.log
     assert "Traceback" not in served.log
-    assert cli(base, "validate").returncode == 0  # the secret is serve's to read
+    assert cli_here(base, "validate").returncode == 0  # the secret is serve's to read
 
     (base / "flowerd.toml").write_text('http = "off"\n')
-    checked = cli(base, "validate")
+    checked = cli_here(base, "validate")
     assert checked.returncode == 1
     assert (
         "schedules/test.toml: [deploy] field 'on_webhook': webhooks need the HTTP server, "

@@ -17,7 +17,7 @@ from daemon.errors import SettingsError
 from daemon.settings import load_settings
 from tests.contract import bound
 from tests.observe.hamilton_ui import USER, HamiltonUI, free_port
-from tests.serve import Served, cli, make_project, runs, wait_for
+from tests.serve import Served, cli, cli_here, make_project, runs, wait_for
 
 SCHEDULES = """
 [greet]
@@ -93,16 +93,16 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
     for row in after:
         assert row.status == "success" and not row.links
         assert row.lateness_s < 1.0, row  # on time: the UI's absence holds no run up
-    logged = cli(base, "runs", "logs", str(after[-1].id)).stdout
+    logged = cli_here(base, "runs", "logs", str(after[-1].id)).stdout
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
 
 
 def _assert_shown(base, http: str, row) -> None:
     """The link in `runs show` (JSON and table), /api/runs/{id} and the run's page."""
     url = row.links["hamilton_ui"]
-    shown = json.loads(cli(base, "runs", "show", str(row.id), "--json").stdout)
+    shown = json.loads(cli_here(base, "runs", "show", str(row.id), "--json").stdout)
     assert shown["links"] == {"hamilton_ui": url}
-    assert url in cli(base, "runs", "show", str(row.id)).stdout
+    assert url in cli_here(base, "runs", "show", str(row.id)).stdout
     api = requests.get(f"{http}/api/runs/{row.id}", timeout=bound(30)).json()
     assert api["links"] == shown["links"]
     assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=bound(30)).text
@@ -207,5 +207,5 @@ def test_flowerd_run_json_stays_json_when_the_ui_is_down(tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "success" and record["links"] == {}
-    logged = cli(base, "runs", "logs", str(record["id"])).stdout
+    logged = cli_here(base, "runs", "logs", str(record["id"])).stdout
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
