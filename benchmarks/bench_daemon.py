@@ -167,6 +167,7 @@ def burst(
     lateness = sorted(r.lateness_s * 1000 for r in rows if r.lateness_s is not None)
     return {
         "runs": len(rows),
+        "cpu_pct": (cpu1 - cpu0) / seconds * 100,
         "p50_ms": _pct(lateness, 50),
         "p99_ms": _pct(lateness, 99),
         "cpu_per_run_us": (cpu1 - cpu0) / max(len(rows), 1) * 1e6,
@@ -174,6 +175,89 @@ def burst(
         "once": _slots_once(rows),
         "all_ok": all(r.status == "success" for r in rows),
     }
+
+
+RATE_STEP_US = 20_000  # each schedule of the sustained search fires ~50 times a second
+
+
+def _rate_project(base: Path, rate: int) -> list[int]:
+    """`rate` slots a second, spread over the second: rate/50 async-driver hello_world
+    schedules, each of an interval of 20 ms plus its own few µs (interval slots lie on
+    multiples of the step since the epoch: steps apart by a µs lie at unrelated phases
+    now, so the slots do not come as one burst). `overlap = "allow"`: a slot is never
+    skipped for the run before it. Returns the steps (µs)."""
+    steps = [RATE_STEP_US + i for i in range(max(1, round(rate * RATE_STEP_US / 1e6)))]
+    (base / "schedules").mkdir(parents=True)
+    (base / "pipelines").mkdir()
+    for name in ("hello_world.py", "pipeline_setup.py"):
+        (base / "pipelines" / name).write_text((ROOT / "pipelines" / name).read_text())
+    lines = []
+    for i, step in enumerate(steps):
+        lines += [f"[r{i:04d}]", 'pipeline = "hello_world"', f"interval = {step / 1e6!r}",
+                  'overlap = "allow"', ""]  # fmt: skip
+    (base / "schedules" / "rate.toml").write_text("\n".join(lines))
+    return steps
+
+
+def _rate_step(rate: int, seconds: float, warm_s: float) -> dict:
+    """One step of the search: the rows of the slots due in a window of `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="flowerd-bench-rate-") as tmp:
+        base = Path(tmp)
+        steps = _rate_project(base, rate)
+        proc, _ = _serve(base)
+        try:
+            time.sleep(warm_s)
+            since = int(time.time()) + 1
+            time.sleep(since - time.time())
+            cpu0 = _cpu_s(proc.pid)
+            time.sleep(seconds)
+            cpu1 = _cpu_s(proc.pid)
+            time.sleep(1.5)  # the last slots recorded
+        finally:
+            _stop(proc)
+        rows = _rows(base, since - 0.5)
+    rows = [r for r in rows if since <= r.scheduled_at.timestamp() < since + seconds]
+    begin_us, end_us = since * 1_000_000, int((since + seconds) * 1_000_000)
+    expected = sum(-(-end_us // step) - -(-begin_us // step) for step in steps)
+    keys = {(r.schedule, r.scheduled_at) for r in rows}
+    lateness = sorted(r.lateness_s * 1000 for r in rows if r.lateness_s is not None)
+    return {
+        "rate": round(sum(1e6 / step for step in steps)),
+        "expected": expected,
+        "runs": len(rows),
+        "once": len(keys) == len(rows) == expected,
+        "all_ok": all(r.status == "success" for r in rows),
+        "p50_ms": _pct(lateness, 50),
+        "p99_ms": _pct(lateness, 99),
+        "cpu_pct": (cpu1 - cpu0) / seconds * 100,
+        "cpu_per_run_us": (cpu1 - cpu0) / max(len(rows), 1) * 1e6,
+    }
+
+
+def sustained(
+    start: int, seconds: float, *, most: int = 4000, factor: float = 1.5, warm_s: float = 3
+) -> dict:
+    """The highest rate of interval slots (slots/s) the daemon keeps up with at default
+    settings (`_rate_project`: slots spread over each second, not a burst). The rate
+    grows by `factor` from `start` until a step fails -- a slot without its one row, a
+    run not `success`, or fire lateness p99 over 100 ms -- or `most` is passed. Returns
+    the highest passing step's figures (rate 0: none passed) and the first failing one's."""
+    passed: dict = {"rate": 0}
+    failed: dict = {}
+    k = start
+    while k <= most:
+        step = _rate_step(k, seconds, warm_s)
+        ok = step["once"] and step["all_ok"] and step["p99_ms"] <= 100
+        print(f"   sustained {step['rate']:>5} slots/s: {step['runs']} runs of "
+              f"{step['expected']}, p50 {step['p50_ms']:.1f} p99 {step['p99_ms']:.1f} ms, "
+              f"daemon CPU {step['cpu_pct']:.0f} %, {'pass' if ok else 'FAIL'}",
+              flush=True)  # fmt: skip
+        if not ok:
+            failed = step
+            break
+        passed = step
+        k = int(k * factor)
+    return {"passed": passed, "failed": failed}
 
 
 def first_runs(schedules: int, every_s: int, later: int) -> dict:
@@ -381,7 +465,15 @@ def _figure(name: str, value: float, unit: str, baseline: float | None, goal: st
 
 
 def measure(
-    *, sizes: tuple[int, ...], seconds: float, idle_n: int, rows: int, warm_s: float = 3
+    *,
+    sizes: tuple[int, ...],
+    seconds: float,
+    idle_n: int,
+    rows: int,
+    warm_s: float = 3,
+    sustained_from: int = 200,
+    sustained_most: int = 4000,
+    quick_rate: bool = False,
 ) -> list[dict]:
     sync_us, async_us = raw_hamilton_us()
     timer_p50, timer_p99 = timer_lateness_ms(min(seconds, 5))
@@ -438,6 +530,11 @@ def measure(
             "",
         )  # fmt: skip
     )
+    figures += _rate_figures(
+        sustained(sustained_from, seconds if quick_rate else min(seconds, 10),
+                  most=sustained_most, warm_s=warm_s),
+        timer_p99,
+    )  # fmt: skip
     n = max(sizes[1:] or sizes)
     f = first_runs(n, every_s=2 if seconds < 5 else 5, later=2 if seconds < 5 else 4)
     figures += [
@@ -484,6 +581,41 @@ def measure(
     return figures
 
 
+def _rate_figures(rate: dict, timer_p99: float) -> list[dict]:
+    best, over = rate["passed"], rate["failed"]
+    return [
+        _figure("sustained: highest rate, p99 <= 100 ms, all once", best["rate"], "slots/s",
+                None, ">= 1000"),
+        _figure("sustained: lateness p99 at that rate", best.get("p99_ms", 0.0), "ms",
+                timer_p99, "<= 100"),
+        _figure("sustained: daemon CPU at that rate", best.get("cpu_pct", 0.0), "%", None, ""),
+        _figure("sustained: CPU per run at that rate", best.get("cpu_per_run_us", 0.0), "us",
+                None, ""),
+        _figure("sustained: next step (failed): p99", over.get("p99_ms", 0.0), "ms", None,
+                f"at {over.get('rate', '-')}/s: {over.get('runs', 0)} of "
+                f"{over.get('expected', 0)} runs"),
+    ]  # fmt: skip
+
+
+def measure_hot(*, seconds: float, warm_s: float = 3, rate_from: int = 200) -> list[dict]:
+    """Issue 27's goals 2-4 alone (`--hot`): the burst of 100 at the default limit against
+    the timer, CPU per async run against raw Hamilton, and the sustained rate."""
+    _, async_us = raw_hamilton_us()
+    timer_p50, timer_p99 = timer_lateness_ms(min(seconds, 5))
+    b = burst(100, seconds, warm_s=warm_s)
+    a = burst(100, seconds, mixed=False, warm_s=warm_s)
+    figures = [
+        _figure("burst 100: fire lateness p50", b["p50_ms"], "ms", timer_p50, ""),
+        _figure("burst 100: fire lateness p99", b["p99_ms"], "ms", timer_p99, "<= 10x timer"),
+        _figure("burst 100: every slot once, all success", float(b["once"] and b["all_ok"]),
+                "bool", None, "1"),
+        _figure("burst 100 async: CPU per run", a["cpu_per_run_us"], "us", async_us,
+                "<= 3x raw"),
+    ]  # fmt: skip
+    figures += _rate_figures(sustained(rate_from, min(seconds, 10), warm_s=warm_s), timer_p99)
+    return figures
+
+
 def print_table(figures: list[dict]) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"   load average at the end: {load} ({os.cpu_count()} cores)")
@@ -498,12 +630,19 @@ def print_table(figures: list[dict]) -> None:
 
 
 def main(
-    quick: bool = False, seconds: float | None = None, rows: int | None = None, out=RESULTS
+    quick: bool = False,
+    seconds: float | None = None,
+    rows: int | None = None,
+    out=RESULTS,
+    hot: bool = False,
 ) -> list[dict]:
-    if quick:
+    if hot:
+        figures = measure_hot(seconds=seconds or 10, rate_from=rows or 200)
+    elif quick:
         figures = measure(
-            sizes=(4,), seconds=seconds or 1.5, idle_n=20, rows=rows or 2000, warm_s=1
-        )
+            sizes=(4,), seconds=seconds or 1.5, idle_n=20, rows=rows or 2000, warm_s=1,
+            sustained_from=20, sustained_most=20, quick_rate=True,
+        )  # fmt: skip
     else:
         figures = measure(
             sizes=(1, 100, 500), seconds=seconds or 30, idle_n=1000, rows=rows or 1_000_000
@@ -520,5 +659,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--rows", type=int)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--hot", action="store_true",
+        help="issue 27's goals 2-4 alone: burst 100, CPU per async run, sustained rate "
+        "(--rows: the first rate tried, default 200)",
+    )  # fmt: skip
     args = parser.parse_args()
-    main(args.quick, args.seconds, args.rows, args.out)
+    main(args.quick, args.seconds, args.rows, args.out, args.hot)

@@ -26,6 +26,7 @@ SUITES = [
     "bench_webhooks",
     "bench_scale",
     "bench_daemon",
+    "bench_cli",
     "bench_events",
     "bench_observe",
     "bench_sinks",

@@ -19,10 +19,11 @@ import contextvars
 import io
 import json
 import logging
-import logging.handlers
 import os
 import queue
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
@@ -63,8 +64,24 @@ class RunContextFilter(logging.Filter):
         record.run_id = "-" if run_id is None else run_id
         if revealed.any_revealed():
             record.msg, record.args = revealed.masked(record.getMessage()), None
+            _mask_traces(record)
         record.trace_id = trace_id_var.get()
         return True
+
+
+_trace_formatter = logging.Formatter()
+
+
+def _mask_traces(record: logging.LogRecord) -> None:
+    """The traceback (exc_info) and stack text attached to a record, masked like its
+    message: formatted here into `exc_text`, which every formatter prints instead of
+    formatting exc_info again (an exception's text may hold a secret a run read)."""
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _trace_formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = revealed.masked(record.exc_text)
+    if record.stack_info:
+        record.stack_info = revealed.masked(record.stack_info)
 
 
 class RunScopedLogger(logging.Logger):
@@ -124,9 +141,8 @@ def log_config(
         formatter = JournaldFormatter(_TEXT_FORMAT)
     else:
         formatter = ZonedFormatter("%(asctime)s " + _TEXT_FORMAT, zone=zone)
-    handler: logging.Handler = logging.StreamHandler(stream)
-    if background:
-        handler = _written_behind(handler)
+    handler: logging.Handler
+    handler = _written_behind(stream) if background else logging.StreamHandler(stream)
     setattr(handler, _OURS, True)
     handler.addFilter(RunContextFilter())
     handler.setFormatter(formatter)
@@ -141,49 +157,109 @@ def log_config(
     _quiet_third_parties(number)
 
 
-def _written_behind(writer: logging.StreamHandler) -> logging.Handler:
-    """The daemon's lines go through stdlib's QueueHandler / QueueListener: a line is
-    filtered and formatted where it is logged (the filters read the run's context), and
-    written to stderr by the listener's thread. A write to stderr can block -- journald
-    slow or rate-limiting, a pipe nobody reads -- and the event loop must not wait on it
-    (a pipe that fills would stop every slot). While the writer is stuck, lines queue up
-    to MAX_QUEUED_LINES; past that they are counted, and the count is written once the
-    writer moves again."""
-    lines: queue.Queue = queue.Queue(MAX_QUEUED_LINES)
-    front = _Front(lines)
-    writer.setFormatter(logging.Formatter("%(message)s"))  # formatted by `front` already
-    front.listener = logging.handlers.QueueListener(lines, writer)
-    front.listener.start()
+def _written_behind(stream: TextIO) -> logging.Handler:
+    """The daemon's lines are filtered and formatted where they are logged (the filters
+    read the run's context), and written to `stream` by a thread of their own
+    (`_LineWriter`). A write to stderr can block -- journald slow or rate-limiting, a pipe
+    nobody reads -- and the event loop must not wait on it (a pipe that fills would stop
+    every slot). While the writer is stuck, lines queue up to MAX_QUEUED_LINES; past that
+    they are counted, and the count is written once the writer moves again.
+    (Was stdlib's QueueHandler / QueueListener: a copy of each record, a second format
+    and a Condition per line cost ~40 % of a line; a burst of runs logs two lines each.)"""
+    front = _Front(_LineWriter(stream))
     atexit.register(_stop, front.listener)  # before logging's own shutdown (atexit: LIFO)
     return front
 
 
 MAX_QUEUED_LINES = 10_000
+WRITE_BATCH_LINES = 512
+GATHER_S = 0.01
+_STOP = object()
 
 
-class _Front(logging.handlers.QueueHandler):
-    """Drops (and counts) lines while the queue is full, never blocks the caller."""
+class _LineWriter:
+    """A thread writing the formatted lines handed to it, as many as are waiting in one
+    write (a burst is a few writes, not one per line)."""
 
-    listener: logging.handlers.QueueListener
-    dropped = 0
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.lines: queue.SimpleQueue = queue.SimpleQueue()
+        self.dropped = 0
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="flowerd-log-writer", daemon=True
+        )
+        self._thread.start()
 
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            if self.dropped and self.queue.qsize() < MAX_QUEUED_LINES // 2:
-                note = logging.makeLogRecord(
-                    {"msg": f"flowerd: {self.dropped} log line(s) dropped: stderr was not "
-                     "being read (the history has every run)", "levelno": logging.WARNING}
-                )  # fmt: skip
-                self.queue.put_nowait(note)
-                self.dropped = 0
-            self.queue.put_nowait(record)
-        except queue.Full:
+    def put(self, text: str) -> None:
+        """Never blocks: past MAX_QUEUED_LINES waiting, the line is counted, not kept."""
+        waiting = self.lines.qsize()
+        if waiting >= MAX_QUEUED_LINES:
             self.dropped += 1
+            return
+        if self.dropped and waiting < MAX_QUEUED_LINES // 2:
+            self.lines.put(
+                f"flowerd: {self.dropped} log line(s) dropped: stderr was not being read "
+                "(the history has every run)"
+            )
+            self.dropped = 0
+        self.lines.put(text)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.lines.get()]
+            while len(batch) < WRITE_BATCH_LINES:
+                try:
+                    batch.append(self.lines.get_nowait())
+                except queue.Empty:
+                    break
+            texts = [text for text in batch if text is not _STOP]
+            if texts:
+                self._write("\n".join(texts) + "\n")
+            if len(texts) != len(batch):
+                return
+            # the lines of the next few ms gather meanwhile: a burst's lines wake this
+            # thread (and take the loop's GIL away) a few times, not once per line
+            time.sleep(GATHER_S)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr gone or closed: nobody to tell
+            pass
+
+    def stop(self) -> None:
+        """Write every line handed so far, then end the thread."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self.lines.put(_STOP)
+            thread.join()
 
 
-def _stop(listener: logging.handlers.QueueListener) -> None:
-    if listener._thread is not None:  # noqa: SLF001 - stop() twice fails on its None
-        listener.stop()
+class _Front(logging.Handler):
+    """Formats a line where it is logged and hands the text to the writer's thread."""
+
+    def __init__(self, listener: _LineWriter):
+        super().__init__()
+        self.listener = listener
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: nothing shared
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own rule: a bad line never raises
+            self.handleError(record)
+            return
+        self.listener.put(text)
+
+
+def _stop(listener: _LineWriter) -> None:
+    listener.stop()
 
 
 def stop_background() -> None:
@@ -256,10 +332,19 @@ class ZonedFormatter(logging.Formatter):
         super().__init__(fmt)
         self.zone = ZoneInfo(zone)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        from daemon.durations import shown_iso
+    _second: int | None = None
+    _head = _offset = ""
 
-        return shown_iso(datetime.fromtimestamp(record.created, UTC), self.zone, "milliseconds")
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # the date, time and offset are the same for every line of a second (an offset
+        # changes on whole seconds): made once a second, the record's milliseconds added
+        second = int(record.created)
+        if second != self._second:
+            from daemon.durations import shown_iso
+
+            text = shown_iso(datetime.fromtimestamp(second, UTC), self.zone, "seconds")
+            self._head, self._offset, self._second = text[:19], text[19:], second
+        return f"{self._head}.{int(record.msecs):03d}{self._offset}"
 
 
 class JournaldFormatter(logging.Formatter):
@@ -281,7 +366,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         run_id = getattr(record, "run_id", "-")
-        exc_text = self.formatException(record.exc_info) if record.exc_info else None
+        exc_text = record.exc_text  # formatted (and masked) by RunContextFilter, if so
+        if record.exc_info and not exc_text:
+            exc_text = self.formatException(record.exc_info)
         if record.stack_info:
             exc_text = "\n".join(filter(None, [exc_text, self.formatStack(record.stack_info)]))
         line = json.dumps(

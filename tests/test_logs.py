@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from daemon import logs
+from daemon import logs, revealed
 from daemon.logs import log_config, run_id_var, run_level_var
 
 THIRD_PARTIES = ("apscheduler", "hamilton", "aiosqlite")
@@ -123,6 +123,26 @@ def test_json_lines_parse():
     assert second["exc_info"].endswith("ValueError: bad")
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_traceback_hides_the_secrets_read_like_the_message(monkeypatch, fmt: str):
+    """exc_info and stack text go through the same masking as the message (issue: a
+    pipeline's or notifier's exception text holding a secret value)."""
+    monkeypatch.setattr(revealed, "_values", set())
+    monkeypatch.setenv("FLOWERD_TEST_LOG_SECRET", "s3cr3t-in-a-traceback")
+    assert revealed.reveal("env:FLOWERD_TEST_LOG_SECRET") == "s3cr3t-in-a-traceback"
+    out = io.StringIO()
+    log_config("INFO", fmt, environ={}, stream=out)
+    try:
+        raise ValueError("the service refused s3cr3t-in-a-traceback")
+    except ValueError:
+        log.exception("refused %s", "s3cr3t-in-a-traceback")
+    log.warning("where: s3cr3t-in-a-traceback", stack_info=True)  # the stack shows this line
+    text = out.getvalue()
+    assert "s3cr3t-in-a-traceback" not in text
+    assert "ValueError: the service refused ***" in text.replace("\\n", "\n")
+    assert "refused ***" in text and "Stack (most recent call last)" in text
+
+
 def test_json_under_journald_gets_the_priority_prefix(journal):
     stream, env = journal
     log_config("INFO", "json", environ=env, stream=stream)
@@ -187,3 +207,71 @@ def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="'xml'"):
         log_config("INFO", "xml", environ={})
     assert ours() == []
+
+
+LEAKY = """
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+
+def refused(token: str) -> str:
+    def call_the_service():  # a thread of the pipeline's own: no run context
+        try:
+            raise ConnectionError(f"the service refused token {token}")
+        except ConnectionError:
+            log.exception("a worker thread of the pipeline failed")
+        raise RuntimeError(f"the worker gave up on token {token}")  # threading.excepthook
+
+    worker = threading.Thread(target=call_the_service)
+    worker.start()
+    worker.join()
+    raise ValueError(f"the service refused token {token}")
+"""
+TOKEN = "tok-9f3a-secret-value"
+
+
+def test_a_pipelines_tracebacks_never_show_an_env_input(tmp_path):
+    """A real `flowerd serve` whose pipeline raises (and whose own thread logs a traceback
+    and dies) with an `env:` input's value in the exception text: the daemon's log, `runs
+    logs`, `runs show --json` and the page show `***`, never the value."""
+    from tests.http.test_server import fetch
+    from tests.serve import Served, cli, make_project, rows_where, wait_for
+
+    base = make_project(
+        tmp_path / "p",
+        """
+        [leaky]
+        pipeline = "leaky"
+        interval = "1d"
+        async_driver = false
+        final_vars = ["refused"]
+        inputs = { token = "env:FLOWERD_TEST_TOKEN" }
+        """,
+        leaky=LEAKY,
+    )
+    env = {"FLOWERD_HTTP": "127.0.0.1:0", "FLOWERD_TEST_TOKEN": TOKEN}
+    with Served(base, env=env) as served:
+        url = served.wait_ready()["http"]
+        run_id = served.ask("trigger", schedule="leaky")["run_id"]
+        wait_for(lambda: rows_where(base, id=run_id, status="failed"), what="the failed run")
+        wait_for(lambda: "the worker gave up" in served.log, what="the thread's traceback")
+        page = fetch(f"{url}/runs/{run_id}")[2].decode()
+        assert served.stop() == 0
+    daemon_log = served.log
+    shown = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    logs = cli(base, "runs", "logs", str(run_id)).stdout
+    # the paths were taken: each traceback is there, with the value masked
+    assert "ConnectionError: the service refused token ***" in daemon_log
+    assert "RuntimeError: the worker gave up on token ***" in daemon_log
+    assert shown["error"]["message"] == "the service refused token ***"
+    assert "ValueError: the service refused token ***" in shown["error"]["traceback"]
+    assert "the service refused token ***" in logs and "refused token ***" in page
+    for where, text in {
+        "the daemon's log": daemon_log,
+        "runs show --json": json.dumps(shown),
+        "runs logs": logs,
+        "the page": page,
+    }.items():
+        assert TOKEN not in text, where

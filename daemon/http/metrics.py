@@ -116,6 +116,7 @@ class Metrics:
             registry=r,
         )
         self.last_success: dict[str, float] = {}
+        self._children: dict[tuple, Any] = {}  # see _labelled
         self._daemon: Served | None = None
         self._scraped: list = []
         r.register(_ScrapeTime(self))
@@ -135,11 +136,20 @@ class Metrics:
                 elif event.trigger in EVENT_TRIGGERS:
                     self.event_start.observe(late_s)
             return
-        self.runs.labels(schedule, event.pipeline, event.status).inc()
+        self._labelled(self.runs, schedule, event.pipeline, event.status).inc()
         if event.duration_s is not None:
-            self.duration.labels(schedule).observe(event.duration_s)
+            self._labelled(self.duration, schedule).observe(event.duration_s)
         if event.status == "success" and schedule and event.finished_at:
             self.success_at(schedule, event.finished_at.timestamp())
+
+    def _labelled(self, metric, *labels: str):
+        """`metric.labels(*labels)`, kept: prometheus_client builds and locks for each
+        lookup, and every run's end asks for the same few."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def success_at(self, schedule: str, timestamp_s: float) -> None:
         self.last_success[schedule] = max(timestamp_s, self.last_success.get(schedule, 0.0))

@@ -20,12 +20,23 @@ so its timeouts never pile up in the lane. The SDK's own log lines (where the ru
 found, a missing git repository) are kept out of the daemon's output: flowerd says what
 matters in its words.
 
-Runs executed in a worker process (`isolation = "process"`) are not reported here: the
-tracker needs the graph, which stays in the worker. Needs the `flowerd[observe]` extra.
+Runs executed in a worker process (`isolation = "process"`) are reported the same way,
+from the daemon: the worker sends its node events back (as it does for the timings) and
+the daemon's own copy of the graph stands in for the worker's (tracking.RunTrack.in_worker
+says why the tracker is not in the worker). Their nodes have no result summary (results
+stay in the worker).
+
+A run's end that could not be sent (the UI down or slow then, or the run's reports cut
+short) would leave it RUNNING in the UI for good: the end -- the nodes' updates still
+held and the terminal status -- is sent again in the background, a few times over some
+minutes, for at most a thousand runs at once (daemon.observe.late_ends).
+
+Needs the `flowerd[observe]` extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -41,6 +52,7 @@ from hamilton_sdk.adapters import HamiltonTracker
 from hamilton_sdk.api.clients import HamiltonClient, create_batch
 from hamilton_sdk.tracking.utils import make_json_safe
 
+from daemon.observe.late_ends import LateEnds
 from daemon.observe.listeners import (
     SUCCESS,
     GraphStart,
@@ -50,7 +62,7 @@ from daemon.observe.listeners import (
     RunListener,
     RunStart,
 )
-from daemon.revealed import reveal
+from daemon.revealed import any_revealed, masked, reveal
 
 log = logging.getLogger("daemon.observe")
 logging.getLogger("hamilton_sdk").setLevel(logging.ERROR)  # its "results at ..." lines
@@ -95,17 +107,12 @@ class HamiltonUISink:
         self.down_until = 0.0  # monotonic: the UI did not answer; not asked again until then
         self.down_reason = ""
         self.templates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.in_workers: set[str] = set()  # schedules told not reported (isolation)
+        # runs whose end was not taken, sent again: first after twice the wait on the UI
+        self.ends = LateEnds(self, first_s=2 * timeout_s)
 
     def open_run(self, run: RunStart) -> RunListener | None:
         spec = run.spec
         if spec is not None and getattr(spec, "hamilton_ui", True) is False:
-            return None
-        if spec is not None and getattr(spec, "isolation", "thread") == "process":
-            if spec.id not in self.in_workers:  # said once per schedule
-                self.in_workers.add(spec.id)
-                log.info("schedule %s: runs in worker processes are not reported to the "
-                         "Hamilton UI (its tracker needs the graph)", spec.id)  # fmt: skip
             return None
         return _RunReport(self, run)
 
@@ -130,12 +137,15 @@ class HamiltonUISink:
         return f"{self.url}/dashboard/project/{self.project_id}/runs/{dag_run_id}"
 
     def close(self) -> None:
+        self.ends.stop()
         self.lane.shutdown(wait=True, cancel_futures=False)
         self.session.close()
 
 
 class _RunReport(RunListener):
     """One run's reports. Everything but the waits runs on the sink's lane, in order."""
+
+    wants_graph = True  # a worker's run too (tracking.RunTrack.in_worker)
 
     def __init__(self, sink: HamiltonUISink, run: RunStart):
         self.sink = sink
@@ -146,6 +156,8 @@ class _RunReport(RunListener):
         self.hamilton_run_id: str | None = None
         self.problem: str | None = None  # why the rest of the run is not reported
         self.told = False  # the problem was raised to the seam (said and counted once)
+        self.dag_run_id: int | None = None  # the run in the UI, once registered
+        self.ended = False  # its end was taken by the UI
 
     # -- called by the seam ------------------------------------------------------------
     def run_started(self, run: RunStart) -> None:
@@ -165,10 +177,13 @@ class _RunReport(RunListener):
             self._queue(self._node, "post_node_execute", _POST_NODE, end, hamilton)
 
     def run_ended(self, end: RunEnd) -> None:
-        self._wait(self._queue(self._end, end), "the run's end and its nodes")
+        self._wait(self.sink.lane.submit(self._ending, end), "the run's end and its nodes")
         if self.problem and not self.told:
             self.told = True
-            raise NotReported(self.problem)
+            raise NotReported(self.problem + self._later())
+
+    def _later(self) -> str:
+        return "; its end is sent later" if self.dag_run_id and not self.ended else ""
 
     # -- on the lane -------------------------------------------------------------------
     def _queue(self, call, *args) -> Future:
@@ -185,6 +200,15 @@ class _RunReport(RunListener):
         except Exception as exc:  # noqa: BLE001 - fail open: the run goes on unreported
             self.problem = f"{_what(call)} failed: {self.sink.failed(exc)}"
             self.tracker = None
+
+    def _ending(self, end: RunEnd) -> None:
+        """The run's end, or (not taken: the UI down, slow, or the run's reports cut
+        short) held to be sent again, so that the UI does not show it RUNNING for good."""
+        self._guarded(self._end, end)
+        if self.dag_run_id is not None and not self.ended:
+            self.client.at = end.finished_at
+            status = "SUCCESS" if end.status == SUCCESS else "FAILURE"
+            self.sink.ends.add(self.dag_run_id, self.client, status, self.run.run_id)
 
     def _open(self) -> None:
         if self.sink.down():
@@ -215,10 +239,12 @@ class _RunReport(RunListener):
         else:
             self.tracker.dag_template_id_cache[id(graph)] = template
         self.hamilton_run_id = hamilton["run_id"]
-        keys = ("run_id", "graph", "final_vars", "inputs", "overrides")
-        self.tracker.pre_graph_execute(**{key: hamilton.get(key) for key in keys})
-        dag_run_id = self.tracker.dw_run_ids[self.hamilton_run_id]
-        self.links = {"hamilton_ui": self.sink.run_url(dag_run_id)}
+        keys = ("run_id", "graph", "final_vars", "overrides")
+        self.tracker.pre_graph_execute(
+            **{key: hamilton.get(key) for key in keys}, inputs=_shown(hamilton.get("inputs"))
+        )
+        self.dag_run_id = self.tracker.dw_run_ids[self.hamilton_run_id]
+        self.links = {"hamilton_ui": self.sink.run_url(self.dag_run_id)}
 
     def _node(self, hook: str, keys: tuple[str, ...], at: float, hamilton: dict) -> None:
         if self.hamilton_run_id is None:
@@ -237,6 +263,7 @@ class _RunReport(RunListener):
             error=None,
             results=None,
         )
+        self.ended = True
 
     def _wait(self, future: Future, what: str) -> None:
         try:  # a little inside the seam's own bound, so that this says why
@@ -247,6 +274,7 @@ class _RunReport(RunListener):
             raise NotReported(
                 f"{what}: the Hamilton UI at {self.sink.url} did not answer within "
                 f"tracking_timeout_s ({self.sink.timeout_s:g} s)"
+                f"{'; its end is sent later' if self.dag_run_id else ''}"
             ) from None
 
 
@@ -259,6 +287,7 @@ class _Client(HamiltonClient):
         self.started_at = run.started_at
         self.at: dt.datetime | None = None  # when the hook being fed happened
         self.updates: list[dict] = []
+        self.run_id: int | None = None  # flowerd's, for the lines of an end sent late
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         sink = self.sink
@@ -342,10 +371,30 @@ class _Client(HamiltonClient):
 
     def log_dag_run_end(self, dag_run_id: int, status: str) -> None:
         attributes, updates = create_batch(self.updates, dag_run_id)
-        self.updates = []
         if updates:
-            body = {"attributes": attributes, "task_updates": updates}
-            self._call("PUT", f"/dag_runs_bulk?dag_run_id={dag_run_id}", json=make_json_safe(body))
+            self._bulk(dag_run_id, attributes, updates)
+        self.updates = []  # taken: an end sent again sends only its status
+        self._end(dag_run_id, status)
+
+    def end_again(self, dag_run_id: int, status: str) -> None:
+        """The end once more (daemon.observe.late_ends), after a try that may have been
+        taken in part: the nodes' updates are taken again as they are (the UI updates a
+        node's row), their attributes (result summaries, errors) only once (it refuses
+        a second, 500): those are sent apart, and a refusal let go."""
+        attributes, updates = create_batch(self.updates, dag_run_id)
+        if updates:
+            self._bulk(dag_run_id, [], updates)
+            if attributes:
+                with contextlib.suppress(requests.HTTPError):
+                    self._bulk(dag_run_id, attributes, [])
+        self.updates = []
+        self._end(dag_run_id, status)
+
+    def _bulk(self, dag_run_id: int, attributes: list, updates: list) -> None:
+        body = {"attributes": attributes, "task_updates": updates}
+        self._call("PUT", f"/dag_runs_bulk?dag_run_id={dag_run_id}", json=make_json_safe(body))
+
+    def _end(self, dag_run_id: int, status: str) -> None:
         body = {"run_status": status, "run_end_time": self.at or dt.datetime.now(dt.UTC)}
         self._call("PUT", f"/dag_runs/{dag_run_id}/", json=make_json_safe(body))
 
@@ -357,6 +406,14 @@ def _tags(run: RunStart) -> dict[str, str]:
         "flowerd_trigger": run.trigger,
         "flowerd_run_id": str(run.run_id),
     }
+
+
+def _shown(inputs: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's inputs as the UI shows them: no secret read for them (daemon.revealed)."""
+    if not inputs or not any_revealed():
+        return inputs or {}
+    return {key: masked(value) if isinstance(value, str) else value
+            for key, value in inputs.items()}  # fmt: skip
 
 
 def _modules(graph: Any) -> list[Any]:
@@ -385,4 +442,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, requests.Timeout):
         return "no answer in time"
     return f"{type(exc).__name__}: {exc}"
-

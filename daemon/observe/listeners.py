@@ -14,9 +14,11 @@ Node events come on whatever thread runs the node (the event loop under the asyn
 driver): a listener's node methods must be quick and never block. With `isolation =
 "process"` they are sent back from the worker as they happen and replayed here on the
 event loop, so `hamilton` (the raw hook keyword arguments: `node_`, `kwargs`, `run_id`,
-...) is None; on Dask it is what Hamilton's Dask adapter gives locally. A listener that
-raises is counted in `flowerd_tracking_errors_total{sink}` and said in the run's log; the
-run goes on (fail-open). After `run_ended`, its `trace_id` and `links` go into the run's row.
+...) is None -- unless the listener `wants_graph`: then they are made here from the
+daemon's copy of the graph (no `kwargs`, `result` None, `error` the worker's text); on
+Dask it is what Hamilton's Dask adapter gives locally. A listener that raises is counted
+in `flowerd_tracking_errors_total{sink}` and said in the run's log; the run goes on
+(fail-open). After `run_ended`, its `trace_id` and `links` go into the run's row.
 
 Imports no Hamilton, no SQLAlchemy.
 """
@@ -80,6 +82,7 @@ class RunListener:
 
     trace_id: str | None = None  # 32 hex digits: the run's trace (run JSON `trace_id`)
     links: dict[str, str] | None = None  # run JSON `links`, e.g. {"hamilton_ui": URL}
+    wants_graph = False  # True: feed it the graph and hook keywords of a worker's run too
 
     def run_started(self, run: RunStart) -> None:
         pass

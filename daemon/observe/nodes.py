@@ -43,6 +43,8 @@ class RunNodes:
         self._ended: list[_Ended] = []
         self.omitted = 0
         self._graph: dict[str, Any] | None = None
+        self._tasks: dict[str, tuple[float, float]] = {}  # submitted, not returned
+        self._seen: set[tuple[str, str]] = set()  # (node, task) a hook here saw start
 
     @property
     def listening(self) -> bool:
@@ -62,6 +64,8 @@ class RunNodes:
     def started(self, name: str, task_id: str | None, hamilton: dict | None = None) -> None:
         wall = time.time()
         self._open[(name, task_id)] = (wall, time.perf_counter())
+        if task_id is not None and task_id in self._tasks:
+            self._seen.add((name, task_id))
         if self._tell is not None:
             self._tell.node_started(
                 NodeStart(name=name, started_at=wall, task_id=task_id, hamilton=hamilton)
@@ -76,6 +80,27 @@ class RunNodes:
         else:
             why = f"{type(error).__name__}: {error}"
             self._add(_Ended(name, wall, now - began, FAILED, why, task_id), hamilton)
+
+    # -- tasks of Hamilton's dynamic execution (Parallelizable), from its task hooks ----
+    def task_submitted(self, task_id: str) -> None:
+        self._tasks[task_id] = (time.time(), time.perf_counter())
+
+    def task_returned(self, task_id: str, names: Iterable[str], error: BaseException | None):
+        """Nodes of the task that no hook here saw run it in another process (Hamilton's
+        multiprocessing executor, Dask's workers): they are timed as their task, from its
+        submission to its return; a task that failed fails each (which one raised is not
+        known here)."""
+        wall, began = self._tasks.pop(task_id, (None, 0.0))
+        if wall is None:
+            return
+        for name in names:
+            if (name, task_id) in self._seen:
+                self._seen.discard((name, task_id))
+                continue
+            self._open[(name, task_id)] = (wall, began)
+            if self._tell is not None:
+                self._tell.node_started(NodeStart(name=name, started_at=wall, task_id=task_id))
+            self.ended(name, task_id, error)
 
     def graph_failed(self, upstream: Callable[[dict[str, Any]], Iterable[str]]) -> None:
         """The run failed: the nodes it would have run and never started are `skipped`
@@ -105,7 +130,7 @@ class RunNodes:
     def replay_end(self, node: NodeEnd) -> None:
         self._open.pop((node.name, node.task_id), None)
         fields = (node.name, node.started_at, node.duration_s, node.status, node.error)
-        self._add(_Ended(*fields, node.task_id))
+        self._add(_Ended(*fields, node.task_id), node.hamilton)
 
     # -- at the run's end ------------------------------------------------------------
     def kept(self) -> tuple[list[_Ended], int]:

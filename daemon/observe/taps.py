@@ -69,7 +69,16 @@ class _GraphHooks(lifecycle.BasePreGraphExecute, lifecycle.BasePostGraphExecute)
         return (_instance, (type(self).__name__,))
 
 
-class SyncTap(_GraphHooks, lifecycle.BasePreNodeExecute, lifecycle.BasePostNodeExecute):
+class SyncTap(
+    _GraphHooks,
+    lifecycle.BasePreNodeExecute,
+    lifecycle.BasePostNodeExecute,
+    lifecycle.BasePreTaskSubmission,
+    lifecycle.BasePostTaskReturn,
+):
+    """Node hooks, and (dynamic execution only) task hooks: a task's nodes that ran in
+    another process, where no run is recorded, are timed as their task here."""
+
     def pre_node_execute(self, *, run_id: str, node_, kwargs, task_id=None) -> None:
         nodes = _run(run_id)
         if nodes is not None:
@@ -84,6 +93,16 @@ class SyncTap(_GraphHooks, lifecycle.BasePreNodeExecute, lifecycle.BasePostNodeE
         if nodes is not None:
             hook = _hook(nodes, run_id=run_id, node_=node_, error=error, task_id=task_id, **more)
             nodes.ended(node_.name, task_id, error, hook)
+
+    def pre_task_submission(self, *, run_id: str, task_id: str, **_: Any) -> None:
+        nodes = _run(run_id)
+        if nodes is not None:
+            nodes.task_submitted(task_id)
+
+    def post_task_return(self, *, run_id: str, task_id: str, nodes, error, **_: Any) -> None:
+        run = _run(run_id)
+        if run is not None:
+            run.task_returned(task_id, [node_.name for node_ in nodes], error)
 
 
 class AsyncTap(_GraphHooks):
@@ -178,7 +197,12 @@ class _Forward:
         self._send = send
 
     def graph_started(self, graph) -> None:
-        pass
+        """Hamilton's run id and final vars (plain names): the daemon joins them to its
+        own copy of the graph to report the run (`RunTrack.in_worker`)."""
+        hamilton = graph.hamilton
+        final_vars = [v if isinstance(v, str) else getattr(v, "__name__", str(v))
+                      for v in hamilton.get("final_vars") or ()]  # fmt: skip
+        self._send(("node", ("graph", {"run_id": hamilton["run_id"], "final_vars": final_vars})))
 
     def node_started(self, node: NodeStart) -> None:
         self._send(("node", ("start", _fields(node))))

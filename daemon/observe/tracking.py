@@ -23,13 +23,26 @@ from typing import Any
 
 from daemon import logs
 from daemon.observe import taps
-from daemon.observe.listeners import NodeEnd, NodeStart, RunEnd, RunListener, RunStart, Sink
+from daemon.observe.listeners import (
+    SKIPPED,
+    NodeEnd,
+    NodeStart,
+    RunEnd,
+    RunListener,
+    RunStart,
+    Sink,
+)
 from daemon.observe.nodes import RunNodes, events, rows
 
 log = logging.getLogger("daemon.observe")
 
 DEFAULT_TIMEOUT_S = 5.0
 TRACKING_THREADS = 32
+
+
+class NodeFailed(Exception):
+    """A node that failed in a worker process, as its listeners here are told: the
+    worker's "Type: message" (its exception stays there)."""
 
 
 class Tracking:
@@ -134,6 +147,8 @@ class RunTrack:
         self._token = taps.current.set(self.nodes)
         self.trace_id = next((lis.trace_id for _, lis in listeners if lis.trace_id), None)
         self._trace_token = logs.trace_id_var.set(self.trace_id) if self.trace_id else None
+        self._describe: Callable[[], dict[str, Any]] | None = None  # a worker's run: its graph
+        self._graph: Any = None
 
     def each(self, method: str, event: Any) -> None:
         for name, listener in list(self.listeners):
@@ -147,13 +162,56 @@ class RunTrack:
         if self.listeners:
             await self._bounded("run_started", self.run)
 
+    def in_worker(self, describe: Callable[[], dict[str, Any]]) -> Callable[[tuple], None]:
+        """The relay of a run that a worker process carries out (`isolation = "process"`).
+
+        A listener that drives a Hamilton adapter (the Hamilton UI's tracker) is fed here,
+        in the daemon, not in the worker: the worker sends plain node events back anyway
+        (timings, OTel), the daemon has the same graph built (`describe`: {graph, inputs},
+        asked once a run, only when such a listener listens), and so the tracker keeps one
+        home -- its bounded lane, fail-open counting and logging, the run's `links`, and
+        its end reported whatever became of the worker (killed at a timeout, died) --
+        with no secret (the UI's api_key) in the worker. What the worker's results would
+        add (each node's result summary) stays there: results do not cross back."""
+        self._describe = describe
+        return self.relay
+
     def relay(self, payload: tuple) -> None:
         """A node event sent back by the worker process running this run."""
         kind, fields = payload
-        if kind == "start":
+        if kind == "graph":
+            self._replay_graph(fields)
+        elif kind == "start":
+            fields["hamilton"] = self._hook(fields)
             self.nodes.replay_start(NodeStart(**fields))
         else:
+            fields["hamilton"] = self._hook(fields) if fields["status"] != SKIPPED else None
             self.nodes.replay_end(NodeEnd(**fields))
+
+    def _replay_graph(self, fields: dict[str, Any]) -> None:
+        if self._describe is None or not any(lis.wants_graph for _, lis in self.listeners):
+            return
+        try:  # a dict lookup for a kept driver (the runner described it for slot inputs)
+            described = self._describe()
+        except Exception as exc:  # noqa: BLE001 - the run's own failure, if any, is its own
+            for name, listener in self.listeners:
+                if listener.wants_graph:
+                    self._tracking.failed(name, self.run.run_id, "its graph", exc)
+            return
+        self._graph = described["graph"]
+        self.nodes.graph_started({**fields, "overrides": None, **described})
+
+    def _hook(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """The hook keywords of a worker's node event, this process's node in them."""
+        node_ = self._graph.nodes.get(fields["name"]) if self._graph is not None else None
+        if node_ is None:
+            return None
+        hook = {"run_id": self.nodes.hamilton_run_id, "node_": node_, "kwargs": {},
+                "task_id": fields["task_id"]}  # fmt: skip
+        if "status" in fields:  # an end: the error as its text (the worker's exception)
+            error = fields["error"]
+            hook.update(error=NodeFailed(error) if error else None, result=None)
+        return hook
 
     async def ended(self, status: str, error: Any, finished_at) -> dict[str, Any]:
         """The run's end, told to every listener before its row is final; the row's

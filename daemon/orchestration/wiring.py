@@ -85,7 +85,7 @@ class Across:
             spawn=runner.spawn,
         )
         self.upstream = Upstream(
-            schedules=lambda: daemon.scheduler.schedules,
+            schedules=lambda: daemon.scheduler.downstream,  # only those with `after` count
             fire=self._on_upstream,
             paused=lambda: daemon.paused,
             refresh=self._newest_successes,

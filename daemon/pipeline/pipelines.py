@@ -125,6 +125,15 @@ class Pipelines:
         mode = "sync" if cfg.async_driver is False else "async"
         return self._drivers.inputs_among(self._plans.plan(name, no_reload(cfg), mode), names)
 
+    def graph(self, name: str, cfg: RunConfig) -> Any:
+        """The Hamilton graph a run with `cfg` executes, as this process built it (a kept
+        driver's, for a plan with an exact key: no build): to report the nodes of a run
+        that a worker process carried out (daemon.observe's Hamilton UI sink)."""
+        mode = "sync" if cfg.async_driver is False else "async"
+        plan = self._plans.plan(name, no_reload(cfg), mode)
+        built = self._drivers.built.get(plan.key()) if plan.cacheable else None
+        return (built or self._drivers.describe(plan)).driver.graph
+
     def execute_sync(self, name: str, cfg: RunConfig, attempts: Attempts) -> dict[str, Any]:
         """One run with the sync driver, counting its attempts in `attempts` (the
         runner's and the workers' entry)."""

@@ -15,6 +15,7 @@ import contextvars
 import logging
 import reprlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +58,7 @@ class RunTrack(Protocol):
     """One run's tracking (daemon.observe.tracking.RunTrack): node timings and sinks."""
 
     async def started(self) -> None: ...
-    def relay(self, payload: tuple) -> None: ...
+    def in_worker(self, describe: Callable[[], dict]) -> Callable[[tuple], None]: ...
     async def finish(self, status: str, error, finished_at: datetime) -> tuple[dict, bool]: ...
 
 
@@ -204,10 +205,15 @@ class Execution:
             )
         memory_limit = active.spec.memory_limit_bytes if active.spec else None
         reveal_inputs(cfg.inputs or {})  # the worker reads them; its lines are masked here
+        on_node = None
+        if active.track is not None:  # its graph as built here (the inputs unread: no secret)
+            on_node = active.track.in_worker(
+                lambda: {"graph": self.pm.graph(pipeline, cfg), "inputs": dict(cfg.inputs or {})}
+            )
         try:
             return await self.workers.run(
                 pipeline, cfg, active.attempts, memory_limit_bytes=memory_limit,
-                timeout_s=timeout_s, on_node=active.track.relay if active.track else None,
+                timeout_s=timeout_s, on_node=on_node,
             )  # fmt: skip
         except TimeoutError:
             raise _TimedOut() from None

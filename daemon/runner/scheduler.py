@@ -51,6 +51,7 @@ class Scheduler:
     def __init__(self, on_slot: OnSlot):
         self._on_slot = on_slot
         self._schedules: dict[str, Schedule] = {}
+        self._after: dict[str, Schedule] = {}  # those with `after`: asked on every success
         self._aps = AsyncIOScheduler(
             executors={"default": _SlotExecutor(self._fire)},
             job_defaults={"coalesce": False, "max_instances": 1, "misfire_grace_time": None},
@@ -82,6 +83,10 @@ class Scheduler:
     # -- schedules ------------------------------------------------------------------
     def add(self, schedule: Schedule, *, paused: bool = False, since: datetime | None = None):
         self._schedules[schedule.id] = schedule
+        if schedule.after:
+            self._after[schedule.id] = schedule
+        else:
+            self._after.pop(schedule.id, None)
         # `after`: fired by daemon.orchestration.upstream; events by daemon.incoming
         if not schedule.enabled or not schedule.has_clock:
             return
@@ -102,6 +107,7 @@ class Scheduler:
 
     def remove(self, schedule_id: str) -> None:
         self._schedules.pop(schedule_id, None)
+        self._after.pop(schedule_id, None)
         try:
             self._aps.remove_job(schedule_id)
         except JobLookupError:
@@ -124,6 +130,12 @@ class Scheduler:
     @property
     def schedules(self) -> dict[str, Schedule]:
         return dict(self._schedules)
+
+    @property
+    def downstream(self) -> dict[str, Schedule]:
+        """The schedules with `after` (daemon.orchestration.upstream asks on every run's
+        success: a copy of all of them each time was O(schedules) per run)."""
+        return dict(self._after)
 
     def health(self) -> str:
         """ "ok" while APScheduler fires; a sentence when it does not."""

@@ -265,8 +265,9 @@ class _Stream:
 
     def write(self, text: str) -> int:
         run = current()
-        if run is None:
-            return self._inner.write(text)
+        if run is None:  # a thread's traceback (threading.excepthook) hides secrets too
+            self._inner.write(masked(text))
+            return len(text)
         run.write(self._name, text)
         if self._echo is not None:
             with contextlib.suppress(Exception):
@@ -366,6 +367,8 @@ class RunLogs:
         self.recent: dict[int, list[dict]] = {}
         self.failed_writes = 0
         self._writes: set[asyncio.Future] = set()
+        self._gathered: list[dict] = []  # lines for the next write (see _write)
+        self._gathering = False
         self._flusher: asyncio.Task | None = None
         self._started = False
 
@@ -390,6 +393,7 @@ class RunLogs:
             await asyncio.gather(self._flusher, return_exceptions=True)
         for run_id in list(self.mine):
             self.end(run_id)
+        self._write_gathered()
         uninstall()
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=CLOSE_WAIT_S)
@@ -447,6 +451,17 @@ class RunLogs:
         self._write(lines)
 
     def _write(self, lines: list[dict]) -> None:
+        """Gathered until the loop's next turn: the runs ending together (a burst) hand
+        their lines to the writer as one write, not one write (and future) each."""
+        if not lines:
+            return
+        self._gathered.extend(lines)
+        if not self._gathering:
+            self._gathering = True
+            asyncio.get_running_loop().call_soon(self._write_gathered)
+
+    def _write_gathered(self) -> None:
+        lines, self._gathered, self._gathering = self._gathered, [], False
         if not lines:
             return
         try:

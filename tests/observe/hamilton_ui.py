@@ -93,6 +93,10 @@ class HamiltonUI:
         """Stopped, not gone: the kernel still takes its connections, nothing answers."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
 
+    def resume(self) -> None:
+        """A hung one answers again (what it was sent meanwhile, first)."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """The server and anything it started, whole (its own process group)."""
         if self.proc is None or self.proc.poll() is not None:

@@ -1,7 +1,9 @@
 """The Hamilton UI sink against a real `hamilton ui` (SQLite) and a real `flowerd serve`:
 scheduled runs appear in the project with flowerd's tags and their nodes, under both
-drivers, and the run's `links` open them; then the UI is stopped and the runs still
-succeed on time, their logs say what was not reported, the counter moves."""
+drivers and in a worker process (`isolation = "process"`), and the run's `links` open
+them; then the UI is stopped and the runs still succeed on time, their logs say what was
+not reported, the counter moves. A run whose end the UI did not take in time (hung then)
+shows its terminal state there once the UI answers again."""
 
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ pipeline = "hello_world"
 interval = 1
 final_vars = ["full_greeting"]
 async_driver = false
+misfire_grace = 30
+
+[greet_proc]
+pipeline = "hello_world"
+interval = 1
+final_vars = ["full_greeting"]
+isolation = "process"
 misfire_grace = 30
 
 [quiet]
@@ -70,7 +79,7 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
             http = served.wait_ready()["http"]
             rows = {
                 name: wait_for(lambda n=name: _linked(base, n), what=f"a linked run of {name}")
-                for name in ("greet", "greet_sync")
+                for name in ("greet", "greet_sync", "greet_proc")
             }
             for row in rows.values():
                 _assert_in_ui(ui, row)
@@ -97,6 +106,104 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
 
 
+GATED = """
+import time
+from pathlib import Path
+
+
+def gate(gate_file: str) -> str:
+    deadline = time.monotonic() + 120
+    while not Path(gate_file).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "opened"
+
+
+def after(gate: str) -> str:
+    return gate + "!"
+
+
+def broken(after: str, fail: bool = False) -> str:
+    if fail:
+        raise ValueError("broken on purpose")
+    return after
+"""
+
+
+def _ui_run(ui: HamiltonUI, schedule: str):
+    found = [r for r in ui.runs() if (r.get("tags") or {}).get("flowerd_schedule") == schedule]
+    return found[0] if found else None
+
+
+def _ended_in_ui(ui: HamiltonUI, schedule: str, nodes: int):
+    """The schedule's UI run once it ended there with `nodes` nodes ended (a request the
+    daemon gave up waiting for may still land after a later one)."""
+    found = _ui_run(ui, schedule)
+    if found is None:
+        return None
+    return _done(ui.get(f"/dag_runs/{found['id']}?attr=error")[0], nodes)
+
+
+def _done(dag_run: dict, nodes: int):
+    ended = [n for n in dag_run["node_runs"] if n["status"] != "RUNNING"]
+    return dag_run if dag_run["run_status"] != "RUNNING" and len(ended) == nodes else None
+
+
+@pytest.mark.slow  # a UI of its own: ~15 s idle, a minute at load 20 (make soak runs it)
+def test_a_process_run_whose_end_the_ui_missed_ends_there_later(tmp_path):
+    """A process run registered in the UI; the UI hangs (SIGSTOP) before the run ends: the
+    run ends on time, its log says its end is sent later; the UI answers again and shows
+    the run SUCCESS with its nodes, not RUNNING for good. (First, a process run whose node
+    raises shows FAILURE there, the node's error in it.)"""
+    gate_file = tmp_path / "open"
+    schedules = "".join(
+        f'[{name}]\npipeline = "gated"\ncron = "0 0 1 1 *"\nisolation = "process"\n'
+        f'async_driver = false\nfinal_vars = ["{final}"]\n'
+        f'inputs = {{ gate_file = "{gate}", fail = {fail} }}\n'
+        for name, final, gate, fail in (
+            ("gated", "after", gate_file, "false"),
+            ("broken", "broken", tmp_path, "true"),  # open from the start
+        )
+    )
+    base = make_project(tmp_path / "project", schedules, gated=GATED)
+    with HamiltonUI(tmp_path / "ui") as ui:
+        ui.make_project()
+        (base / "flowerd.toml").write_text('http = "off"\n' + _settings(ui, timeout_s=1))
+        with Served(base) as served:
+            served.wait_ready()
+            assert cli(base, "trigger", "broken").returncode == 0
+            failed = wait_for(lambda: _ended_in_ui(ui, "broken", 3), what="the failed run")
+            assert cli(base, "trigger", "gated").returncode == 0
+            dag_run = wait_for(lambda: _ui_run(ui, "gated"), what="the run in the UI")
+            assert dag_run["run_status"] == "RUNNING"
+            ui.hang()
+            gate_file.touch()
+            row = wait_for(lambda: [r for r in runs(base, schedule="gated")
+                                    if r.started_at and r.finished_at],
+                           what="the run's end")[0]  # fmt: skip
+            ui.resume()
+            assert row.status == "success" and row.links, row
+            ended = wait_for(lambda: _ended_in_ui(ui, "gated", 2), timeout_s=30,
+                             what="the run's end in the UI")  # fmt: skip
+            assert served.stop() == 0
+    assert ended["run_status"] == "SUCCESS", ended
+    nodes = {node["node_name"]: node["status"] for node in ended["node_runs"]}
+    assert nodes == {"gate": "SUCCESS", "after": "SUCCESS"}, nodes
+    logged = cli(base, "runs", "logs", str(row.id)).stdout
+    assert "not reported to hamilton_ui" in logged and "its end is sent later" in logged, logged
+    assert "was taken by the Hamilton UI on a later try" in served.log_path.read_text()
+    _assert_failed_in_ui(failed)
+
+
+def _assert_failed_in_ui(dag_run: dict) -> None:
+    """A process run whose node raised: FAILURE, the node FAILURE with the worker's error."""
+    assert dag_run["run_status"] == "FAILURE", dag_run
+    nodes = {node["node_name"]: node for node in dag_run["node_runs"]}
+    assert nodes.get("broken", {}).get("status") == "FAILURE", dag_run
+    assert nodes["gate"]["status"] == nodes["after"]["status"] == "SUCCESS", nodes
+    said = json.dumps(nodes["broken"]["attributes"])
+    assert "ValueError: broken on purpose" in said, said
+
+
 def _assert_shown(base, http: str, row) -> None:
     """The link in `runs show` (JSON and table), /api/runs/{id} and the run's page."""
     url = row.links["hamilton_ui"]
@@ -112,7 +219,9 @@ def _assert_in_ui(ui: HamiltonUI, row) -> None:
     url = row.links["hamilton_ui"]
     prefix = f"{ui.url}/dashboard/project/{ui.project_id}/runs/"
     assert url.startswith(prefix), url
-    dag_run = ui.get(f"/dag_runs/{url.removeprefix(prefix)}")[0]
+    dag_run = wait_for(  # its end may have been taken later (the UI slow then)
+        lambda: _done(ui.get(f"/dag_runs/{url.removeprefix(prefix)}")[0], 2), what="its end"
+    )
     assert dag_run["tags"] == {
         "flowerd_schedule": row.schedule,
         "flowerd_slot": row.scheduled_at.isoformat(),

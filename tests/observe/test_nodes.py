@@ -73,3 +73,61 @@ def test_a_node_still_running_when_the_run_ends_is_skipped_with_its_time():
     nodes.started("slow", None)
     (node,), omitted = nodes.kept()
     assert node.status == SKIPPED and node.started_at is not None and omitted == 0
+
+
+FANOUT = """
+import time
+
+from hamilton.htypes import Collect, Parallelizable
+
+
+def item(n: int = 3) -> Parallelizable[int]:
+    yield from range(1, n + 1)
+
+
+def squared(item: int) -> int:
+    time.sleep(0.05)
+    return item * item
+
+
+def total(squared: Collect[int]) -> int:
+    return sum(squared)
+"""
+
+
+class _Heard:
+    def __init__(self):
+        self.ended = []
+
+    def graph_started(self, graph) -> None:
+        pass
+
+    def node_started(self, node) -> None:
+        pass
+
+    def node_ended(self, node) -> None:
+        self.ended.append(node)
+
+
+@pytest.mark.parametrize("executor", ["multiprocessing", "threadpool"])
+def test_nodes_of_tasks_run_by_another_process_are_timed_as_their_task(tmp_path, executor):
+    """Hamilton's multiprocessing executor runs a Parallelizable block's nodes in its own
+    processes, where no run is recorded: each is timed as its task (submission to
+    return) and told to the listeners (node spans); a thread pool's are timed as they
+    run, once."""
+    from daemon.observe import taps
+    from daemon.pipeline import Attempts, Pipelines, RunConfig
+
+    make_project(tmp_path, "", fanout_sq=FANOUT)
+    pm = Pipelines(tmp_path, node_hooks=taps.HOOKS)
+    heard = _Heard()
+    nodes = RunNodes(heard)
+    cfg = RunConfig(async_driver=False, final_vars=["total"],
+                    executor={"type": executor, "max_workers": 2})  # fmt: skip
+    with taps.recording(nodes):
+        assert pm.execute_sync("fanout_sq", cfg, Attempts()) == {"total": 14}
+    kept, _ = nodes.kept()
+    squared = [n for n in kept if n.name == "squared"]
+    assert len(squared) == 3 and len({n.task_id for n in squared}) == 3, kept
+    assert all(n.status == SUCCESS and n.duration_s >= 0.045 for n in squared), squared
+    assert sorted(n.name for n in heard.ended) == ["item", "squared", "squared", "squared", "total"]

@@ -189,23 +189,32 @@ def _stop_all(daemons: list[Served]) -> None:
         assert served.stop() == 0, served.log
 
 
-def _kill_one_running(url: str, daemons: list[Served]) -> tuple[Served, str, set[int], float]:
-    """kill -9 a daemon that has a run going; its instance id, its running run ids and
-    the kill time."""
+def _kill_one_running(url: str, daemons: list[Served]) -> tuple[Served, str, datetime]:
+    """kill -9 a daemon whose `long` run (2.5 s) started under a second ago, so that run is
+    still going when the kill lands; its instance id and the kill's wall time."""
     by_id = {_instance(d): d for d in daemons}
 
-    def running() -> dict:
-        going: dict[str, set[int]] = {}
+    def young_long_run() -> str | None:
+        now = datetime.now(UTC)
         for row in _rows(url):
-            if row.status == "running" and row.instance_id in by_id:
-                going.setdefault(row.instance_id, set()).add(row.id)
-        return going
+            if row.status == "running" and row.schedule == "long" and row.instance_id in by_id:
+                if now - row.started_at < timedelta(seconds=1):
+                    return row.instance_id
+        return None
 
-    going = wait_for(running, timeout_s=30, interval_s=0.2, what="a daemon with a run going")
-    victim_id, run_ids = next(iter(going.items()))
+    victim_id = wait_for(young_long_run, timeout_s=30, interval_s=0.2, what="a run going")
     victim = by_id[victim_id]
+    killed_at = datetime.now(UTC)
     victim.kill()
-    return victim, victim_id, run_ids, time.monotonic()
+    return victim, victim_id, killed_at
+
+
+def _left_by(url: str, instance: str) -> dict[int, str]:
+    """The rows a killed daemon left: queued or running (or already reaped) after the
+    kill -- only a reap can end them. A row seen `running` before the kill may have
+    ended before it landed: it is no row left behind (the old trial waited on one)."""
+    left = ("queued", "running", "crashed")
+    return {r.id: r.status for r in _rows(url) if r.instance_id == instance and r.status in left}
 
 
 # two daemons share the slots in make test; three (the same checks) in make soak
@@ -224,14 +233,19 @@ def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, cou
         _pause_and_reload_reach_the_others(daemons)
         time.sleep(TRIAL_S * 0.3)
 
-        victim, victim_instance, run_ids, killed_at = _kill_one_running(pg_url, daemons)
-
-        def reaped() -> bool:
-            rows = {r.id: r for r in _rows(pg_url)}
-            return all(rows[i].status == "crashed" for i in run_ids)
-
-        wait_for(reaped, timeout_s=LEASE_S * 3, interval_s=0.1, what="the dead daemon's runs")
-        failover_s = time.monotonic() - killed_at
+        victim, victim_instance, killed_at = _kill_one_running(pg_url, daemons)
+        run_ids = set(_left_by(pg_url, victim_instance))
+        assert run_ids, "the killed daemon left no run going: nothing to fail over"
+        wait_for(
+            lambda: set(_left_by(pg_url, victim_instance).values()) == {"crashed"},
+            timeout_s=LEASE_S * 3,
+            interval_s=0.1,
+            what="the dead daemon's runs",
+        )
+        # the reap's own time (the database's now(), this host's clock), not when a poll
+        # of this test -- slow on a loaded machine -- happened to see it
+        reaped_at = max(r.finished_at for r in _rows(pg_url) if r.id in run_ids)
+        failover_s = (reaped_at - killed_at).total_seconds()
         print(
             f"\n{count} daemons: run(s) {sorted(run_ids)} crashed {failover_s:.2f} s after kill -9"
         )

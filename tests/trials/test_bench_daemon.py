@@ -34,6 +34,22 @@ def test_one_burst_of_the_bench_runs_every_slot_once():
     assert set(figure) == KEYS and isinstance(figure["value"], int | float)
 
 
+def test_one_step_of_the_sustained_rate_search_keeps_every_slot_once():
+    """The sustained-rate search (issue 27 goal 4) sized down to one step: one schedule of
+    a 20 ms interval, 50 slots a second for 2 s; the step is reported with its rows
+    counted and checked (~8 s idle). Whether it passes its p99 is timing, not asserted."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_daemon
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    rate = bench_daemon.sustained(50, 2, most=50, warm_s=1)
+    step = rate["failed"] or rate["passed"]
+    assert step["rate"] == 50 and step["expected"] == 100, rate
+    assert step["once"] and step["all_ok"] and step["runs"] == 100, rate
+    assert rate["passed"]["rate"] in (0, 50)
+
+
 @pytest.mark.slow  # ~45 s idle, eight daemons: sized down above; `make soak` runs it
 def test_bench_daemon_quick_mode_writes_well_formed_results(tmp_path):
     out = tmp_path / "results.json"
