@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract import sized
+from tests.contract import bound, sized
 from tests.serve import Served, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -130,5 +130,5 @@ def test_a_stderr_nobody_reads_never_stops_the_slots(tmp_path: Path):
         assert proc.poll() is None
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.wait(timeout=bound(30))
         proc.stderr.close()
