@@ -9,6 +9,8 @@ import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.contract import bound
+
 
 class Proxy:
     """127.0.0.1:<port> -> the server of `url`, on a loop in a thread of its own."""
@@ -40,7 +42,7 @@ class Proxy:
     def close(self) -> None:
         self.down()
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=bound(10))
         self._loop.close()
 
     async def _listen(self) -> None:

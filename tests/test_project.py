@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.contract import FLOWERD
+from tests.contract import FLOWERD, bound
 from tests.serve import Served, cli, make_project
 
 HELLO = """
@@ -96,7 +96,7 @@ def test_service_install_with_a_path_writes_that_file_alone(tmp_path):
         [FLOWERD, "--base-dir", str(base), "service", "install", "--path", str(unit)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=bound(30),
         env={k: v for k, v in os.environ.items() if not k.startswith("FLOWERD_")},
     )
     assert done.returncode == 0, done.stderr

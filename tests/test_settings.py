@@ -9,7 +9,7 @@ import pytest
 from daemon.errors import SettingsError
 from daemon.schedule.table import check_defaults
 from daemon.settings import load_settings
-from tests.contract import flowerd
+from tests.contract import flowerd_here
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_bad_values_name_the_setting(tmp_path: Path, text: str, field: str):
 
 def test_cli_reports_bad_settings_as_a_usage_error(tmp_path: Path):
     (tmp_path / "flowerd.toml").write_text("thread = 3\n")
-    done = flowerd(tmp_path, "runs")
+    done = flowerd_here(tmp_path, "runs")
     assert done.returncode == 2 and "unknown setting 'thread'" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -1,4 +1,6 @@
-"""`flowerd validate` and `flowerd run` through the real CLI, on real files."""
+"""`flowerd validate` and `flowerd run` through the real CLI, on real files: the console
+script in a process of its own where the process is the point (exit status, `--json` on
+stdout), its entry point in this process (cli_here) where what it prints is."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 from pathlib import Path
 
 from tests.contract import CONTRACT_KEYS
-from tests.serve import cli, make_project, runs
+from tests.serve import cli, cli_here, make_project, runs
 
 BOOM = """
 def boom(code: int = 1) -> int:
@@ -31,7 +33,7 @@ def test_validate_accepts_the_repo_examples_without_warnings(tmp_path: Path):
 
 def test_validate_warns_about_sync_pipelines_on_the_async_driver(tmp_path: Path):
     base = make_project(tmp_path, '[hello]\npipeline = "hello_world"\ninterval = "1h"\n')
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 0, done.stderr
     assert "test.toml: [hello]" in done.stderr and "only sync functions" in done.stderr
 
@@ -55,7 +57,7 @@ def test_validate_lists_every_problem_with_file_id_and_field(tmp_path: Path):
         '[needs_input]\npipeline = "typed"\ninterval = "1h"\nasync_driver = false\n'
     )
     (base / "pipelines" / "typed.py").write_text(TYPED)
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 1
     err = done.stderr
     assert "test.toml: [missing_var]" in err and "did you mean 'full_greeting'" in err
@@ -66,7 +68,7 @@ def test_validate_lists_every_problem_with_file_id_and_field(tmp_path: Path):
 
 def test_run_records_a_manual_run_and_prints_the_result(tmp_path: Path):
     base = make_project(tmp_path)
-    done = cli(base, "run", "hello_world", "--input", "name=Ada")
+    done = cli_here(base, "run", "hello_world", "--input", "name=Ada")
     assert done.returncode == 0, done.stderr
     assert "Hello, Ada!" in done.stdout
     (row,) = runs(base)
@@ -99,7 +101,7 @@ def test_run_that_fails_exits_1_and_is_recorded_with_its_error(tmp_path: Path):
 
 def test_run_coerces_inputs_to_declared_types(tmp_path: Path):
     base = make_project(tmp_path, typed=TYPED)
-    done = cli(
+    done = cli_here(
         base, "run", "typed", "--sync",
         "--input", "count=3", "--input", "ratio=2", "--input", "flag=yes", "--input", "label=7",
     )  # fmt: skip
@@ -116,8 +118,8 @@ def test_run_bad_input_is_refused_without_a_row(tmp_path: Path):
         (["run", "hello_world", "--input", "nam=1"], 1, "did you mean 'name'"),
         (["run", "hello_world", "--input", "novalue"], 2, "KEY=VALUE"),
     ]
-    for args, code, message in cases:
-        done = cli(base, *args)
+    for index, (args, code, message) in enumerate(cases):
+        done = (cli if index in (0, len(cases) - 1) else cli_here)(base, *args)  # 2 processes
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert runs(base) == []

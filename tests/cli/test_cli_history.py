@@ -1,5 +1,7 @@
-"""`flowerd runs / runs show / stats / db` as a user runs them: the real console script
-in a subprocess, against a real SQLite file that the test fills through History."""
+"""`flowerd runs / runs show / stats / db` as a user runs them, against a real SQLite file
+that the test fills through History: what a command prints is read from its entry point
+run in this process (flowerd_here); exit codes, one-line errors and what a command
+imports, from the real console script in a subprocess."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from daemon.history import History, RunError
-from tests.contract import CONTRACT_KEYS, FLOWERD, flowerd
+from tests.contract import CONTRACT_KEYS, FLOWERD, bound, flowerd, flowerd_here
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def as_json(base: Path, *args: str):
-    done = flowerd(base, *args, "--json")
+    done = flowerd_here(base, *args, "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -80,7 +82,7 @@ def filled(base_dir: Path, db_url: str) -> dict[str, int]:
 def test_no_database_yet_is_an_empty_answer(base_dir: Path, db_path: Path):
     assert as_json(base_dir, "runs") == []
     assert as_json(base_dir, "stats")["schedules"] == []
-    human = flowerd(base_dir, "runs")
+    human = flowerd_here(base_dir, "runs")
     assert human.returncode == 0 and "no runs" in human.stdout
     assert not db_path.exists(), "a read-only command must not create the database"
 
@@ -145,7 +147,7 @@ def test_a_date_as_until_includes_that_whole_day(base_dir: Path, db_url: str):
     berlin = {"FLOWERD_TIMEZONE": "Europe/Berlin"}  # dates and naive times: that zone
 
     def found(*args: str) -> list[int]:
-        done = flowerd(base_dir, "runs", *args, "--json", env=berlin)
+        done = flowerd_here(base_dir, "runs", *args, "--json", env=berlin)
         assert done.returncode == 0, done.stderr
         return [row["id"] for row in json.loads(done.stdout)]
 
@@ -184,7 +186,7 @@ def test_bad_input_exits_2_with_one_line(base_dir: Path, filled: dict, args, mes
 def test_runs_show(base_dir: Path, filled: dict):
     doc = as_json(base_dir, "runs", "show", str(filled["nightly-2"]))
     assert CONTRACT_KEYS <= set(doc) and doc["status"] == "failed" and doc["attempts"] == 2
-    human = flowerd(base_dir, "runs", "show", str(filled["nightly-2"]))
+    human = flowerd_here(base_dir, "runs", "show", str(filled["nightly-2"]))
     assert human.returncode == 0
     assert "ValueError: bad" in human.stdout and "Traceback: x" in human.stdout
 
@@ -196,7 +198,7 @@ def test_runs_show_unknown_id_exits_1(base_dir: Path, filled: dict):
 
 
 def test_human_table_has_statuses_and_relative_times(base_dir: Path, filled: dict):
-    done = flowerd(base_dir, "runs", "--schedule", "nightly")
+    done = flowerd_here(base_dir, "runs", "--schedule", "nightly")
     assert done.returncode == 0, done.stderr
     assert "failed" in done.stdout and "success" in done.stdout
     assert "2h ago" in done.stdout and "ValueError: bad" in done.stdout
@@ -220,7 +222,7 @@ def test_stats(base_dir: Path, filled: dict):
     if nightly["next_fire"] is not None:  # blank until daemon.schedule.firetimes can say
         assert datetime.fromisoformat(nightly["next_fire"]) > NOW
     assert {row["name"] for row in doc["pipelines"]} == {"hello_world", "where", "adhoc"}
-    human = flowerd(base_dir, "stats")
+    human = flowerd_here(base_dir, "stats")
     assert human.returncode == 0 and "nightly" in human.stdout and "75%" in human.stdout
 
 
@@ -241,9 +243,9 @@ def test_corrupt_database_exits_1_naming_the_file(base_dir: Path, db_path: Path)
 
 
 def test_db_upgrade_then_prune(base_dir: Path, db_path: Path, db_url: str):
-    done = flowerd(base_dir, "db", "upgrade")
+    done = flowerd_here(base_dir, "db", "upgrade")
     assert done.returncode == 0 and "head" in done.stdout and db_path.exists()
-    nothing = flowerd(base_dir, "db", "prune", "--older-than", "30d")
+    nothing = flowerd_here(base_dir, "db", "prune", "--older-than", "30d")
     assert nothing.returncode == 0 and "no finished runs before" in nothing.stdout
 
     async def old_and_new() -> None:
@@ -260,7 +262,7 @@ def test_db_upgrade_then_prune(base_dir: Path, db_path: Path, db_url: str):
                 await history.finish(run_id, status="success", finished_at=slot, attempts=1)
 
     asyncio.run(old_and_new())
-    done = flowerd(base_dir, "db", "prune", "--older-than", "30d", "--yes")
+    done = flowerd_here(base_dir, "db", "prune", "--older-than", "30d", "--yes")
     assert done.returncode == 0 and "deleted 2" in done.stdout
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
@@ -268,7 +270,7 @@ def test_db_upgrade_then_prune(base_dir: Path, db_path: Path, db_url: str):
 
 
 def test_db_prune_without_a_database(base_dir: Path, db_path: Path):
-    done = flowerd(base_dir, "db", "prune", "--older-than", "7d")
+    done = flowerd_here(base_dir, "db", "prune", "--older-than", "7d")
     assert done.returncode == 0 and "nothing to prune" in done.stdout
     assert not db_path.exists()
 
@@ -292,7 +294,7 @@ def test_read_commands_do_not_import_hamilton(base_dir: Path, filled: dict, args
         [sys.executable, "-c", CHECK_IMPORTS, str(base_dir), *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=bound(30),
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "none"
@@ -305,7 +307,7 @@ def test_db_flag_takes_a_plain_path(tmp_path: Path, base_dir: Path, filled: dict
         [FLOWERD, "--base-dir", str(base_dir), "--db", str(other), "runs", "--json"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=bound(30),
     )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 7
@@ -326,6 +328,8 @@ def test_reading_commands_import_only_what_they_need(base_dir: Path, filled: dic
         "sorted(m for m in sys.modules if m.startswith(('sqlalchemy.orm', 'sqlalchemy.ext'))),"
         " file=sys.stderr)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=bound(60)
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[] []", done.stderr

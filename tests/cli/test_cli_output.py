@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daemon.history import History, RunError
 from daemon.settings import load_settings
-from tests.serve import Served, cli, make_project, wait_for
+from tests.serve import Served, cli, cli_here, make_project, wait_for
 
 NARROW = {"COLUMNS": "80"}
 SCHEDULES = """
@@ -92,17 +92,17 @@ def assert_fits(text: str, *words: str) -> None:
 def test_runs_stats_and_schedules_fit_80_columns(tmp_path: Path):
     base = project(tmp_path)
     seed(base)
-    runs = cli(base, "runs", env=NARROW)
+    runs = cli_here(base, "runs", env=NARROW)
     assert runs.returncode == 0, runs.stderr
     assert_fits(runs.stdout, "hello_every_minute_long_name", "crash_daily_report_x", "failed")
     assert all(str(n) in runs.stdout for n in range(1, 7))
     assert "line 2" not in runs.stdout  # errors stay on one line; `runs show` has the rest
-    stats = cli(base, "stats", env=NARROW)
+    stats = cli_here(base, "stats", env=NARROW)
     assert stats.returncode == 0, stats.stderr
     assert_fits(stats.stdout, "hello_every_minute_long_name", "crash_daily_report_x", "success")
     assert "JST" in stats.stdout  # next fire in the schedule's own zone
     assert "p50" in stats.stdout and "p95" in stats.stdout  # what stats are for
-    schedules = cli(base, "schedules", env=NARROW)
+    schedules = cli_here(base, "schedules", env=NARROW)
     assert schedules.returncode == 0, schedules.stderr
     assert_fits(schedules.stdout, "hello_every_minute_long_name", "enabled")
     assert "09:00:00+09:00" in schedules.stdout
@@ -112,7 +112,7 @@ def test_status_fits_and_shows_the_schedule_zone(tmp_path: Path):
     base = project(tmp_path)
     with Served(base) as served:
         served.wait_ready()
-        status = cli(base, "status", env=NARROW)
+        status = cli_here(base, "status", env=NARROW)
         assert served.stop() == 0
     assert status.returncode == 0, status.stderr
     assert_fits(status.stdout, "hello_every_minute_long_name", "crash_daily_report_x")
@@ -127,7 +127,7 @@ def test_run_json_is_the_only_thing_on_stdout_and_the_result_is_json(tmp_path: P
     assert doc["result"]["out"] == {"a": 1, "nested": [1, 2]}
     assert doc["result"]["obj"].startswith("<object object at")  # not JSON-able: its repr
     assert "hello from print" in done.stderr and "raw fd write" in done.stderr
-    shown = cli(base, "runs", "show", str(doc["id"]))
+    shown = cli_here(base, "runs", "show", str(doc["id"]))
     assert shown.returncode == 0, shown.stderr
     assert '"nested": [' in shown.stdout and '"a": 1' in shown.stdout
 
@@ -135,7 +135,7 @@ def test_run_json_is_the_only_thing_on_stdout_and_the_result_is_json(tmp_path: P
 def test_runs_show_gives_the_whole_error(tmp_path: Path):
     base = project(tmp_path)
     seed(base)
-    shown = cli(base, "runs", "show", "1")
+    shown = cli_here(base, "runs", "show", "1")
     assert shown.returncode == 0, shown.stderr
     assert "line 2" in shown.stdout
     assert "+09:00" in shown.stdout  # the slot in the schedule's zone
@@ -171,7 +171,7 @@ def test_runs_for_an_unknown_schedule_says_so(tmp_path: Path):
     base = project(tmp_path)
     seed(base)
     for json_flag in ((), ("--json",)):
-        done = cli(base, "runs", "--schedule", "crash_daily_reprt_x", *json_flag)
+        done = cli_here(base, "runs", "--schedule", "crash_daily_reprt_x", *json_flag)
         assert (done.returncode, done.stdout) == (1, "")  # an error, never also "no runs"
         assert "no schedule 'crash_daily_reprt_x'" in done.stderr
         assert "did you mean 'crash_daily_report_x'" in done.stderr
@@ -182,9 +182,9 @@ def test_pause_twice_says_so_and_the_daemon_logs_it(tmp_path: Path):
     base = project(tmp_path)
     with Served(base) as served:
         served.wait_ready()
-        first = cli(base, "pause", "crash_daily_report_x")
-        second = cli(base, "pause", "crash_daily_report_x")
-        resumed = cli(base, "resume", "crash_daily_report_x")
+        first = cli_here(base, "pause", "crash_daily_report_x")
+        second = cli_here(base, "pause", "crash_daily_report_x")
+        resumed = cli_here(base, "resume", "crash_daily_report_x")
         wait_for(lambda: "resumed crash_daily_report_x" in served.log, what="the log line")
         assert served.stop() == 0
     assert first.stdout.strip() == "paused crash_daily_report_x"
@@ -224,10 +224,11 @@ def test_a_success_after_retries_keeps_the_earlier_errors(tmp_path: Path):
     )
     with Served(base) as served:
         served.wait_ready()
-        assert cli(base, "trigger", "flaky").returncode == 0
-        wait_for(lambda: json.loads(cli(base, "runs", "--json").stdout), what="the triggered run")
+        assert cli_here(base, "trigger", "flaky").returncode == 0
+        listed = lambda: json.loads(cli_here(base, "runs", "--json").stdout)  # noqa: E731
+        wait_for(listed, what="the triggered run")
         done = wait_for(
-            lambda: [r for r in json.loads(cli(base, "runs", "--json").stdout) if r["finished_at"]],
+            lambda: [r for r in listed() if r["finished_at"]],
             what="the run to finish",
         )
         assert served.stop() == 0
@@ -241,7 +242,7 @@ def test_a_success_after_retries_keeps_the_earlier_errors(tmp_path: Path):
     failed_lines = [line for line in served.log.splitlines() if "the server went away" in line]
     assert len(failed_lines) == 2, served.log  # one line per failed attempt
     assert "Traceback" not in served.log and "Slack" not in served.log
-    shown = cli(base, "runs", "show", str(run["id"]))
+    shown = cli_here(base, "runs", "show", str(run["id"]))
     assert "attempt error" in shown.stdout and "attempt 1: the server went away" in shown.stdout
 
 
@@ -261,7 +262,7 @@ def test_validate_warns_once_per_all_sync_pipeline_and_about_a_past_at(tmp_path:
         async_driver = false
         """,
     )
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 0, done.stderr
     sync = [line for line in done.stderr.splitlines() if "only sync functions" in line]
     assert len(sync) == 1, done.stderr  # once for the pipeline, naming both schedules

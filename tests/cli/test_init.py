@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.contract import flowerd
+from tests.contract import flowerd, flowerd_here
 from tests.serve import Served, rows_where, wait_for
 
 
@@ -15,12 +15,12 @@ def test_init_makes_a_project_that_validates_and_serves(tmp_path: Path):
     assert made.returncode == 0, made.stderr
     for name in ("pipelines/hello.py", "schedules/hello.toml", "flowerd.toml", ".gitignore"):
         assert f"created {name}" in made.stdout
-    checked = flowerd(base, "validate")
+    checked = flowerd_here(base, "validate")
     assert checked.returncode == 0 and "warning" not in checked.stderr, checked
     with Served(base) as served:
         status = served.wait_ready()
         assert "hello_every_minute" in json.dumps(status)
-        assert flowerd(base, "trigger", "hello_every_minute").returncode == 0
+        assert flowerd_here(base, "trigger", "hello_every_minute").returncode == 0
         [row] = wait_for(
             lambda: rows_where(base, schedule="hello_every_minute", status="success"),
             timeout_s=60,

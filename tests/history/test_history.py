@@ -167,7 +167,7 @@ async def test_group_commit_200_concurrent_runs_nothing_lost(db_url: str):
         commits_before = history.commits
         ids = await asyncio.wait_for(
             asyncio.gather(*(one_run(history, "g", T0 + timedelta(seconds=i)) for i in range(200))),
-            timeout=30,
+            timeout=bound(30),
         )
         commits = history.commits - commits_before
         rows = await history.list_runs(schedule="g", limit=0)
@@ -475,7 +475,7 @@ def test_two_processes_bringing_a_new_database_to_head_at_once(db_url: str, db_p
         )
         for _ in range(2)
     ]
-    errors = [proc.communicate(timeout=30)[1] for proc in procs]
+    errors = [proc.communicate(timeout=bound(30))[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errors
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2

@@ -16,7 +16,7 @@ import pytest
 
 from daemon.history import History, RunError
 from tests import pg
-from tests.contract import flowerd
+from tests.contract import flowerd_here
 from tests.serve import Served, make_project, wait_for
 
 pytestmark = [pg.needs_postgres, pytest.mark.timeout(300)]
@@ -83,11 +83,11 @@ def test_the_daemon_on_postgresql(tmp_path: Path, pg_url: str):
         served.wait_ready()
 
         def succeeded() -> int:
-            done = flowerd(base, "runs", "--status", "success", "--json", env=env)
+            done = flowerd_here(base, "runs", "--status", "success", "--json", env=env)
             return len(json.loads(done.stdout)) >= 2
 
         wait_for(succeeded, what="two runs recorded in PostgreSQL")
         assert served.stop() == 0
-    done = flowerd(base, "stats", "--json", env=env)
+    done = flowerd_here(base, "stats", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["schedules"][0]["successes"] >= 2

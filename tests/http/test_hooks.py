@@ -17,7 +17,8 @@ import pytest
 
 from daemon.incoming.webhooks import MAX_BODY_BYTES, sign
 from tests import pg
-from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
+from tests.contract import bound
+from tests.serve import Served, cli_here, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,7 +62,7 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None):
     request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=bound(30)) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -88,7 +89,7 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
         url = served.wait_ready()["http"]
         hooks = f"{url}/hooks"
         body = json.dumps({"ref": "refs/heads/main", "n": 1}).encode()
-        with urllib.request.urlopen(f"{url}/api/schedules", timeout=30) as answer:
+        with urllib.request.urlopen(f"{url}/api/schedules", timeout=bound(30)) as answer:
             shown = {row["id"]: row for row in json.loads(answer.read())}
         assert shown["deploy"]["on_webhook"] == {"path": "/hooks/deploy", "secret": "***"}
         assert shown["deploy"]["trigger"] == "on webhook POST /hooks/deploy"
@@ -135,7 +136,7 @@ def test_signed_deliveries_run_once_each_and_refusals_run_nothing(tmp_path: Path
     assert sorted(r.id for r in rows) == sorted([first, gh["run_id"], *ids])  # one row each
     assert {r.status for r in rows} == {"success"}
     assert SECRET not in served.log
-    listed = cli(base, "runs", "--trigger", "webhook", "--json")
+    listed = cli_here(base, "runs", "--trigger", "webhook", "--json")
     assert listed.returncode == 0, listed.stderr
     shown = {run["id"]: run for run in json.loads(listed.stdout)}
     assert sorted(shown) == sorted(r.id for r in rows)
@@ -178,7 +179,7 @@ def _oversized_post(hooks: str, body: bytes, *, chunked: bool) -> tuple[int, byt
     reading can bound it.
     """
     host, port = hooks.removeprefix("http://").split("/")[0].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=bound(30))
     try:
         conn.putrequest("POST", "/hooks/deploy")
         conn.putheader("X-Flowerd-Signature", sign(SECRET, body))
@@ -206,10 +207,10 @@ def test_serve_refuses_a_secret_it_cannot_read_and_validate_does_not_read_it(tmp
         "FLOWERD_TEST_HOOK_SECRET is not set"
     ) in served.log
     assert "Traceback" not in served.log
-    assert cli(base, "validate").returncode == 0  # the secret is serve's to read
+    assert cli_here(base, "validate").returncode == 0  # the secret is serve's to read
 
     (base / "flowerd.toml").write_text('http = "off"\n')
-    checked = cli(base, "validate")
+    checked = cli_here(base, "validate")
     assert checked.returncode == 1
     assert (
         "schedules/test.toml: [deploy] field 'on_webhook': webhooks need the HTTP server, "

@@ -15,6 +15,7 @@ import pytest
 from daemon.errors import RunNotFound, UsageError
 from daemon.history import History
 from tests import pg
+from tests.contract import bound
 from tests.http.test_server import fetch
 from tests.serve import Served, make_project
 
@@ -36,7 +37,7 @@ def fill(db_path: Path, rows: int) -> None:
         at = (T0 + timedelta(seconds=i // 2)).strftime("%Y-%m-%d %H:%M:%S.%f")
         return (f"s{i % 2}", "hello_world", "manual", "success", at, at, 1, 1, "[]", "{}", "t", 1)
 
-    conn = sqlite3.connect(db_path, timeout=30)
+    conn = sqlite3.connect(db_path, timeout=bound(30))
     try:
         with conn:
             conn.executemany(sql, (row(i) for i in range(rows)))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import bound
 from tests.http.test_server import get_json
 from tests.serve import Served, make_project, wait_for
 
@@ -152,10 +153,10 @@ def test_the_page_in_chromium(tmp_path: Path, browser):
         button.click()  # refused: said, and the page refreshes on once it was seen
         # the answer comes back from the daemon: wait for the flash to say it (a loaded
         # CI machine read the previous text once)
-        page.locator("#flash", has_text="trigger nightly").wait_for(timeout=45_000)
+        page.locator("#flash", has_text="trigger nightly").wait_for(timeout=bound(45) * 1000)
         assert "trigger nightly" in page.locator("#flash").inner_text()
         page.evaluate("window.notReloadedYet = true")
-        page.wait_for_function("window.notReloadedYet === undefined", timeout=45_000)
+        page.wait_for_function("window.notReloadedYet === undefined", timeout=bound(45) * 1000)
         page.fill("#token", TOKEN)
         page.dispatch_event("#token", "change")
         button.click()

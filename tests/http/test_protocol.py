@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.contract import bound
 from tests.http.test_server import TOKEN, fetch
 from tests.serve import Served, make_project, wait_for
 
@@ -40,7 +41,7 @@ def stops_clean(served: Served) -> None:
 
 def connect(url: str) -> socket.socket:
     parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+    return socket.create_connection((parts.hostname, parts.port), timeout=bound(30))
 
 
 def exchange(url: str, raw: bytes) -> bytes:

@@ -20,7 +20,8 @@ from daemon.errors import SettingsError
 from daemon.http.address import is_loopback, parse_address
 from daemon.http.metrics import Metrics
 from daemon.runner.events import RunEvent
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.contract import bound
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,7 +54,7 @@ def fetch(
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=bound(10)) as answer:
             return answer.status, answer.headers, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
@@ -142,7 +143,7 @@ def test_metrics_api_and_tokens_of_a_real_daemon(tmp_path: Path):
     # a restart knows the last success from the history alone
     with serve_http(base, FLOWERD_SHUTDOWN_GRACE="1") as served:  # and no http_token
         url = served.wait_ready()["http"]
-        samples = wait_for(
+        samples = wait_for(  # seeded at start-up: a loaded machine may scrape before it
             lambda: (s := scrape(url)) and s.get((LAST, (("schedule", "ok_once"),))) and s,
             what="the seeded last success",
         )
@@ -203,15 +204,15 @@ def _check_api_equals_cli(base: Path, url: str, served: Served) -> None:
             ["--pipeline", "boom", "--trigger", "schedule", "--since", "1h"],
         ),
     ):
-        done = cli(base, "runs", *args, "--json")
+        done = cli_here(base, "runs", *args, "--json")
         assert done.returncode == 0, done.stderr
         assert get_json(f"{url}/api/runs{query}") == json.loads(done.stdout), query
     failed = rows_where(base, schedule="bad_once")[0]
-    shown = json.loads(cli(base, "runs", "show", str(failed.id), "--json").stdout)
+    shown = json.loads(cli_here(base, "runs", "show", str(failed.id), "--json").stdout)
     assert get_json(f"{url}/api/runs/{failed.id}") == shown
     assert "ValueError: boom" in shown["error"]["traceback"]
     when = "2026-12-24T10:00:00+00:00"
-    listed = json.loads(cli(base, "schedules", "--json", "--next", "2", "--from", when).stdout)
+    listed = json.loads(cli_here(base, "schedules", "--json", "--next", "2", "--from", when).stdout)
     assert get_json(f"{url}/api/schedules?next=2&from={when.replace('+', '%2B')}") == listed
     api = get_json(f"{url}/api/status")
     control = served.ask("status")
@@ -284,9 +285,9 @@ def test_one_timezone_rule_for_people_and_utc_for_machines(tmp_path: Path):
         page = fetch(f"{url}/runs/{run_id}")[2].decode()
         footer = fetch(url)[2].decode()
         assert served.stop() == 0
-    shown = cli(base, "runs", "show", str(run_id)).stdout
-    logged = cli(base, "runs", "logs", str(run_id)).stdout
-    as_json = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    shown = cli_here(base, "runs", "show", str(run_id)).stdout
+    logged = cli_here(base, "runs", "logs", str(run_id)).stdout
+    as_json = json.loads(cli_here(base, "runs", "show", str(run_id), "--json").stdout)
     assert as_json["started_at"].endswith("+00:00")
     started = datetime.fromisoformat(as_json["started_at"])
     assert started.astimezone(ZoneInfo("Asia/Kolkata")).isoformat() in shown
@@ -308,7 +309,7 @@ def test_a_busy_port_leaves_the_daemon_firing_without_http(tmp_path: Path):
             assert status["http"] is None
             said = f"could not listen on 127.0.0.1:{port}: address in use"
             assert status["health"]["http"].startswith(said)  # not a log line only
-            assert said in cli(base, "status").stdout
+            assert said in cli_here(base, "status").stdout
             wait_for(lambda: rows_where(base, schedule="tick", status="success"), what="a run")
             assert f"cannot listen on 127.0.0.1:{port}" in served.log
             assert served.stop() == 0

@@ -17,7 +17,7 @@ import pytest
 
 from tests.contract import FLOWERD, bound
 from tests.http.test_server import fetch, get_json
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -74,7 +74,7 @@ def check_roles(url: str, path: str, needed: str, body: dict | None = None) -> d
 
 
 def audit_rows(base: Path) -> list[dict]:
-    done = cli(base, "audit", "--json")
+    done = cli_here(base, "audit", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -170,7 +170,7 @@ def test_a_pause_from_the_cli_and_one_over_http_leave_rows_naming_who(tmp_path: 
             assert "Who did what" in page and "operator_user" in page and name in page
             refused = cli(base, "rerun", "999999")  # no such run: no act, no row
             assert refused.returncode == 1, refused.stderr
-            assert cli(base, "trigger", "other", "--input", "name=env:HOME").returncode == 0
+            assert cli_here(base, "trigger", "other", "--input", "name=env:HOME").returncode == 0
             assert cli(base, "stop").returncode == 0  # as root: the daemon's own user
             assert served.wait(30) == 0
         rows = audit_rows(base)
@@ -186,7 +186,7 @@ def test_a_pause_from_the_cli_and_one_over_http_leave_rows_naming_who(tmp_path: 
         assert triggered.inputs["name"] == "literal:env:HOME"  # never read: given literally
         assert "Hello, env:HOME" in triggered.result_summary
         assert not any(secret in json.dumps(rows) for secret in SECRETS.values())
-        text = cli(base, "audit").stdout
+        text = cli_here(base, "audit").stdout
         assert f"{name}" in text and "operator_user" in text and "pause daily" in text
     finally:
         shutil.rmtree(shared, ignore_errors=True)
@@ -243,19 +243,19 @@ def test_env_and_file_inputs_reach_the_pipeline_and_show_as_stars(tmp_path: Path
         api = fetch(f"{url}/api/runs/{run_id}")[2].decode()
         assert served.stop() == 0
     assert (out / "seen.txt").read_text() == f"{ALPHA}\n{BETA}\n"  # the real values ran
-    shown = json.loads(cli(base, "runs", "show", str(run_id), "--json").stdout)
+    shown = json.loads(cli_here(base, "runs", "show", str(run_id), "--json").stdout)
     assert shown["inputs"]["alpha"] == "***" and shown["inputs"]["beta"] == "***"
     assert shown["result"] == {"seen": "***+***"}
-    logs = cli(base, "runs", "logs", str(run_id)).stdout
+    logs = cli_here(base, "runs", "logs", str(run_id)).stdout
     assert "alpha=*** beta=***" in logs
     assert "alpha=***" in page and "***+***" in page
     for where, text in {
         "runs show --json": json.dumps(shown),
         "runs logs": logs,
-        "runs logs --json": cli(base, "runs", "logs", str(run_id), "--json").stdout,
+        "runs logs --json": cli_here(base, "runs", "logs", str(run_id), "--json").stdout,
         "the page": page,
         "the API": api,
         "the daemon's log": served.log,
-        "runs --json": cli(base, "runs", "--json").stdout,
+        "runs --json": cli_here(base, "runs", "--json").stdout,
     }.items():
         assert ALPHA not in text and BETA not in text, where

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.errors import ScheduleError
 from daemon.schedule import load_schedules
-from tests.contract import flowerd
+from tests.contract import flowerd_here
 from tests.serve import make_project
 
 
@@ -75,6 +75,6 @@ def test_validate_warns_of_a_directory_not_there_yet(tmp_path):
         '[orders]\npipeline = "hello_world"\nfinal_vars = ["full_greeting"]\n'
         'inputs = { name = "x" }\non_file = { path = "incoming" }\n',
     )
-    done = flowerd(base, "validate")
+    done = flowerd_here(base, "validate")
     assert done.returncode == 0, done.stderr
     assert f"{(base / 'incoming').resolve()} does not exist (yet)" in done.stderr

@@ -60,7 +60,7 @@ class HamiltonUI:
 
     def _healthy(self) -> bool:
         try:
-            return requests.get(f"{self.url}/api/v0/health", timeout=2).status_code == 200
+            return requests.get(f"{self.url}/api/v0/health", timeout=bound(2)).status_code == 200
         except requests.RequestException:
             return False
 
@@ -70,7 +70,10 @@ class HamiltonUI:
         body = {"name": name, "description": "flowerd's runs", "tags": {},
                 "visibility": visibility}  # fmt: skip
         response = requests.post(
-            f"{self.url}/api/v1/projects", json=body, headers={"x-api-user": USER}, timeout=30
+            f"{self.url}/api/v1/projects",
+            json=body,
+            headers={"x-api-user": USER},
+            timeout=bound(30),
         )
         response.raise_for_status()
         self.project_id = response.json()["id"]
@@ -78,7 +81,7 @@ class HamiltonUI:
 
     def get(self, path: str):
         response = requests.get(f"{self.url}/api/v1{path}", headers={"x-api-user": USER},
-                                timeout=30)  # fmt: skip
+                                timeout=bound(30))  # fmt: skip
         response.raise_for_status()
         return response.json()
 

@@ -17,8 +17,9 @@ import requests
 
 from daemon.errors import SettingsError
 from daemon.settings import load_settings
+from tests.contract import bound
 from tests.observe.hamilton_ui import USER, HamiltonUI, free_port
-from tests.serve import Served, cli, make_project, runs, wait_for
+from tests.serve import Served, cli, cli_here, make_project, runs, wait_for
 
 SCHEDULES = """
 [greet]
@@ -63,7 +64,7 @@ def _linked(base, schedule: str):
 
 
 def _metric(url: str, line: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=bound(30)) as response:
         text = response.read().decode()
     found = [row for row in text.splitlines() if row.startswith(line)]
     return float(found[0].split()[-1]) if found else 0.0
@@ -101,7 +102,7 @@ def test_runs_appear_in_the_ui_then_go_on_when_it_stops(tmp_path):
     for row in after:
         assert row.status == "success" and not row.links
         assert row.lateness_s < 1.0, row  # on time: the UI's absence holds no run up
-    logged = cli(base, "runs", "logs", str(after[-1].id)).stdout
+    logged = cli_here(base, "runs", "logs", str(after[-1].id)).stdout
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged
 
 
@@ -206,11 +207,12 @@ def _assert_failed_in_ui(dag_run: dict) -> None:
 def _assert_shown(base, http: str, row) -> None:
     """The link in `runs show` (JSON and table), /api/runs/{id} and the run's page."""
     url = row.links["hamilton_ui"]
-    shown = json.loads(cli(base, "runs", "show", str(row.id), "--json").stdout)
+    shown = json.loads(cli_here(base, "runs", "show", str(row.id), "--json").stdout)
     assert shown["links"] == {"hamilton_ui": url}
-    assert url in cli(base, "runs", "show", str(row.id)).stdout
-    assert requests.get(f"{http}/api/runs/{row.id}", timeout=30).json()["links"] == shown["links"]
-    assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=30).text
+    assert url in cli_here(base, "runs", "show", str(row.id)).stdout
+    api = requests.get(f"{http}/api/runs/{row.id}", timeout=bound(30)).json()
+    assert api["links"] == shown["links"]
+    assert f'href="{url}"' in requests.get(f"{http}/runs/{row.id}", timeout=bound(30)).text
 
 
 def _assert_in_ui(ui: HamiltonUI, row) -> None:
@@ -229,7 +231,7 @@ def _assert_in_ui(ui: HamiltonUI, row) -> None:
     assert dag_run["run_status"] == "SUCCESS"
     nodes = {node["node_name"]: node["status"] for node in dag_run["node_runs"]}
     assert nodes.get("greeting") == nodes.get("full_greeting") == "SUCCESS", nodes
-    page = requests.get(url, timeout=30)
+    page = requests.get(url, timeout=bound(30))
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
@@ -314,5 +316,5 @@ def test_flowerd_run_json_stays_json_when_the_ui_is_down(tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "success" and record["links"] == {}
-    logged = cli(base, "runs", "logs", str(record["id"])).stdout
+    logged = cli_here(base, "runs", "logs", str(record["id"])).stdout
     assert "not reported to hamilton_ui" in logged and "cannot connect" in logged, logged

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.observe.listeners import SKIPPED, SUCCESS
 from daemon.observe.nodes import RunNodes, rows
-from tests.serve import cli, make_project
+from tests.serve import cli, cli_here, make_project
 
 BREAKS = """
 import time
@@ -40,7 +40,7 @@ def test_a_failed_node_and_the_nodes_it_kept_from_running(tmp_path: Path, driver
     out = cli(base, *(args + ([driver] if driver == "--sync" else [])))
     assert out.returncode != 0
     run = json.loads(out.stdout)
-    doc = json.loads(cli(base, "runs", "show", str(run["id"]), "--json").stdout)
+    doc = json.loads(cli_here(base, "runs", "show", str(run["id"]), "--json").stdout)
     assert doc["status"] == "failed"
     by_name = {n["name"]: n for n in doc["nodes"]}
     assert [n["name"] for n in doc["nodes"]] == ["start", "boom", "after"]
@@ -51,7 +51,7 @@ def test_a_failed_node_and_the_nodes_it_kept_from_running(tmp_path: Path, driver
     }  # fmt: skip
     assert by_name["start"]["started_at"] <= by_name["boom"]["started_at"]
     assert doc["nodes_omitted"] == 0 and doc["trace_id"] is None
-    table = cli(base, "runs", "show", str(run["id"])).stdout.split("nodes (3)", 1)[1]
+    table = cli_here(base, "runs", "show", str(run["id"])).stdout.split("nodes (3)", 1)[1]
     for name, status in (("start", "success"), ("boom", "failed"), ("after", "skipped")):
         line = next(line for line in table.splitlines() if line.split()[:1] == [name])
         assert line.split()[-1] == status

@@ -17,7 +17,7 @@ from daemon.settings import load_settings
 from tests.contract import bound
 from tests.http.test_server import fetch
 from tests.observe import OtlpReceiver
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 
 SCHEDULES = """
 [async_thread]
@@ -162,7 +162,7 @@ def test_a_receiver_down_fails_no_run_and_counts(tmp_path: Path):
         url = served.wait_ready()["http"]
         line = 'flowerd_tracking_errors_total{sink="otel"} '
         text = wait_for(
-            lambda: line in (t := urllib.request.urlopen(f"{url}/metrics", timeout=10)
+            lambda: line in (t := urllib.request.urlopen(f"{url}/metrics", timeout=bound(10))
                              .read().decode()) and t,
             timeout_s=30, what="the tracking error counter",
         )  # fmt: skip
@@ -177,7 +177,7 @@ def test_a_receiver_down_fails_no_run_and_counts(tmp_path: Path):
     for row in rows:  # the run's own time is not the wait on the sink
         assert row.duration_s < bound(2.0)
         assert row.trace_id is not None
-    logs = cli(base, "runs", "logs", str(rows[-1].id))
+    logs = cli_here(base, "runs", "logs", str(rows[-1].id))
     assert "not reported to otel" in logs.stdout and rows[-1].trace_id in logs.stdout
     # slots start on time although each run before waited on the sink (bounded)
     late = [r.lateness_s for r in rows_where(base, schedule="every") if r.started_at]

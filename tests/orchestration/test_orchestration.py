@@ -14,7 +14,7 @@ import pytest
 
 from daemon.runner.pools import Pools
 from tests.contract import bound
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 from tests.tell.test_notifications import Hook
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,20 +39,20 @@ def test_trigger_with_inputs_overrides_for_that_run_only(tmp_path: Path):
     )
     with Served(base) as served:
         served.wait_ready()
-        done = cli(base, "trigger", "double", "--input", "n=21")
+        done = cli_here(base, "trigger", "double", "--input", "n=21")
         assert done.returncode == 0, done.stderr
         row = wait_for(lambda: rows_where(base, schedule="double", status="success"))[0]
         assert row.result == {"doubled": 42} and row.inputs == {"n": 21}
-        assert cli(base, "trigger", "double").returncode == 0
+        assert cli_here(base, "trigger", "double").returncode == 0
         wait_for(lambda: len(rows_where(base, schedule="double", status="success")) == 2)
         again = rows_where(base, schedule="double", status="success")[0]  # newest first
         assert again.result == {"doubled": 10}
-        reserved = cli(base, "trigger", "double", "--input", "run_id=3")
+        reserved = cli_here(base, "trigger", "double", "--input", "run_id=3")
         assert reserved.returncode == 2 and "reserved" in reserved.stderr
-        unknown = cli(base, "trigger", "double", "--input", "m=3")
+        unknown = cli_here(base, "trigger", "double", "--input", "m=3")
         assert unknown.returncode == 1 and "no input 'm'" in unknown.stderr
         assert "Traceback" not in unknown.stderr
-        bad = cli(base, "trigger", "double", "--input", "n=abc")
+        bad = cli_here(base, "trigger", "double", "--input", "n=abc")
         assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
         assert served.stop() == 0
 
@@ -69,7 +69,9 @@ def test_holidays_and_exclude_leave_slots_out(tmp_path: Path):
         exclude = ["2026-12-28"]
         """,
     )
-    listed = cli(base, "schedules", "--next", "3", "--from", "2026-12-23T12:00:00+00:00", "--json")
+    listed = cli_here(
+        base, "schedules", "--next", "3", "--from", "2026-12-23T12:00:00+00:00", "--json"
+    )
     assert listed.returncode == 0, listed.stderr
     (payroll,) = json.loads(listed.stdout)
     assert [t[:10] for t in payroll["next"]] == ["2026-12-24", "2026-12-27", "2026-12-29"]
@@ -120,7 +122,7 @@ def test_calendar_mistakes_are_named(tmp_path: Path):
         holidays = "de-by"
         """,
     )
-    found = cli(base, "validate")
+    found = cli_here(base, "validate")
     assert found.returncode == 1 and "Traceback" not in found.stderr
     assert "[a] field 'holidays'" in found.stderr and "'DX'" in found.stderr
     assert "[a] field 'exclude" in found.stderr and "2026-13-01" in found.stderr
@@ -154,10 +156,10 @@ def test_pause_after_failures_stops_at_n_and_says_why(tmp_path: Path):
         (status,) = served.ask("status")["schedules"]
         assert "2 runs in a row" in status["paused_reason"]
         assert "paused itself" in served.log
-        listed = json.loads(cli(base, "schedules", "--json").stdout)
+        listed = json.loads(cli_here(base, "schedules", "--json").stdout)
         assert listed[0]["paused"] and "2 runs in a row" in listed[0]["paused_reason"]
-        assert "paused because" in cli(base, "status").stdout  # the plain status says why too
-        assert cli(base, "resume", "flaky").returncode == 0
+        assert "paused because" in cli_here(base, "status").stdout  # the plain status says why too
+        assert cli_here(base, "resume", "flaky").returncode == 0
         (status,) = served.ask("status")["schedules"]
         assert not status["paused"] and status["paused_reason"] is None
         wait_for(lambda: served.ask("status")["schedules"][0]["paused"], what="second pause")
@@ -175,7 +177,7 @@ def slow(seconds: float = 3.0) -> float:
 
 
 def _metrics(url: str) -> str:
-    return urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return urllib.request.urlopen(f"{url}/metrics", timeout=bound(10)).read().decode()
 
 
 def test_deadline_tells_late_once_before_the_run_ends(tmp_path: Path):
@@ -263,7 +265,7 @@ def test_an_unknown_pool_is_named(tmp_path: Path):
     table = '[a]\npipeline = "hello_world"\ncron = "0 9 * * *"\npool = "wh"\n'
     base = make_project(tmp_path, table)
     (base / "flowerd.toml").write_text("pools = { warehouse = 1 }\n")
-    found = cli(base, "validate")
+    found = cli_here(base, "validate")
     assert found.returncode == 1 and "Traceback" not in found.stderr
     assert "[a] field 'pool': no pool 'wh'" in found.stderr
 
@@ -318,7 +320,7 @@ def test_after_runs_once_per_slot_after_every_upstream_succeeded(tmp_path: Path,
     with Served(base) as served:
         served.wait_ready()
         wait_for(lambda: len(rows_where(base, schedule="report")) >= reports, what="reports")
-        listed = cli(base, "schedules").stdout
+        listed = cli_here(base, "schedules").stdout
         assert "after extract, prices" in listed
         assert served.stop() == 0
     reports = sorted(rows_where(base, schedule="report"), key=lambda r: r.scheduled_at)
@@ -371,7 +373,7 @@ def test_after_graph_mistakes_are_named(tmp_path: Path):
         after = ["a"]
         """,
     )
-    found = cli(base, "validate")
+    found = cli_here(base, "validate")
     assert found.returncode == 1 and "Traceback" not in found.stderr
     assert "a cycle: a -> c -> b -> a" in found.stderr or "a cycle: a -> b" in found.stderr
     cycle_line = next(line for line in found.stderr.splitlines() if "a cycle" in line)

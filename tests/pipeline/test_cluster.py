@@ -26,7 +26,7 @@ from daemon.pipeline import (
     Pipelines,  # noqa: E402
     cluster,  # noqa: E402
 )
-from tests.contract import flowerd  # noqa: E402
+from tests.contract import bound, flowerd  # noqa: E402
 from tests.serve import Served, make_project, runs, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
@@ -89,10 +89,10 @@ class Cluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in [*self.workers.values(), self.scheduler]:
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=bound(10))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=10)
+                proc.wait(timeout=bound(10))
 
 
 def _start_cluster(tmp: Path) -> Cluster:
@@ -131,8 +131,8 @@ def _start_cluster(tmp: Path) -> Cluster:
     try:
         from distributed import Client
 
-        with Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(len(WORKERS), timeout=60)
+        with Client(address, timeout=bound(30), set_as_default=False) as client:
+            client.wait_for_workers(len(WORKERS), timeout=bound(60))
     except BaseException:
         made.stop()
         log_text = (tmp / "dask.log").read_text()
@@ -220,7 +220,7 @@ def _wait_until_busy(address: str, name: str) -> None:
     """Until the worker `name` is computing one of the run's tasks (bounded)."""
     from distributed import Client
 
-    with Client(address, timeout=30, set_as_default=False) as probe:
+    with Client(address, timeout=bound(30), set_as_default=False) as probe:
 
         def busy() -> bool:
             workers = probe.scheduler_info()["workers"]
@@ -246,7 +246,7 @@ def test_a_worker_killed_mid_run_dask_reruns_its_work(project: Path, tmp_path: P
             )
             _wait_until_busy(own.address, "w2")
             own.workers["w2"].send_signal(signal.SIGKILL)
-            result = running.result(timeout=120)
+            result = running.result(timeout=bound(120))
     finally:
         own.stop()
     work = result["all_work"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.contract import bound
 from tests.serve import Served, cli, make_project, rows_where, wait_for
 
 FRAMES = '''
@@ -67,7 +68,7 @@ def _api(base: Path, pipeline: str, *final_vars: str, env: dict | None = None) -
         [sys.executable, "-c", API, str(base), pipeline, *final_vars],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=bound(60),
         env={**clean, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
@@ -177,7 +178,7 @@ def test_an_additional_module_from_sys_path_that_decorates_a_frame_at_import(tmp
     )
     clean = {k: v for k, v in os.environ.items() if k != "HAMILTON_AUTOLOAD_EXTENSIONS"}
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=bound(60), env=clean
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"total": 10}

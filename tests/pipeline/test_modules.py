@@ -18,6 +18,7 @@ from hamilton import driver
 
 from daemon import PipelineManager
 from daemon.errors import AsyncDriverUnsupported, PipelineError, UnknownFinalVar
+from tests.contract import bound
 
 PARALLEL = """
 from hamilton.htypes import Collect, Parallelizable
@@ -267,7 +268,7 @@ async def test_parallelizable_runs_with_no_executor_as_hamilton_does(tmp_path: P
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=bound(30))
     assert results == [expected] * 3
     with pytest.raises(AsyncDriverUnsupported, match="async_driver = false"):
         await pm.run_async("par", inputs={"n": 4})

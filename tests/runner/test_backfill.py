@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.contract import FLOWERD
-from tests.serve import Served, cli, make_project, rows_where, runs, wait_for
+from tests.contract import FLOWERD, bound
+from tests.serve import Served, cli, cli_here, make_project, rows_where, runs, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -60,7 +60,9 @@ def day_of(record) -> datetime:
 
 
 def backfill(base: Path, *args: str, env: dict | None = None):
-    return cli(base, "backfill", *args, env=env, timeout_s=120)
+    """`flowerd backfill` run in this process (each process of its own imports Hamilton:
+    ~3 CPU-s); test_backfill_bad_input_is_one_line and the slow trials run the real one."""
+    return cli_here(base, "backfill", *args, env=env)
 
 
 # --------------------------------------------------------------------------- the inputs
@@ -87,7 +89,7 @@ def test_every_trigger_passes_the_slot_and_the_run_id(tmp_path: Path):
     with Served(base) as served:
         served.wait_ready()
         wait_for(lambda: rows_where(base, trigger="catchup", status="success"), what="catch-up")
-        assert cli(base, "trigger", "tick").returncode == 0
+        assert cli_here(base, "trigger", "tick").returncode == 0
         wait_for(lambda: rows_where(base, trigger="manual", status="success"), what="trigger")
         done = backfill(
             base,
@@ -101,7 +103,7 @@ def test_every_trigger_passes_the_slot_and_the_run_id(tmp_path: Path):
         assert done.returncode == 0, done.stderr
         filled = json.loads(done.stdout)
         assert [r["daemon"] for r in filled] == [served.wait_ready()["daemon"]] * 4
-        again = cli(base, "rerun", str(filled[0]["id"]), "--json")
+        again = cli_here(base, "rerun", str(filled[0]["id"]), "--json")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["rerun_of"] == filled[0]["id"]
         assert served.stop() == 0
@@ -154,7 +156,7 @@ def test_the_slot_inputs_are_reserved(tmp_path: Path):
         inputs = { run_id = 3 }
         """,
     )
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "test.toml" in done.stderr and "[daily]" in done.stderr
     assert "field 'inputs'" in done.stderr and "'run_id' is reserved" in done.stderr
@@ -195,11 +197,11 @@ def test_backfill_across_dst_without_a_daemon_then_skip_then_rerun(tmp_path: Pat
     assert [r["scheduled_at"] for r in again] == [r["scheduled_at"] for r in filled[:2]]
     assert [r["result"]["day"] for r in again] == [r["result"]["day"] for r in filled[:2]]
 
-    shown = cli(base, "runs", "show", str(filled[0]["id"]))
+    shown = cli_here(base, "runs", "show", str(filled[0]["id"]))
     assert f"repeated by {again[0]['id']}" in shown.stdout
-    shown = json.loads(cli(base, "runs", "show", str(again[0]["id"]), "--json").stdout)
+    shown = json.loads(cli_here(base, "runs", "show", str(again[0]["id"]), "--json").stdout)
     assert shown["rerun_of"] == filled[0]["id"] and shown["reruns"] == []
-    listed = json.loads(cli(base, "runs", "--trigger", "rerun", "--json").stdout)
+    listed = json.loads(cli_here(base, "runs", "--trigger", "rerun", "--json").stdout)
     assert sorted(r["id"] for r in listed) == sorted(r["id"] for r in again)
 
 
@@ -315,7 +317,7 @@ def test_backfill_slots_of_interval_and_one_shot_schedules(tmp_path: Path):
 )
 def test_backfill_bad_input_is_one_line(tmp_path: Path, args, code, says):
     base = project(tmp_path)
-    done = backfill(base, *args)
+    done = cli(base, "backfill", *args, timeout_s=120)
     assert done.returncode == code, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -407,7 +409,7 @@ def test_ctrl_c_stops_a_backfill_in_the_daemon_and_the_same_command_completes_it
         proc = _start_backfill(base)
         wait_for(lambda: _started(base), what="the first run")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=bound(30))
         assert proc.returncode == 1, err
         assert "not started" in out and "Traceback" not in err
         rows = rows_where(base, trigger="backfill")
@@ -424,7 +426,7 @@ def test_a_daemon_stop_leaves_started_slots_finished_and_the_rest_untouched(tmp_
         proc = _start_backfill(base)
         wait_for(lambda: _started(base), what="the first run")
         assert served.stop() == 0
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=bound(30))
         assert proc.returncode == 1 and "Traceback" not in err
     rows = rows_where(base, trigger="backfill")
     assert 1 <= len(rows) < 6 and {r.status for r in rows} <= {"success", "cancelled"}
@@ -438,7 +440,7 @@ def test_ctrl_c_stops_a_backfill_in_this_process(tmp_path: Path):
     proc = _start_backfill(base)
     wait_for(lambda: _started(base), what="the first run")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=bound(30))
     assert proc.returncode == 1 and "Traceback" not in err, err
     rows = rows_where(base, trigger="backfill")
     assert 1 <= len(rows) < 6 and {r.status for r in rows} == {"success"}

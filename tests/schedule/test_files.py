@@ -15,7 +15,7 @@ import pytest
 
 from daemon.errors import ScheduleError
 from daemon.schedule import Schedule, load_schedules, parse_cron, validate_schedule_dir
-from tests.contract import flowerd
+from tests.contract import bound, flowerd_here
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -521,7 +521,9 @@ enabled = false
 
 def test_schedules_json_lists_each_schedule_with_its_next_fire_times(tmp_path):
     write(tmp_path / "schedules", "etl.toml", NIGHTLY_AND_TICK)
-    done = flowerd(tmp_path, "schedules", "--json", "--next", "2", "--from", "2026-03-28T12:00:00Z")
+    done = flowerd_here(
+        tmp_path, "schedules", "--json", "--next", "2", "--from", "2026-03-28T12:00:00Z"
+    )
     assert done.returncode == 0, done.stderr
     nightly, tick, off = json.loads(done.stdout)
     assert nightly == {
@@ -555,7 +557,7 @@ def test_schedules_defaults_to_now_and_the_daemon_timezone(tmp_path):
     write(tmp_path, "flowerd.toml", 'timezone = "America/New_York"\n')
     write(tmp_path / "schedules", "a.toml", '[tick]\npipeline = "p"\ncron = "* * * * *"\n')
     before = datetime.now(UTC)
-    done = flowerd(tmp_path, "schedules", "--json")
+    done = flowerd_here(tmp_path, "schedules", "--json")
     after = datetime.now(UTC)  # the command's own "now" lies between the two
     [tick] = json.loads(done.stdout)
     fires = [datetime.fromisoformat(t) for t in tick["next"]]
@@ -566,7 +568,7 @@ def test_schedules_defaults_to_now_and_the_daemon_timezone(tmp_path):
 
 def test_schedules_table_for_people(tmp_path):
     write(tmp_path / "schedules", "etl.toml", NIGHTLY_AND_TICK)
-    done = flowerd(tmp_path, "schedules", "--next", "1", "--from", "2026-11-24T00:00:00Z")
+    done = flowerd_here(tmp_path, "schedules", "--next", "1", "--from", "2026-11-24T00:00:00Z")
     assert done.returncode == 0, done.stderr
     for text in (
         "nightly",
@@ -580,8 +582,8 @@ def test_schedules_table_for_people(tmp_path):
 
 def test_schedules_without_schedule_files(tmp_path):
     (tmp_path / "schedules").mkdir()
-    assert json.loads(flowerd(tmp_path, "schedules", "--json").stdout) == []
-    done = flowerd(tmp_path, "schedules")
+    assert json.loads(flowerd_here(tmp_path, "schedules", "--json").stdout) == []
+    done = flowerd_here(tmp_path, "schedules")
     assert (done.returncode, done.stdout.strip()) == (
         0,
         f"no schedules in {tmp_path / 'schedules'}",
@@ -591,7 +593,7 @@ def test_schedules_without_schedule_files(tmp_path):
 def test_schedules_with_invalid_files_exits_1_listing_every_problem(tmp_path):
     write(tmp_path / "schedules", "a.toml", '[a]\npipeline = "p"\ncron = "61 * * * *"\n')
     write(tmp_path / "schedules", "b.toml", '[b]\npipeline = "p"\n')
-    done = flowerd(tmp_path, "schedules", "--json")
+    done = flowerd_here(tmp_path, "schedules", "--json")
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in done.stderr
@@ -601,7 +603,7 @@ def test_schedules_with_invalid_files_exits_1_listing_every_problem(tmp_path):
 
 @pytest.mark.parametrize("args", [("--from", "yesterday"), ("--next", "-1"), ("--next", "x")])
 def test_schedules_bad_options_exit_2(tmp_path, args):
-    done = flowerd(tmp_path, "schedules", *args)
+    done = flowerd_here(tmp_path, "schedules", *args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert args[0] in done.stderr
 
@@ -615,7 +617,7 @@ def test_schedules_does_not_import_hamilton(tmp_path):
         "print('hamilton' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=bound(30)
     )
     assert done.stderr.strip().splitlines()[-1] == "False False"
     assert json.loads(done.stdout)[0]["id"] == "a"
@@ -626,11 +628,11 @@ async def test_paused_state_comes_from_the_history(tmp_path: Path):
     from daemon.settings import load_settings
 
     write(tmp_path / "schedules", "a.toml", '[nightly]\npipeline = "p"\ncron = "0 3 * * *"\n')
-    listed = json.loads(flowerd(tmp_path, "schedules", "--json").stdout)
+    listed = json.loads(flowerd_here(tmp_path, "schedules", "--json").stdout)
     assert not listed[0]["paused"]  # no database yet: nothing is paused
     async with History.open(load_settings(tmp_path).db_url) as history:
         await history.set_paused("nightly", True)
-    listed = json.loads(flowerd(tmp_path, "schedules", "--json").stdout)
+    listed = json.loads(flowerd_here(tmp_path, "schedules", "--json").stdout)
     assert listed[0]["paused"] and listed[0]["next"] == []
 
 

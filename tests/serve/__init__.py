@@ -17,6 +17,7 @@ from daemon.serve.control import request
 from daemon.settings import load_settings
 from tests.contract import FLOWERD, bound
 from tests.contract import flowerd as cli
+from tests.contract import flowerd_here as cli_here
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -123,4 +124,4 @@ def rows_where(base: Path, **match) -> list:
     return [r for r in runs(base) if all(getattr(r, k) == v for k, v in match.items())]
 
 
-__all__ = ["Served", "cli", "make_project", "runs", "rows_where", "wait_for", "signal"]
+__all__ = ["Served", "cli", "cli_here", "make_project", "runs", "rows_where", "wait_for", "signal"]

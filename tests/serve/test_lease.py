@@ -18,7 +18,7 @@ import pytest
 
 from daemon.history import History
 from tests import pg
-from tests.contract import flowerd, sized
+from tests.contract import bound, flowerd_here, sized
 from tests.serve import Served, make_project, wait_for
 
 pytestmark = [pg.needs_postgres, pytest.mark.timeout(600)]
@@ -228,7 +228,7 @@ def test_several_daemons_launch_every_slot_once(tmp_path: Path, pg_url: str, cou
         listed = daemons[0].ask("status")["daemons"]
         assert {d["id"] for d in listed} == {_instance(d) for d in daemons}
         assert {"id", "host", "pid", "last_seen"} <= set(listed[0])
-        shown = flowerd(bases[1], "status").stdout
+        shown = flowerd_here(bases[1], "status").stdout
         assert all(f"daemon {d['id']} on {d['host']} pid {d['pid']}" in shown for d in listed)
         _pause_and_reload_reach_the_others(daemons)
         time.sleep(TRIAL_S * 0.3)
@@ -341,12 +341,12 @@ def _live_lease(url: str):
     held = threading.Event()
     thread = threading.Thread(target=asyncio.run, args=(hold(),), daemon=True)
     thread.start()
-    assert held.wait(timeout=30), "the bystander lease was not taken"
+    assert held.wait(timeout=bound(30)), "the bystander lease was not taken"
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=30)
+        thread.join(timeout=bound(30))
 
 
 def _history_down(served: Served) -> dict:
@@ -370,7 +370,7 @@ def test_both_daemons_exit_in_an_outage_and_restart_together_and_every_slot_has_
         proxy.down()
         status = wait_for(lambda: _history_down(daemons[0]), timeout_s=20, what="health")
         assert "unavailable" in status["health"]["history"] and status["daemons"]
-        shown = flowerd(bases[0], "status")
+        shown = flowerd_here(bases[0], "status")
         assert shown.returncode == 0 and "Traceback" not in shown.stderr + shown.stdout
         assert [served.wait(timeout_s=60) for served in daemons] == [1, 1]
         for base in bases:

@@ -15,7 +15,7 @@ import pytest
 
 from daemon.history import History
 from daemon.settings import load_settings
-from tests.contract import FLOWERD
+from tests.contract import FLOWERD, bound
 from tests.serve import Served, cli, make_project, runs, wait_for
 
 EVERY_SECOND = """
@@ -127,7 +127,7 @@ def test_prune_asks_on_a_terminal(tmp_path: Path):
                 text=True,
             )
             os.write(leader, answer.encode())
-            out, err = proc.communicate(timeout=60)
+            out, err = proc.communicate(timeout=bound(60))
         finally:
             os.close(leader)
             os.close(follower)

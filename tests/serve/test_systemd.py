@@ -18,6 +18,7 @@ import pytest
 
 from daemon.serve.systemd import SystemdNotifier, default_run_as, render_unit
 from daemon.settings import load_settings
+from tests.contract import bound
 from tests.notify_socket import NotifySocket
 
 FLOWERD = str(Path(sys.executable).parent / "flowerd")  # the real one: verify checks it exists
@@ -182,7 +183,7 @@ def test_a_child_process_notifies_through_the_env(notify_socket):
         "SystemdNotifier.from_env().ready('child up')"
     )
     env = {**os.environ, **notify_socket.env}
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=30)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=bound(30))
     assert notify_socket.wait_for(lambda m: "READY" in m)["STATUS"] == "child up"
 
 
@@ -254,7 +255,9 @@ def test_default_run_as_is_the_base_dir_owner_unless_root(tmp_path):
 
 
 def analyze(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=30, env=env)
+    return subprocess.run(
+        [ANALYZE, *args], capture_output=True, text=True, timeout=bound(30), env=env
+    )
 
 
 def write_unit(tmp_path: Path, text: str) -> Path:
@@ -306,7 +309,7 @@ def test_system_unit_exposure_is_low(tmp_path):
 
 def flowerd_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [FLOWERD, *args], capture_output=True, text=True, timeout=30, env=dict(os.environ)
+        [FLOWERD, *args], capture_output=True, text=True, timeout=bound(30), env=dict(os.environ)
     )
 
 

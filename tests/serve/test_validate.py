@@ -18,7 +18,7 @@ from daemon.inputs import convert_input
 from daemon.pipeline import Pipelines, RunConfig
 from daemon.serve.validate import load_and_validate
 from daemon.settings import load_settings
-from tests.serve import cli, make_project, runs
+from tests.serve import cli, cli_here, make_project, runs
 
 TYPED = """
 from datetime import date, datetime
@@ -204,7 +204,7 @@ def test_the_cli_validates_serves_and_runs_alike(tmp_path: Path):
         """,
         par=PARALLEL,
     )
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "[bad_cron] field 'cron'" in done.stderr and "[par] field 'async_driver'" in done.stderr
     served = cli(base, "serve", timeout_s=60)

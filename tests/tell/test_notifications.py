@@ -24,7 +24,7 @@ from daemon.schedule import Schedule, load_schedules
 from daemon.settings import sqlite_url
 from daemon.tell.delivery import DeliveryCounts, Sender, private, scrub
 from daemon.tell.notifications import Notifications
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -138,7 +138,7 @@ def test_validate_names_a_url_apprise_cannot_use_without_its_secret(tmp_path: Pa
         notify = ["nosuchservice://user:hunter22@example.com"]
         """,
     )
-    done = cli(base, "validate")
+    done = cli_here(base, "validate")
     assert done.returncode == 1
     assert "[a] field 'notify': [0] nosuchservice://…" in done.stderr
     assert "hunter22" not in done.stderr
@@ -387,7 +387,7 @@ def test_a_failure_is_told_short_with_the_users_traceback_in_every_isolation(tmp
         frames = [line for line in row.error.traceback.splitlines() if "File " in line]
         assert frames and not [f for f in frames if ours in f], (name, row.error.traceback)
         assert "deep.py" in frames[-1] and "in _down" in frames[-1]
-        logged = cli(base, "runs", "logs", str(row.id)).stdout
+        logged = cli_here(base, "runs", "logs", str(row.id)).stdout
         assert logged.count("Traceback (most recent call last)") == 1, (name, logged)
         if name != "thread_async":  # the sync driver logs which node raised, per attempt
             assert logged.count("encountered an error") == 3

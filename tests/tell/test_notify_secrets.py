@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.serve import cli, make_project
+from tests.serve import cli, cli_here, make_project
 from tests.tell.test_notifications import hook  # noqa: F401 - the fixture
 
 
@@ -19,7 +19,7 @@ def test_a_notify_url_from_the_environment(tmp_path: Path, hook):  # noqa: F811
         notify = ["env:TEAM_HOOK_URL"]
         """,
     )
-    checked = cli(base, "validate")  # the variable is not set here: validate reads none
+    checked = cli_here(base, "validate")  # the variable is not set here: validate reads none
     assert checked.returncode == 0, checked.stderr
     done = cli(base, "notify", "test", "a", env={"TEAM_HOOK_URL": hook.url})
     assert done.returncode == 0, done.stderr

@@ -20,8 +20,8 @@ from daemon.pipeline import Pipelines, RunConfig
 from daemon.runner.runner import Runner
 from daemon.settings import sqlite_url
 from daemon.tell.runlogs import LINE_OVERHEAD_BYTES, RunLog, RunLogs
-from tests.contract import FLOWERD
-from tests.serve import Served, cli, make_project, rows_where, wait_for
+from tests.contract import FLOWERD, bound
+from tests.serve import Served, cli, cli_here, make_project, rows_where, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -248,15 +248,15 @@ def test_flowerd_run_json_keeps_stdout_for_the_json(tmp_path: Path):
     done = cli(base, "run", "talker", "--input", "who=cli", "--json")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)  # only the JSON: the prints went to the run's log
-    shown = cli(base, "runs", "logs", str(record["id"]), "--json")
+    shown = cli_here(base, "runs", "logs", str(record["id"]), "--json")
     assert shown.returncode == 0, shown.stderr
     lines = json.loads(shown.stdout)
     assert set(lines[0]) == {"time", "level", "logger", "message"}
     assert "cli prints 4" in [line["message"] for line in lines]
-    show = cli(base, "runs", "show", str(record["id"]))
+    show = cli_here(base, "runs", "show", str(record["id"]))
     assert "cli prints 4" in show.stdout and "log line(s)" in show.stdout
-    assert cli(base, "runs", "logs", "999").returncode == 1
-    followed = cli(base, "runs", "logs", str(record["id"]), "--follow", "--json")
+    assert cli_here(base, "runs", "logs", "999").returncode == 1
+    followed = cli_here(base, "runs", "logs", str(record["id"]), "--follow", "--json")
     assert json.loads(followed.stdout) == lines  # streamed item by item: still one list
 
 
@@ -276,7 +276,7 @@ def test_serve_keeps_run_lines_out_of_its_log_and_follow_streams(tmp_path: Path)
         row = wait_for(lambda: rows_where(base, status="running"), what="a running run")[0]
         follow = subprocess.run(
             [FLOWERD, "--base-dir", str(base), "runs", "logs", str(row.id), "--follow"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=bound(60),
         )  # fmt: skip
         ended = rows_where(base, id=row.id)[0]
         assert ended.status == "success"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract import sized
+from tests.contract import bound, sized
 from tests.serve import Served, make_project, runs, wait_for
 
 pytestmark = pytest.mark.timeout(360)
@@ -46,7 +46,7 @@ def hold_lock(db: Path, seconds: float) -> subprocess.Popen:
     code = textwrap.dedent(
         f"""
         import sqlite3, sys, time
-        conn = sqlite3.connect({str(db)!r}, isolation_level=None, timeout=30)
+        conn = sqlite3.connect({str(db)!r}, isolation_level=None, timeout={bound(30)})
         conn.execute("BEGIN EXCLUSIVE")
         print("locked", flush=True)
         time.sleep({seconds})
@@ -81,7 +81,7 @@ def test_a_locked_database_holds_rows_and_says_so(tmp_path: Path):
             what="status to report the history outage",
         )
         assert "unavailable since" in health
-        locker.wait(timeout=40)
+        locker.wait(timeout=bound(40))
         wait_for(lambda: served.ask("status")["health"]["history"] == "ok", timeout_s=40)
         time.sleep(2)
         assert served.stop() == 0

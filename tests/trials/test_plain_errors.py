@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract import flowerd
+from tests.contract import bound, flowerd
 from tests.serve import Served, make_project, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -51,7 +51,7 @@ def as_nobody(python: str, base: Path, *args: str) -> subprocess.CompletedProces
         [python, "-c", ENTRY, "--base-dir", str(base), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=bound(60),
         user="nobody",
         env=_nobody_env(),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract import sized
+from tests.contract import bound, sized
 from tests.serve import Served, make_project, rows_where, runs, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 SLEEPY = """
 import asyncio
 
-async def slept(seconds: float = 0.7) -> float:
+async def slept(seconds: float = 1.5) -> float:
     await asyncio.sleep(seconds)
     return seconds
 """
@@ -45,11 +45,16 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         sleepy=SLEEPY,
     )
     rng = random.Random(20261124)
-    for _ in range(sized(2, 8)):  # lives killed mid-run
+    for life in range(sized(2, 8)):  # lives killed mid-run
         with Served(base) as served:
             served.wait_ready()
-            wait_for(lambda: rows_where(base, status="running"), what="a run in flight")
-            time.sleep(rng.uniform(0.0, 1.5))
+            wait_for(
+                lambda: rows_where(base, status="running", schedule="sleepy"),
+                what="a sleepy run in flight",
+            )
+            # the first life is killed at once, inside a 1.5 s run, so that at least one kill
+            # lands mid-run even when the sized-down trial has only two lives
+            time.sleep(0.0 if life == 0 else rng.uniform(0.0, 1.5))
             served.kill()
     with Served(base) as served:  # a last, clean life: reaps, catches up, drains
         served.wait_ready()
@@ -65,7 +70,7 @@ def test_random_kill_9_loses_no_slot_and_runs_none_twice(tmp_path: Path):
         assert gaps == {timedelta(seconds=1)}, f"{schedule}: slots missing: {gaps}"
 
 
-SLOW_RUN = SLEEPY.replace("0.7", "4.0")
+SLOW_RUN = SLEEPY.replace("1.5", "4.0")
 
 
 def test_kill_9_while_catch_up_runs_leaves_no_slot_undecided(tmp_path: Path):
@@ -130,5 +135,5 @@ def test_a_stderr_nobody_reads_never_stops_the_slots(tmp_path: Path):
         assert proc.poll() is None
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.wait(timeout=bound(30))
         proc.stderr.close()

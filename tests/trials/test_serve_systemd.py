@@ -105,7 +105,7 @@ class Listener:
 
     def close(self) -> None:
         self._closing.set()
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=bound(2))
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_ready_only_once_migrated_and_answering(tmp_path: Path, listener: Listen
                 raise AssertionError(f"answered while stopped: {asked.exception()!r}")
         finally:
             served.signal(signal.SIGCONT)
-        status = asked.result(timeout=10)
+        status = asked.result(timeout=bound(10))
         assert served.stop() == 0
     assert status["ok"] and [s["id"] for s in status["schedules"]] == ["slow"]
     assert [m for m in listener.messages if "READY" in m] == [ready]  # no READY before this
