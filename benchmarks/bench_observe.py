@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from bench_runner import bench_schedule, fire_and_drain
 
 ROOT = Path(__file__).resolve().parent.parent
 N_RUNS = 1000
@@ -46,7 +47,6 @@ async def _cpu_per_run_us(
     from daemon.observe.tracking import Tracking
     from daemon.pipeline import Pipelines
     from daemon.runner.runner import Runner
-    from daemon.schedule import Schedule
     from daemon.settings import sqlite_url
 
     tracking = None
@@ -64,18 +64,7 @@ async def _cpu_per_run_us(
     history = await History.open(sqlite_url(base / "history.db"))
     runner = Runner(pm=pm, history=history, max_concurrent_runs=CONCURRENCY, threads=2)
     runner.tracking = tracking
-    schedule = Schedule(
-        id="bench", file=base / "bench.toml", pipeline="hello_world", interval_s=1,
-        final_vars=("full_greeting",), inputs={"name": "bench"}, misfire_grace_s=3600,
-        overlap="allow",
-    )  # fmt: skip
-    await pm.run_async("hello_world", final_vars=["full_greeting"])  # build once
-    first = datetime(2020, 1, 1, tzinfo=UTC)
-    cpu = time.process_time()
-    for i in range(n_runs):
-        runner.fire(schedule, first + timedelta(seconds=i), "catchup")
-    await runner.drain(grace_s=600)
-    cpu = time.process_time() - cpu
+    _, cpu = await fire_and_drain(pm, runner, bench_schedule(base), n_runs)
     done = await history.list_runs(schedule="bench", status="success", limit=n_runs)
     assert len(done) == n_runs, f"only {len(done)} of {n_runs} runs recorded"
     assert mode == "off" or done[0].nodes, "no node timings recorded"
