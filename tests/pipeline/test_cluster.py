@@ -87,9 +87,11 @@ class Cluster:
         for proc in [*self.workers.values(), self.scheduler]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        # a worker still inside a task waits for it before it exits (one suite run spent
+        # 30 s here): the cluster is the test's alone, so after a short grace it is killed
         for proc in [*self.workers.values(), self.scheduler]:
             try:
-                proc.wait(timeout=bound(10))
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=bound(10))
