@@ -17,6 +17,7 @@ from daemon.history.engine import (
     unusable,
     writer_engine,
 )
+from daemon.history.schema import metadata
 from daemon.settings import sqlite_path
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
                 f"{', '.join(_foreign_tables(sync_conn))} but no flowerd schema)"
             )
         target = SCHEMA_REVISION if revision == "head" else revision
-        if current != target:  # only then alembic (~50 ms and ~8 MiB a start otherwise)
+        if current is None and revision == "head" and sync_conn.dialect.name == "sqlite":
+            current = _create_at_head(sync_conn)
+        elif current != target:  # only then alembic (~50 ms and ~8 MiB a start otherwise)
             from alembic import command
 
             command.upgrade(alembic_config(connection=sync_conn), revision)
@@ -98,6 +101,24 @@ def _migrate_sync(sync_conn, label: str, revision: str, probe: bool = False) -> 
         if probe:  # a real write: a read-only file or a full disk shows up now, not later
             sync_conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
         return current
+
+
+def _create_at_head(sync_conn) -> str:
+    """A new SQLite history, made at head from the models and stamped, as alembic's own
+    cookbook builds a database from scratch ("create_all, then stamp"): the same schema as
+    the twelve migrations in ~10 ms instead of ~160 ms of alembic (its import included).
+    Every first start and every CLI command on a new project made one; the test suite
+    makes hundreds. tests/history/test_migrate.py holds both ways to the same schema,
+    column order included. PostgreSQL histories, made once per deployment, keep the chain."""
+    metadata.create_all(sync_conn)
+    sync_conn.exec_driver_sql(  # alembic's own DDL for its table (it may be left at base)
+        "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+    )
+    sync_conn.exec_driver_sql(
+        "INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_REVISION,)
+    )
+    return SCHEMA_REVISION
 
 
 def _stored_revision(sync_conn) -> str | None:

@@ -191,17 +191,17 @@ runs = sa.Table(
     sa.Column("final_vars", sa.JSON, nullable=False),
     sa.Column("inputs", sa.JSON, nullable=False),
     sa.Column("result_summary", sa.Text),
-    sa.Column("result", sa.JSON),
     sa.Column("error_type", sa.String(200)),
     sa.Column("error_message", sa.Text),
     sa.Column("error_traceback", sa.Text),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("instance_id", sa.String(64)),
+    # the columns below are in the order the migrations added them: a new history made at
+    # head from these models (history/migrate.py) has the same column order as one that
+    # went through every migration, so `SELECT *` reads alike in both
+    sa.Column("result", sa.JSON),
     sa.Column("rerun_of", sa.Integer),  # the run a `rerun` row repeats
-    # finished_at - started_at of a run that ran to an end, kept so `flowerd stats` reads
-    # its percentiles off an index instead of parsing every row's two timestamps
-    sa.Column("duration_s", sa.Float),
     # the slot key: unique among the rows of SLOT_TRIGGERS (a partial unique index)
     sa.Index(
         SLOT_KEY_INDEX,
@@ -213,11 +213,9 @@ runs = sa.Table(
     sa.Index(None, "rerun_of"),
     # the errors of the attempts before the last (retries): [{type, message}], or NULL
     sa.Column("attempt_errors", sa.JSON),
-    # inside the run (20261207_02): its nodes' timings (bounded), its trace, its links
-    sa.Column("nodes", sa.JSON),
-    sa.Column("nodes_omitted", sa.Integer),
-    sa.Column("trace_id", sa.String(32)),
-    sa.Column("links", sa.JSON),
+    # finished_at - started_at of a run that ran to an end, kept so `flowerd stats` reads
+    # its percentiles off an index instead of parsing every row's two timestamps
+    sa.Column("duration_s", sa.Float),
     sa.Index(None, "run_at"),
     sa.Index(None, "schedule", "run_at"),
     sa.Index(None, "schedule", "status", "run_at"),
@@ -232,6 +230,11 @@ runs = sa.Table(
     sa.Column("event", sa.JSON),
     sa.Column("payload", sa.JSON),
     sa.Column("traceparent", sa.String(64)),
+    # inside the run (20261207_02): its nodes' timings (bounded), its trace, its links
+    sa.Column("nodes", sa.JSON),
+    sa.Column("nodes_omitted", sa.Integer),
+    sa.Column("trace_id", sa.String(32)),
+    sa.Column("links", sa.JSON),
     sa.Index(
         EVENT_KEY_INDEX,
         "schedule",
