@@ -124,4 +124,19 @@ def writer_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncE
 
 def unusable(url: str, exc: BaseException) -> HistoryError:
     reason = getattr(exc, "orig", None) or exc
+    path = sqlite_path(url) if "://" in url else None
+    if path is not None and is_corrupt(str(reason)):  # found by a read after the open
+        return HistoryError(f"the history database {path} {corrupt_advice(path, str(reason))}")
     return HistoryError(f"{describe(url)}: cannot use the history database: {reason}")
+
+
+def is_corrupt(reason: str) -> bool:
+    return "malformed" in reason or "not a database" in reason
+
+
+def corrupt_advice(path: Path, detail: str) -> str:
+    """What to do with a corrupt SQLite history, however it was found."""
+    return (
+        f"is corrupt ({detail.strip().rstrip('.')}). Restore it from a backup, or move it "
+        f"away to start a new history; `sqlite3 {path} .recover` may save its rows"
+    )

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from daemon.errors import HistoryError
-from daemon.history.engine import WRITER_BUSY_TIMEOUT_MS, describe
+from daemon.history.engine import WRITER_BUSY_TIMEOUT_MS, corrupt_advice, describe, is_corrupt
 from daemon.history.migrate import upgrade
-from daemon.history.writer import is_corrupt
 from daemon.settings import sqlite_path
 
 log = logging.getLogger(__name__)
@@ -59,6 +58,8 @@ def is_locked(message: str) -> bool:
 def explain(url: str, message: str, *, waited_s: float = 0.0) -> str:
     """One paragraph: which database, what is wrong with it, and what to do."""
     name = describe(url)
+    if message.startswith(f"the history database {name} "):  # said already (unusable())
+        return message
     path = sqlite_path(url)
     if path is not None:
         found = _explain_file(path, message, waited_s)
@@ -81,10 +82,7 @@ def _explain_file(path: Path, message: str, waited_s: float) -> str | None:
             "shell or a VACUUM?). Let it finish, or raise history_outage_s"
         )
     if is_corrupt(message):
-        return (
-            f"is corrupt ({_detail(message)}). Restore it from a backup, or move it away "
-            f"to start a new history; `sqlite3 {path} .recover` may save its rows"
-        )
+        return corrupt_advice(path, _detail(message))
     if "readonly" in message or "read-only" in message:
         return (
             f"is read-only for this user (uid {os.getuid()}): give the user running flowerd "

@@ -58,7 +58,6 @@ def redact(value: Any, *, depth: int = 0) -> Any:
     return _clipped_repr(value)
 
 
-
 def _clipped_repr(value: Any, max_chars: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from daemon.errors import HistoryError
-from daemon.history.engine import unusable
+from daemon.history.engine import is_corrupt, unusable
 from daemon.history.link import Link
 from daemon.history.statements import apply
 
@@ -87,10 +87,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # asyncpg raises its own errors while connecting (server gone, too many clients)
     return type(exc).__module__.startswith("asyncpg")
-
-
-def is_corrupt(reason: str) -> bool:
-    return "malformed" in reason or "not a database" in reason
 
 
 def reason_of(exc: BaseException) -> str:
