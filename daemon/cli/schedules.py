@@ -34,20 +34,22 @@ def schedules(
 ) -> None:
     """The schedules, their state, and their next fire times after --from."""
     from daemon.http.shapes import schedule_json
+    from daemon.serve import collector
 
     after = _instant("--from", from_) or datetime.now(UTC)
     settings = settings_of(ctx)
-    found = project_schedules(settings)
-    paused, pending = asyncio.run(_paused_schedules(settings.db_url)) if found else ({}, {})
-    running = _daemon_fires(settings)
-    rows = [
-        schedule_json(
-            s, s.id in paused, after, next_n, paused.get(s.id),
-            loaded=running is not None and running.get(s.id) == s.fingerprint(),
-            pending=pending.get(s.id, 0),
-        )
-        for s in found
-    ]  # fmt: skip
+    with collector.paused(keep=True):  # the schedules and rows live until the exit
+        found = project_schedules(settings)
+        paused, pending = asyncio.run(_paused_schedules(settings.db_url)) if found else ({}, {})
+        running = _daemon_fires(settings)
+        rows = [
+            schedule_json(
+                s, s.id in paused, after, next_n, paused.get(s.id),
+                loaded=running is not None and running.get(s.id) == s.fingerprint(),
+                pending=pending.get(s.id, 0),
+            )
+            for s in found
+        ]  # fmt: skip
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

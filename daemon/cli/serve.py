@@ -26,7 +26,10 @@ def serve(
     """Run the daemon in the foreground (what systemd runs)."""
     from daemon.http.address import parse_address
     from daemon.logs import log_config, stop_background
-    from daemon.serve import daemon as daemon_app
+    from daemon.serve import collector
+
+    with collector.paused(keep=True):  # the daemon's modules (Hamilton, pandas, SQLAlchemy)
+        from daemon.serve import daemon as daemon_app
 
     settings = settings_of(ctx)
     if http is not None:
@@ -47,14 +50,17 @@ def serve(
 @app.command()
 def validate(ctx: typer.Context) -> None:
     """Check every schedule file, and that each pipeline builds with its options."""
-    from daemon.pipeline import Pipelines
-    from daemon.serve.validate import load_and_validate
+    from daemon.serve import collector
 
     settings = settings_of(ctx)
-    pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
-    schedules, warnings = load_and_validate(
-        settings, pm, reach_clusters=True, resolve_secrets=False
-    )
+    with collector.paused(keep=True):  # what it imports and reads lives until the exit
+        from daemon.pipeline import Pipelines
+        from daemon.serve.validate import load_and_validate
+
+        pm = Pipelines(settings.base_dir, pipelines_dir=settings.pipelines_dir)
+        schedules, warnings = load_and_validate(
+            settings, pm, reach_clusters=True, resolve_secrets=False
+        )
     for warning in warnings:  # a ScheduleError above: exit 1, every problem listed
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{len(schedules)} schedule(s) valid in {settings.schedules_dir}")

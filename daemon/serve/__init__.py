@@ -7,6 +7,8 @@ incoming, observe, http. This file stays a docstring: importing the package cost
 
 Modules:
     catchup.py    Catch-up at start-up: the slots that passed while no daemon ran.
+    collector.py  Python's cyclic garbage collector, paused while a command builds what lives
+                  on (start-up, `validate`, `schedules`).
     commands.py   What the control channel (and HTTP) asks of a running daemon: trigger, pause,
                   resume, reload
     control.py    The control channel: a Unix socket next to the database (mode 0600) that

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -44,7 +43,7 @@ from daemon.runner.execute import utcnow
 from daemon.runner.runner import Runner, install_task_guard
 from daemon.runner.scheduler import Scheduler
 from daemon.schedule import Schedule
-from daemon.serve import retention, startup, systemd
+from daemon.serve import collector, retention, startup, systemd
 from daemon.serve.audit import Audit
 from daemon.serve.catchup import CatchUp
 from daemon.serve.commands import Commands, Pauses
@@ -327,7 +326,11 @@ async def serve(settings: Settings) -> int:
     async with AsyncExitStack() as stack:
         stack.callback(notifier.close)
         daemon.install_signals()  # a stop during start-up ends start-up (see start_or_stop)
-        if not await daemon.start_or_stop(stack):
+        # start-up's objects (modules, schedules, jobs, drivers) all live on: no collector
+        # walks while they are built, then frozen out of its walks (daemon.serve.collector)
+        with collector.paused(keep=True):
+            started = await daemon.start_or_stop(stack)
+        if not started:
             log.info("stopped during start-up")
             return daemon.exit_code
         background = [
@@ -341,7 +344,6 @@ async def serve(settings: Settings) -> int:
             background.append(asyncio.create_task(pruning, name="flowerd:retention"))
         for task in background:
             task.add_done_callback(daemon.watch_part)
-        gc.freeze()  # start-up's objects (modules, drivers, graphs) leave the collector's walk
         notifier.ready(daemon.status_line())
         await daemon.wait_for_stop()
         log.info(
