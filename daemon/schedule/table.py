@@ -31,6 +31,8 @@ EVENT_FIELDS: tuple[str, ...] = ("on_file", "on_webhook")
 ALL_TRIGGERS: tuple[str, ...] = (*TRIGGER_FIELDS, "after", *EVENT_FIELDS)
 
 
+_KNOWN_FIELDS = frozenset(TABLE_FIELDS)  # asked of every key of 10,000 tables: a set lookup
+
 # What makes a schedule itself: never a project-wide default.
 NOT_DEFAULTS: tuple[str, ...] = ("pipeline", *ALL_TRIGGERS)
 
@@ -103,7 +105,7 @@ def _parse_table(
 ) -> tuple[Schedule | None, list[str]]:
     prefix = f"[{schedule_id}]"
     problems = [f"{prefix} {line}" for line in _shape_problems(schedule_id, table)]
-    known = {key: value for key, value in table.items() if key in TABLE_FIELDS}
+    known = {key: value for key, value in table.items() if key in _KNOWN_FIELDS}
     try:
         parsed = ScheduleTable.model_validate(known)
     except ValidationError as exc:
@@ -136,7 +138,7 @@ def _shape_problems(schedule_id: str, table: dict) -> list[str]:
             f"schedule id {schedule_id!r} may hold only a-z, 0-9, '_' and '-' (lower case)"
         )
     for key in table:
-        if key not in TABLE_FIELDS:
+        if key not in _KNOWN_FIELDS:
             problems.append(f"unknown field {key!r}{did_you_mean(key, TABLE_FIELDS)}")
     problems += _trigger_problems(table)
     return problems

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -164,6 +164,33 @@ def test_a_schedule_is_frozen_hashable_and_hands_out_fresh_copies(tmp_path):
     assert s.run_config_kwargs()["inputs"] == {"xs": [1]}
     assert hash(s) == hash(dataclasses.replace(s)) and s == dataclasses.replace(s)
     assert {s: 1}[s] == 1
+
+
+def test_a_schedule_built_by_hand_is_frozen_the_same_way(tmp_path):
+    """The record's own checks and freezing, for schedules not read from a file."""
+    s = Schedule(
+        id="a", file=tmp_path / "a.toml", pipeline="p", interval_s=60.0,
+        inputs={"when": date(2026, 12, 1), "nested": {"xs": [1, {"y": [2]}]}},
+        config={}, cache={"recompute": ["x"]}, executor={"type": "dask"},
+        final_vars=["v"], notify=["json://localhost/x"],
+    )  # fmt: skip
+    assert s.inputs["when"] == date(2026, 12, 1)
+    assert s.inputs["nested"] == {"xs": (1, {"y": (2,)})}
+    with pytest.raises(TypeError):
+        s.inputs["nested"]["xs"] = ()  # type: ignore[index]
+    assert s.config == {} and s.with_adapter == {}
+    assert s.config is Schedule(id="b", file=s.file, pipeline="p", cron="* * * * *").config
+    assert s.cache == {"recompute": ("x",)} and s.executor == {"type": "dask"}
+    with pytest.raises(TypeError):
+        s.executor["type"] = "local"  # type: ignore[index]
+    assert (s.final_vars, s.notify) == (("v",), ("json://localhost/x",))
+    for triggers in ({}, {"cron": "* * * * *", "interval_s": 5.0}, {"after": ("x",), "at": AT}):
+        with pytest.raises(ValueError, match="give exactly one of"):
+            Schedule(id="c", file=s.file, pipeline="p", **triggers)
+    assert Schedule(id="d", file=s.file, pipeline="p", after=["x"]).after == ("x",)
+
+
+AT = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
