@@ -40,8 +40,11 @@ def schedules(
     settings = settings_of(ctx)
     with collector.paused(keep=True):  # the schedules and rows live until the exit
         found = project_schedules(settings)
-        paused, pending = asyncio.run(_paused_schedules(settings.db_url)) if found else ({}, {})
-        running = _daemon_fires(settings)
+        running, told = _daemon_fires(settings)
+        if told is not None and found:  # SQLite: the daemon is the history's only writer
+            paused, pending = told
+        else:
+            paused, pending = asyncio.run(_paused_schedules(settings.db_url)) if found else ({}, {})
         rows = [
             schedule_json(
                 s, s.id in paused, after, next_n, paused.get(s.id),
@@ -57,15 +60,25 @@ def schedules(
         _print_drift(rows, running)
 
 
-def _daemon_fires(settings: Settings) -> dict[str, str] | None:
-    """The running daemon's schedules (id -> fingerprint); None when none answers."""
+def _daemon_fires(
+    settings: Settings,
+) -> tuple[dict[str, str] | None, tuple[dict[str, str | None], dict[str, int]] | None]:
+    """The running daemon's schedules (id -> fingerprint; None when none answers), and
+    what it says of their state -- (paused, pending), as the history has them -- when its
+    history is SQLite: one daemon per database file, so its state is the history's (on
+    PostgreSQL another daemon's pause reaches it only at its lease's renewal: read there)."""
     from daemon.serve.control import request
 
     try:
         answer = request(settings.control_socket, "loaded", timeout_s=ASK_TIMEOUT_S)
     except FlowerdError:
-        return None
-    return answer.get("schedules") if answer.get("ok") else None
+        return None, None
+    if not answer.get("ok"):
+        return None, None
+    told = None
+    if sqlite_path(settings.db_url) is not None and "paused" in answer and "pending" in answer:
+        told = (answer["paused"], answer["pending"])
+    return answer.get("schedules"), told
 
 
 ASK_TIMEOUT_S = 5.0

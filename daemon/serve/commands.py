@@ -52,6 +52,24 @@ class Pauses:
         self.reasons.pop(schedule_id, None)
 
 
+class Fingerprints:
+    """Each loaded schedule's fingerprint, worked out once per Schedule (a reload hands back
+    the very object for a table it did not change): 10,000 of them held the event loop
+    ~70 ms at every `flowerd schedules`."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[Schedule, str]] = {}
+
+    def of(self, schedules: dict[str, Schedule]) -> dict[str, str]:
+        known = {}
+        for schedule_id, schedule in schedules.items():
+            seen = self._known.get(schedule_id)
+            fresh = seen is not None and seen[0] is schedule
+            known[schedule_id] = seen if fresh else (schedule, schedule.fingerprint())
+        self._known = known
+        return {schedule_id: digest for schedule_id, (_, digest) in known.items()}
+
+
 class Commanded(Protocol):
     """What Commands acts on (and daemon.runner.backfill.Jobs reads): the daemon once its
     scheduler runs."""
@@ -76,6 +94,7 @@ class Commands:
     def __init__(self, daemon: Commanded):
         self.daemon = daemon
         self._reload_lock = asyncio.Lock()
+        self._fingerprints = Fingerprints()
 
     def handlers(self) -> dict:
         return {
@@ -101,9 +120,19 @@ class Commands:
 
     async def loaded(self, request: dict) -> dict:
         """What this daemon fires: each schedule's fingerprint, for `flowerd schedules` to
-        compare with the files."""
+        compare with the files. And what `GET /api/schedules` says of their state: each
+        paused schedule's reason, each event schedule's pending events (left out when the
+        history cannot answer now) -- on SQLite, where this daemon is the only one, what
+        the CLI would read from the history, without it importing SQLAlchemy (~0.15 s)."""
         schedules = self.daemon.scheduler.schedules
-        return {"schedules": {s_id: s.fingerprint() for s_id, s in schedules.items()}}
+        answer: dict = {"schedules": self._fingerprints.of(schedules)}
+        pauses = self.daemon.pauses
+        answer["paused"] = {s_id: pauses.reasons.get(s_id) for s_id in sorted(pauses.paused)}
+        try:
+            answer["pending"] = await self.daemon.history.pending_events()
+        except Exception as exc:  # noqa: BLE001 - the CLI reads the history itself, or warns
+            log.debug("loaded: no pending events from the history: %s", exc)
+        return answer
 
     async def trigger(self, request: dict) -> dict:
         schedule = self._schedule(request)

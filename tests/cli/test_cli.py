@@ -5,10 +5,12 @@ stdout), its entry point in this process (cli_here) where what it prints is."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.contract import CONTRACT_KEYS
-from tests.serve import cli, cli_here, make_project, runs
+from tests.contract import CONTRACT_KEYS, FLOWERD, bound
+from tests.serve import Served, cli, cli_here, make_project, runs
 
 BOOM = """
 def boom(code: int = 1) -> int:
@@ -156,3 +158,50 @@ def test_each_command_registers_from_its_room_and_help_lists_them_all(tmp_path: 
     assert command_of([]) is None
     listed = cli(tmp_path, "--help").stdout
     assert all(name in listed for name in ROOMS)
+
+
+def test_schedules_beside_a_daemon_on_sqlite_take_its_state_without_sqlalchemy(tmp_path: Path):
+    """With a daemon on SQLite (the only writer of its history), `flowerd schedules` takes
+    paused state and pending events from the daemon's answer -- what the history says --
+    and never imports SQLAlchemy; stopped, the same from the history itself."""
+    base = make_project(
+        tmp_path,
+        """
+        [early]
+        pipeline = "hello_world"
+        cron = "0 3 * * *"
+
+        [late]
+        pipeline = "hello_world"
+        cron = "0 4 * * *"
+        """,
+    )
+
+    def state(listed: list[dict]) -> dict:
+        return {r["id"]: (r["paused"], r["paused_reason"], r["pending"]) for r in listed}
+
+    with Served(base) as served:
+        served.wait_ready()
+        assert cli_here(base, "pause", "early").returncode == 0
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", FLOWERD, "--base-dir", str(base)]
+            + ["schedules", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=bound(60),
+            check=True,
+        )
+        beside = json.loads(done.stdout)
+        assert [r["loaded"] for r in beside] == [True, True]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+        assert "daemon.cli" in imported and "sqlalchemy" not in imported
+        assert served.stop() == 0
+    alone = json.loads(cli_here(base, "schedules", "--json").stdout)
+    assert (
+        state(beside)
+        == state(alone)
+        == {
+            "early": (True, None, None),
+            "late": (False, None, None),
+        }
+    )
